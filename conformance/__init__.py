@@ -1,0 +1,10 @@
+"""conformance: does an exported PyTorch model compute what eager PyTorch computes?
+
+The public API for declaring cases::
+
+    from conformance import Case, Tolerance, random_inputs
+"""
+from conformance.cases import Case, CaseError, Registry, Tolerance, random_inputs
+
+__all__ = ["Case", "CaseError", "Registry", "Tolerance", "random_inputs"]
+__version__ = "0.1.0"

@@ -1,0 +1,194 @@
+"""Cases: the models under test, and the registry that holds them.
+
+A case is data. Its builder and input factories are plain callables that the
+suite calls after seeding the global RNG, so a case never has to seed itself
+and two runs of the suite see the same weights and the same inputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+Inputs = tuple  # a tuple of positional arguments, usually tensors
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
+# Words that name paths and runtimes: a case name containing one would be
+# selected by `-k trace` or `-k script` for every target.
+RESERVED_WORDS = ("trace", "script", "torch", "onnx", "export", "compile", "aoti",
+                  "inductor", "cpu", "cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """Elementwise rule: |actual - expected| <= atol * scale + rtol * |expected|.
+
+    `scale` is max(1, max |expected|) over the compared tensor; see
+    `conformance.compare.allowed_error` for why.
+    """
+
+    rtol: float
+    atol: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Case:
+    """One model under test.
+
+    name: lowercase words joined by `_`; must not contain a path or runtime word.
+    build: returns an `nn.Module` (set to eval mode by the suite) or a plain function.
+    example: returns the example inputs as a tuple. When `batch_sizes` is set it
+        must accept `batch=N` and return inputs whose dim 0 is N.
+    probes: returns a list of further input tuples the artifact must agree with
+        eager on: other values, inputs that take another branch, other sizes.
+    batch_sizes: batch sizes other than the example's that the artifact must accept.
+    tags: free words; each becomes a pytest marker (`-m "not slow"`).
+        Tags the suite reads: `slow`, `control-flow`, `classifier`.
+    tolerance: overrides the dtype default for this case.
+    quantized_engine: the `torch.backends.quantized.engine` the model needs.
+    seed: seeds building (seed), example inputs (seed + 1) and probes (seed + 2).
+    """
+
+    name: str
+    build: Callable[[], Any]
+    example: Callable[..., Inputs]
+    probes: Callable[[], Sequence[Inputs]] | None = None
+    batch_sizes: tuple[int, ...] = ()
+    tags: frozenset[str] = frozenset()
+    tolerance: Tolerance | None = None
+    quantized_engine: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "tags", frozenset(self.tags))
+        object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
+        problem = name_problem(self.name)
+        if problem:
+            raise ValueError(f"case name {self.name!r}: {problem}")
+        if not callable(self.build) or not callable(self.example):
+            raise TypeError(f"case {self.name!r}: build and example must be callables")
+
+    @property
+    def has_control_flow(self) -> bool:
+        return "control-flow" in self.tags
+
+
+def name_problem(name: str) -> str | None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        return "use lowercase letters, digits, '_' and '.'"
+    for word in RESERVED_WORDS:
+        if word in name:
+            return f"contains {word!r}, which `-k {word}` uses to select a path, runtime or device"
+    return None
+
+
+def random_inputs(*shapes: Sequence[int], scale: float = 1.0, offset: float = 0.0):
+    """An `example` factory: one `randn(shape) * scale + offset` tensor per shape.
+
+    The returned callable takes `batch=N` to replace dim 0 of every shape.
+    """
+    import torch
+
+    def make(batch: int | None = None) -> Inputs:
+        return tuple(
+            torch.randn(*((batch,) + tuple(s[1:]) if batch else tuple(s))) * scale + offset
+            for s in shapes
+        )
+
+    return make
+
+
+class CaseError(Exception):
+    """A case, or a module of cases, cannot be used; the message says why."""
+
+
+class Registry:
+    """Cases by name, in the order they were added."""
+
+    def __init__(self, cases: Iterable[Case] = ()):
+        self._cases: dict[str, Case] = {}
+        self._origin: dict[str, str] = {}
+        self.extend(cases, origin="<init>")
+
+    def add(self, case: Case, origin: str = "<unknown>") -> None:
+        if not isinstance(case, Case):
+            raise CaseError(f"{origin}: expected a conformance.Case, got {type(case).__name__}")
+        if case.name in self._cases:
+            raise CaseError(
+                f"{origin}: case {case.name!r} is already defined by {self._origin[case.name]}")
+        self._cases[case.name] = case
+        self._origin[case.name] = origin
+
+    def extend(self, cases: Iterable[Case], origin: str) -> None:
+        for case in cases:
+            self.add(case, origin)
+
+    def __getitem__(self, name: str) -> Case:
+        return self._cases[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._cases
+
+    def __iter__(self):
+        return iter(self._cases.values())
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    def names(self) -> list[str]:
+        return list(self._cases)
+
+
+def load_cases_module(spec: str) -> tuple[str, list[Case]]:
+    """Import a user's cases from a file path or a module name.
+
+    The module must define `CASES`, a list of `conformance.Case`. Returns a
+    description of where they came from and the cases. Raises CaseError with
+    a message that names the module and the problem.
+    """
+    module = _import_spec(spec)
+    cases = getattr(module, "CASES", None)
+    if cases is None:
+        raise CaseError(f"--cases {spec}: the module defines no CASES list "
+                        "(CASES = [conformance.Case(...), ...])")
+    if isinstance(cases, Case) or not isinstance(cases, (list, tuple)):
+        raise CaseError(f"--cases {spec}: CASES must be a list of conformance.Case, "
+                        f"got {type(cases).__name__}")
+    for index, case in enumerate(cases):
+        if not isinstance(case, Case):
+            raise CaseError(f"--cases {spec}: CASES[{index}] is a {type(case).__name__}, "
+                            "not a conformance.Case")
+    return getattr(module, "__file__", spec) or spec, list(cases)
+
+
+def _import_spec(spec: str):
+    path = Path(spec)
+    try:
+        if spec.endswith(".py") or path.exists():
+            if not path.is_file():
+                raise CaseError(f"--cases {spec}: no such file")
+            return _import_file(path)
+        return importlib.import_module(spec)
+    except CaseError:
+        raise
+    except Exception as exc:  # the user's module raised while importing
+        raise CaseError(f"--cases {spec}: importing it raised "
+                        f"{type(exc).__name__}: {exc}") from exc
+
+
+def _import_file(path: Path):
+    name = "conformance_user_cases_" + re.sub(r"\W", "_", path.resolve().stem)
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    module = importlib.util.module_from_spec(spec)
+    # TorchScript needs the source of scripted functions: keep the module findable.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module

@@ -1,0 +1,470 @@
+"""Comparing an artifact's outputs with eager PyTorch's.
+
+Every numeric element is judged by one rule, `allowed_error`. The rest of this
+module walks nested outputs, checks that their structure lines up, and turns
+what it finds into problems that name the output they are about.
+"""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+from typing import Any
+
+import torch
+
+from conformance.cases import Tolerance
+
+EXACT = Tolerance(rtol=0.0, atol=0.0)
+
+_INTEGER_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+_INTEGER_DTYPES += [getattr(torch, name) for name in ("uint16", "uint32", "uint64")
+                    if hasattr(torch, name)]
+
+DEFAULT_TOLERANCES: dict[torch.dtype, Tolerance] = {
+    torch.float32: Tolerance(rtol=1e-4, atol=1e-5),
+    torch.float64: Tolerance(rtol=1e-7, atol=1e-7),
+    torch.float16: Tolerance(rtol=1e-3, atol=1e-3),
+    torch.bfloat16: Tolerance(rtol=1.6e-2, atol=1e-2),
+    **{dtype: EXACT for dtype in _INTEGER_DTYPES},
+}
+
+# Complex values are compared part by part, so each part gets the tolerance
+# of a real number of the same width.
+_COMPLEX_PARTS = {torch.complex64: torch.float32, torch.complex128: torch.float64,
+                  torch.complex32: torch.float16}
+
+_RULE = "|a-e| <= atol*max(1,max|e|) + rtol*|e|"
+
+
+def tolerance_for(expected: torch.Tensor, override: Tolerance | None) -> Tolerance:
+    """The case's tolerance when it has one, else the default for `expected`'s dtype."""
+    if override is not None:
+        return override
+    dtype = expected.dtype
+    if expected.is_quantized:
+        dtype = torch.float32  # quantized outputs are compared dequantized
+    dtype = _COMPLEX_PARTS.get(dtype, dtype)
+    if dtype in DEFAULT_TOLERANCES:
+        return DEFAULT_TOLERANCES[dtype]
+    if dtype.is_floating_point:
+        raise ValueError(f"no default tolerance for {dtype}; give the case a tolerance")
+    return EXACT
+
+
+def allowed_error(expected: torch.Tensor, tol: Tolerance) -> torch.Tensor:
+    """The absolute error allowed at each element of `expected` (float64).
+
+    allowed = tol.atol * scale + tol.rtol * |expected|,
+    scale = max(1, max |expected| over the finite elements of the tensor).
+
+    A purely absolute tolerance fails models whose outputs are huge:
+    inception_v3 with random weights produces logits around 1e11, where
+    float32 rounding alone exceeds any atol chosen for ordinary outputs, and
+    an atol loose enough for those would accept a sign flip of every element
+    of an ordinary tensor. A purely relative tolerance gives near-zero elements an allowed
+    error near zero, so the rounding noise of an element that cancels to
+    almost nothing fails it, and it has no floor at all for exact zeros.
+    Scaling atol by the tensor's magnitude makes the floor proportional to
+    what float32 can resolve for that tensor: a near-zero element may carry
+    the rounding noise of its neighbours, but a sign flip of an element well
+    above that noise is caught. rtol still bounds each large element's error
+    by its own size.
+    """
+    if expected.is_complex():
+        expected = torch.view_as_real(expected.resolve_conj())
+    magnitude = expected.detach().to(torch.float64).abs()
+    finite = magnitude[magnitude.isfinite()]
+    scale = max(1.0, finite.max().item()) if finite.numel() else 1.0
+    return tol.atol * scale + tol.rtol * magnitude
+
+
+# ---------------------------------------------------------------- structure
+
+def _field_names(obj: Any) -> tuple[str, ...] | None:
+    """Field names of a namedtuple or of a torch.return_types struct, else None."""
+    if not isinstance(obj, tuple) or type(obj) is tuple:
+        return None
+    cls = type(obj)
+    names = getattr(cls, "_fields", None)
+    if names is None and hasattr(cls, "n_fields"):
+        names = getattr(cls, "__match_args__", None)
+    return tuple(names) if names is not None and len(names) == len(obj) else None
+
+
+def _child_path(path: str, container: Any, key: Any) -> str:
+    if isinstance(container, collections.abc.Mapping):
+        return f"{path}[{key!r}]"
+    names = _field_names(container)
+    return f"{path}.{names[key]}" if names else f"{path}[{key}]"
+
+
+def _children(obj: Any) -> list | None:
+    """(key, child) pairs of a container, in its own order; None for a leaf."""
+    if isinstance(obj, collections.abc.Mapping):
+        return list(obj.items())
+    if isinstance(obj, (tuple, list)):
+        return list(enumerate(obj))
+    return None
+
+
+def flatten(obj: Any, prefix: str = "output") -> list[tuple[str, Any]]:
+    """Leaves of a nested output with their paths: output[0], output['out'], output.logits."""
+    children = _children(obj)
+    if children is None:
+        return [(prefix, obj)]
+    leaves = []
+    for key, child in children:
+        leaves.extend(flatten(child, _child_path(prefix, obj, key)))
+    return leaves
+
+
+def _family(obj: Any) -> str:
+    if isinstance(obj, torch.Tensor):
+        return "tensor"
+    if obj is None:
+        return "none"
+    if isinstance(obj, (bool, int, float)):
+        return "scalar"
+    if isinstance(obj, collections.abc.Mapping):
+        return "mapping"
+    if isinstance(obj, (tuple, list)):
+        return "sequence"
+    return "other"
+
+
+def _describe(obj: Any) -> str:
+    family = _family(obj)
+    if family == "tensor":
+        return "a Tensor"
+    if family == "none":
+        return "None"
+    if family == "mapping":
+        return f"a {type(obj).__name__} with keys {list(obj)}"
+    if family == "sequence":
+        kind = "namedtuple " + type(obj).__name__ if _field_names(obj) else type(obj).__name__
+        return f"a {kind} of {len(obj)}"
+    name = type(obj).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+# ---------------------------------------------------------------- results
+
+@dataclasses.dataclass
+class Comparison:
+    """What comparing an artifact's outputs with eager's found.
+
+    mismatched/total count the numeric elements compared; elements of leaves
+    whose shape or dtype differ are not compared and not counted.
+    """
+
+    ok: bool
+    problems: list[str]
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    mismatch_fraction: float = 0.0
+    tolerance: dict = dataclasses.field(default_factory=dict)
+    topk_agree: bool | None = None
+    mismatched: int = 0
+    total: int = 0
+    topk: int | None = None
+    structural_problems: list[str] = dataclasses.field(default_factory=list)
+
+    def metrics(self) -> dict:
+        return {
+            "max_abs": float(self.max_abs),
+            "max_rel": float(self.max_rel),
+            "mismatch_fraction": float(self.mismatch_fraction),
+            "rtol": float(self.tolerance.get("rtol", 0.0)),
+            "atol": float(self.tolerance.get("atol", 0.0)),
+            "topk_agree": self.topk_agree,
+        }
+
+    def headline(self) -> str:
+        if self.structural_problems:
+            return self.structural_problems[0]
+        if self.mismatched:
+            return f"{self.mismatched} of {self.total} output elements outside tolerance"
+        return f"all {self.total} output elements within tolerance"
+
+    def summary(self) -> str:
+        headline = self.headline()
+        lines = [headline] + [f"  {p}" for p in self.problems if p != headline]
+        lines += [
+            f"max abs error: {self.max_abs:.6g}",
+            f"max rel error: {self.max_rel:.6g}",
+            f"share mismatched: {self.mismatch_fraction:.4%} "
+            f"({self.mismatched} of {self.total} elements)",
+            f"tolerance: {_RULE} with rtol={self.tolerance.get('rtol', 0.0):g}, "
+            f"atol={self.tolerance.get('atol', 0.0):g}",
+        ]
+        if self.topk_agree is not None:
+            lines.append(f"top-{self.topk} classes agree: {'yes' if self.topk_agree else 'no'}")
+        return "\n".join(lines)
+
+
+class _Findings:
+    """Accumulates what the walk over both outputs finds."""
+
+    def __init__(self, override: Tolerance | None):
+        self.override = override
+        self.problems: list[str] = []
+        self.structural: list[str] = []
+        self.max_abs = 0.0
+        self.max_rel = 0.0
+        self.mismatched = 0
+        self.total = 0
+        self.float_tolerance: Tolerance | None = None
+        self.any_tolerance: Tolerance | None = None
+        self.first_tensor_seen = False
+        self.topk_pair: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def problem(self, path: str, message: str, structural: bool = False) -> None:
+        text = f"{path}: {message}"
+        self.problems.append(text)
+        if structural:
+            self.structural.append(text)
+
+    def used(self, expected: torch.Tensor, tol: Tolerance) -> None:
+        self.any_tolerance = self.any_tolerance or tol
+        if self.float_tolerance is None and expected.is_floating_point():
+            self.float_tolerance = tol
+
+    def tolerance(self) -> Tolerance:
+        return (self.float_tolerance or self.any_tolerance or self.override
+                or DEFAULT_TOLERANCES[torch.float32])
+
+
+# ---------------------------------------------------------------- values
+
+@dataclasses.dataclass
+class _Verdict:
+    bad: torch.Tensor          # elementwise: outside tolerance
+    diff: torch.Tensor         # |a - e| in float64
+    allowed: torch.Tensor
+    finite: torch.Tensor       # finite in both
+    nan_only_actual: torch.Tensor
+    nan_only_expected: torch.Tensor
+    inf_bad: torch.Tensor
+
+
+def _verdict(a: torch.Tensor, e: torch.Tensor, tol: Tolerance) -> _Verdict:
+    """Judge each element, with assert_close's semantics for NaN and inf.
+
+    NaN equals NaN at the same position; an infinity equals only the same
+    infinity; finite elements must be within `allowed_error`. Integers under
+    an exact tolerance are compared in their own dtype, which float64 could
+    not represent beyond 2**53.
+    """
+    a64, e64 = a.to(torch.float64), e.to(torch.float64)
+    nan_a, nan_e = a64.isnan(), e64.isnan()
+    finite = a64.isfinite() & e64.isfinite()
+    diff = (a64 - e64).abs()
+    allowed = allowed_error(e64, tol)
+    if not e.is_floating_point() and tol == EXACT:
+        within = a == e
+    else:
+        within = diff <= allowed
+    inf_bad = ~finite & ~nan_a & ~nan_e & (a64 != e64)
+    bad = (nan_a ^ nan_e) | inf_bad | (finite & ~within)
+    return _Verdict(bad, diff, allowed, finite, nan_a & ~nan_e, nan_e & ~nan_a, inf_bad)
+
+
+def _errors(v: _Verdict, e: torch.Tensor) -> tuple[float, float]:
+    """Max absolute and relative error over elements finite in both."""
+    diff = v.diff[v.finite]
+    if not diff.numel():
+        return 0.0, 0.0
+    magnitude = e.to(torch.float64).abs()[v.finite]
+    nonzero = magnitude > 0
+    rel = (diff[nonzero] / magnitude[nonzero]).max().item() if nonzero.any() else 0.0
+    return diff.max().item(), rel
+
+
+def _unravel(flat: int, shape: torch.Size) -> tuple[int, ...]:
+    index = []
+    for size in reversed(shape):
+        index.append(flat % size)
+        flat //= size
+    return tuple(reversed(index))
+
+
+def _at(flat: int, shape: torch.Size) -> str:
+    return f" at index {_unravel(flat, shape)}" if len(shape) else ""
+
+
+def _value_messages(a: torch.Tensor, e: torch.Tensor, v: _Verdict) -> list[str]:
+    a64, e64 = a.to(torch.float64).reshape(-1), e.to(torch.float64).reshape(-1)
+    messages = []
+    if v.nan_only_actual.any():
+        messages.append(f"{int(v.nan_only_actual.sum())} NaN where eager has none")
+    if v.nan_only_expected.any():
+        messages.append("eager has NaN where the artifact has a finite value "
+                        f"({int(v.nan_only_expected.sum())} elements)")
+    if v.inf_bad.any():
+        i = int(v.inf_bad.reshape(-1).nonzero()[0])
+        messages.append(f"{int(v.inf_bad.sum())} infinite values differ from eager "
+                        f"(first{_at(i, e.shape)}: artifact {a64[i].item():.9g} vs eager {e64[i].item():.9g})")
+    out = (v.finite & v.bad).reshape(-1)
+    if out.any():
+        excess = torch.where(out, v.diff.reshape(-1) - v.allowed.reshape(-1), -torch.inf)
+        i = int(excess.argmax())
+        messages.append(
+            f"{int(out.sum())} of {e.numel()} elements outside tolerance; worst{_at(i, e.shape)}: "
+            f"artifact {a64[i].item():.9g} vs eager {e64[i].item():.9g}, "
+            f"|diff| {v.diff.reshape(-1)[i].item():.3g} > allowed {v.allowed.reshape(-1)[i].item():.3g}")
+    return messages
+
+
+def _compare_values(a: torch.Tensor, e: torch.Tensor, tol: Tolerance, path: str,
+                    found: _Findings) -> None:
+    found.used(e, tol)
+    found.total += e.numel()
+    if not e.numel():
+        return
+    v = _verdict(a, e, tol)
+    max_abs, max_rel = _errors(v, e)
+    found.max_abs = max(found.max_abs, max_abs)
+    found.max_rel = max(found.max_rel, max_rel)
+    found.mismatched += int(v.bad.sum())
+    messages = _value_messages(a, e, v)
+    if messages:
+        found.problem(path, "; ".join(messages))
+
+
+# ---------------------------------------------------------------- leaves
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().cpu()
+    return t.to_dense() if t.layout != torch.strided else t
+
+
+def _numeric(t: torch.Tensor) -> torch.Tensor:
+    """A real, non-quantized view of `t` whose elements can be judged one by one."""
+    if t.is_quantized:
+        return t.dequantize()
+    if t.is_complex():
+        return torch.view_as_real(t.resolve_conj())
+    return t
+
+
+def _layout_messages(a: torch.Tensor, e: torch.Tensor) -> list[str]:
+    messages = []
+    if a.shape != e.shape:
+        messages.append(f"shape {tuple(a.shape)} != eager {tuple(e.shape)}")
+    if a.dtype != e.dtype:
+        messages.append(f"dtype {a.dtype} != eager {e.dtype}")
+    return messages
+
+
+def _compare_tensor(actual: torch.Tensor, expected: torch.Tensor, path: str,
+                    found: _Findings) -> None:
+    a, e = _plain(actual), _plain(expected)
+    first = not found.first_tensor_seen
+    found.first_tensor_seen = True
+    messages = _layout_messages(a, e)
+    if messages:
+        found.problem(path, "; ".join(messages), structural=True)
+        return
+    a, e = _numeric(a), _numeric(e)
+    if first:
+        found.topk_pair = (a, e)
+    _compare_values(a, e, tolerance_for(e, found.override), path, found)
+
+
+def _compare_scalar(actual: Any, expected: Any, path: str, found: _Findings) -> None:
+    integral = all(isinstance(x, (bool, int)) for x in (actual, expected))
+    dtype = torch.int64 if integral else torch.float64
+    a, e = torch.tensor(actual, dtype=dtype), torch.tensor(expected, dtype=dtype)
+    _compare_values(a, e, tolerance_for(e, found.override), path, found)
+
+
+def _compare_other(actual: Any, expected: Any, path: str, found: _Findings) -> None:
+    try:
+        equal = bool(actual == expected)
+    except Exception:  # an object whose == does not give a truth value
+        equal = False
+    if not equal:
+        found.problem(path, f"{actual!r} != eager {expected!r}")
+
+
+# ---------------------------------------------------------------- walk
+
+def _compare_sequence(actual, expected, path: str, found: _Findings) -> None:
+    if len(actual) != len(expected):
+        found.problem(path, f"eager returned {_describe(expected)}, "
+                            f"the artifact returned {_describe(actual)}", structural=True)
+        return
+    # TorchScript returns plain tuples for namedtuples, so positions decide.
+    for index, (a, e) in enumerate(zip(actual, expected)):
+        _walk(a, e, _child_path(path, expected, index), found)
+
+
+def _compare_mapping(actual, expected, path: str, found: _Findings) -> None:
+    missing = [k for k in expected if k not in actual]
+    extra = [k for k in actual if k not in expected]
+    if missing or extra:
+        parts = [f"{label} {keys}" for label, keys in (("missing", missing), ("unexpected", extra))
+                 if keys]
+        found.problem(path, "keys differ from eager: " + ", ".join(parts), structural=True)
+    for key in expected:
+        if key in actual:
+            _walk(actual[key], expected[key], _child_path(path, expected, key), found)
+
+
+_COMPARE_BY_FAMILY = {
+    "tensor": _compare_tensor,
+    "sequence": _compare_sequence,
+    "mapping": _compare_mapping,
+    "scalar": _compare_scalar,
+    "other": _compare_other,
+}
+
+
+def _walk(actual: Any, expected: Any, path: str, found: _Findings) -> None:
+    family = _family(expected)
+    if _family(actual) != family:
+        found.problem(path, f"eager returned {_describe(expected)}, "
+                            f"the artifact returned {_describe(actual)}", structural=True)
+        return
+    if family != "none":
+        _COMPARE_BY_FAMILY[family](actual, expected, path, found)
+
+
+def _topk_agree(pair: tuple[torch.Tensor, torch.Tensor] | None, k: int | None) -> bool | None:
+    """Whether each row's top-k class set agrees, for [N, C] float logits."""
+    if pair is None or not k or k < 1:
+        return None
+    a, e = pair
+    if e.dim() != 2 or not e.is_floating_point() or e.shape[1] < k:
+        return None
+
+    def classes(t):
+        return t.to(torch.float64).topk(k, dim=1).indices.sort(dim=1).values
+
+    return bool(torch.equal(classes(a), classes(e)))
+
+
+def compare(actual: Any, expected: Any, tolerance: Tolerance | None = None,
+            topk: int | None = None) -> Comparison:
+    """Compare an artifact's (possibly nested) outputs with eager's.
+
+    `tolerance` overrides the dtype defaults for every leaf. `topk` asks
+    whether the first output, when it is [N, C] logits, ranks the same top-k
+    classes; that is reported, and never changes `ok`.
+    """
+    found = _Findings(tolerance)
+    _walk(actual, expected, "output", found)
+    tol = found.tolerance()
+    return Comparison(
+        ok=not found.problems,
+        problems=found.problems,
+        max_abs=found.max_abs,
+        max_rel=found.max_rel,
+        mismatch_fraction=found.mismatched / found.total if found.total else 0.0,
+        tolerance={"rtol": tol.rtol, "atol": tol.atol},
+        topk_agree=_topk_agree(found.topk_pair, topk),
+        mismatched=found.mismatched,
+        total=found.total,
+        topk=topk,
+        structural_problems=found.structural,
+    )

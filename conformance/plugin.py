@@ -1,0 +1,245 @@
+"""The pytest plugin: options, the session object, the matrix, records.
+
+Installed as a pytest11 entry point, so `pytest --pyargs conformance --cases
+my_models.py` runs the suite against a user's own models.
+"""
+from __future__ import annotations
+
+import shlex
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from conformance import expectations as expect
+from conformance.cases import CaseError
+from conformance.records import RecordWriter, make_record
+from conformance.session import BUILTIN_EXPECTATIONS, CellSpec, ConformanceSession, Options
+from conformance.targets import device_skip_reason
+from conformance.versions import header_line, torch_release
+
+SESSION = pytest.StashKey[ConformanceSession]()
+CELL = pytest.StashKey["Cell"]()
+RECORD = "conformance_record"
+
+
+class ConformanceWarning(UserWarning):
+    """Something in the suite's own data needs attention (a stale expectation row)."""
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("conformance", "conformance: PyTorch export conformance")
+    group.addoption("--cases", action="append", default=[], metavar="FILE_OR_MODULE",
+                    help="add the cases (a CASES list) of a .py file or an importable module; "
+                         "repeatable")
+    group.addoption("--no-builtin-cases", action="store_true",
+                    help="run only the cases given with --cases")
+    group.addoption("--expectations", action="append", default=[], metavar="TOML",
+                    help="another expectation table ([[expect]] rows), added to the built-in one")
+    group.addoption("--conformance-results", default="results/records.jsonl", metavar="FILE",
+                    help="JSON-lines file that gets one record per check (default: %(default)s)")
+    group.addoption("--artifacts-dir", default=None, metavar="DIR",
+                    help="keep exported artifacts here (default: a temporary directory)")
+    group.addoption("--fresh-process-timeout", type=float, default=600.0, metavar="SECONDS",
+                    help="how long the fresh process may take to load and run one artifact")
+    group.addoption("--require-device", action="append", default=[], metavar="DEVICE",
+                    help="fail, instead of skip, the cells of DEVICE (e.g. cuda) when it is "
+                         "missing; for CI machines that must have it")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "conformance_check: a (case, target, check) cell")
+    # Every torch.jit call warns that TorchScript is deprecated; the suite tests it on purpose.
+    config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
+    try:
+        session = ConformanceSession(_options(config))
+    except (CaseError, expect.ExpectationError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[SESSION] = session
+    if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
+        config.pluginmanager.register(Recorder(RecordWriter(session.options.results)),
+                                      "conformance-recorder")
+
+
+def _options(config) -> Options:
+    opt = config.option
+    files = [BUILTIN_EXPECTATIONS] + [Path(f) for f in opt.expectations]
+    return Options(cases=opt.cases, builtin_cases=not opt.no_builtin_cases,
+                   expectation_files=files, results=Path(opt.conformance_results),
+                   artifact_dir=Path(opt.artifacts_dir) if opt.artifacts_dir else None,
+                   fresh_process_timeout=opt.fresh_process_timeout,
+                   required_devices=opt.require_device)
+
+
+def pytest_unconfigure(config):
+    if SESSION in config.stash:
+        config.stash[SESSION].close()
+
+
+def pytest_report_header(config):
+    lines = [f"conformance: {header_line()}"]
+    if SESSION in config.stash:
+        lines.append(f"conformance records: {config.stash[SESSION].options.results}")
+    return lines
+
+
+def pytest_generate_tests(metafunc):
+    if "conformance_spec" not in metafunc.fixturenames:
+        return
+    session = metafunc.config.stash[SESSION]
+    try:
+        cells = session.cells()
+    except CaseError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    session.generated = True
+    params = [pytest.param(spec, id=spec.id, marks=_marks(metafunc.config, session, spec))
+              for spec in cells]
+    metafunc.parametrize("conformance_spec", params)
+
+
+def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
+    case = session.registry[spec.case]
+    marks = [pytest.mark.conformance_check, pytest.mark.xdist_group(spec.case)]
+    for tag in sorted(case.tags):
+        config.addinivalue_line("markers", f"{tag}: cases tagged {tag!r}")
+        marks.append(getattr(pytest.mark, tag))
+    row = session.expectations.lookup(spec.case, spec.target.id, spec.check)
+    if row:
+        marks.append(pytest.mark.xfail(strict=True, reason=expect.xfail_reason(row)))
+    return marks
+
+
+def pytest_collection_modifyitems(session, config, items):
+    conformance = config.stash.get(SESSION, None)
+    if not conformance or not conformance.generated:
+        return
+    for row in conformance.expectations.unmatched():
+        warnings.warn(ConformanceWarning(
+            f"expectation {row.describe()} matches no cell of the matrix on torch "
+            f"{torch_release()}: remove it or fix its patterns"))
+
+
+class Cell:
+    """A cell being checked: runs its check and keeps what the record needs."""
+
+    def __init__(self, spec: CellSpec, session: ConformanceSession, reproduce: str):
+        self.spec = spec
+        self.session = session
+        self.reproduce = reproduce
+        self.metrics: dict = {}
+        self.timings: dict = {}
+        self.warnings: list[str] = []
+
+    def check(self) -> None:
+        from conformance.checks import CHECKS, CheckFailure
+
+        subject = self.session.subject(self.spec, self.reproduce)
+        failure = None
+        try:
+            self.metrics = CHECKS[self.spec.check](subject)
+        except CheckFailure as exc:
+            failure, self.metrics = str(exc), exc.metrics
+        finally:
+            self.timings = dict(subject.state.timings)
+            self.warnings = _artifact_warnings(subject)
+        if failure:
+            # The message explains the failure; a traceback into the suite would not.
+            pytest.fail(failure, pytrace=False)
+
+
+def _artifact_warnings(subject) -> list[str]:
+    try:
+        return subject.artifact.warnings
+    except Exception:  # no artifact: the export failure is the check's message
+        return []
+
+
+@pytest.fixture
+def conformance_cell(conformance_spec: CellSpec, request) -> Cell:
+    session = request.config.stash[SESSION]
+    reason = _skip_reason(session, conformance_spec)
+    if reason and conformance_spec.target.device in session.options.required_devices:
+        pytest.fail(f"--require-device {conformance_spec.target.device}: {reason}")
+    if reason:
+        pytest.skip(reason)
+    cell = Cell(conformance_spec, session, _reproduce(request))
+    request.node.stash[CELL] = cell
+    return cell
+
+
+def _skip_reason(session: ConformanceSession, spec: CellSpec) -> str | None:
+    case = session.registry[spec.case]
+    if case.quantized_engine and spec.target.device != "cpu":
+        return "eager-mode quantized kernels run on the CPU only"
+    return device_skip_reason(spec.target.device)
+
+
+def _reproduce(request) -> str:
+    extra = "".join(f" --cases {shlex.quote(c)}" for c in request.config.option.cases)
+    return f"pytest {shlex.quote(request.node.nodeid)}{extra}"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    spec = getattr(item, "callspec", None) and item.callspec.params.get("conformance_spec")
+    if spec is None:
+        return report
+    _explain_unexpected_pass(item, report, spec)
+    if report.skipped and hasattr(report, "wasxfail") and call.excinfo:
+        observed = str(call.excinfo.value).splitlines()[0]
+        report.wasxfail = f"{report.wasxfail}; observed: {observed}"
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        record = _record(item, report, call, spec)
+        report.user_properties.append((RECORD, record))
+    return report
+
+
+def _explain_unexpected_pass(item, report, spec: CellSpec) -> None:
+    if report.failed and str(report.longrepr).startswith("[XPASS(strict)]"):
+        row = item.config.stash[SESSION].expectations.lookup(
+            spec.case, spec.target.id, spec.check)
+        report.longrepr = expect.unexpected_pass_message(row, spec.id, torch_release())
+
+
+def _record(item, report, call, spec: CellSpec) -> dict:
+    cell = item.stash.get(CELL, None)
+    outcome, message = _outcome(report, call)
+    data = {"case": spec.case, "target": spec.target.id, "path": spec.target.path,
+            "runtime": spec.target.runtime, "device": spec.target.device,
+            "check": spec.check, "nodeid": item.nodeid,
+            "metrics": cell.metrics if cell else {}, "timings": cell.timings if cell else {},
+            "export_warnings": cell.warnings if cell else [],
+            "expectation": getattr(report, "wasxfail", None)}
+    return make_record(data, outcome, call.duration, message)
+
+
+def _outcome(report, call) -> tuple[str, str]:
+    error = str(call.excinfo.value) if call.excinfo else ""
+    if str(report.longrepr or "").startswith("UNEXPECTED PASS"):
+        return "xpassed", str(report.longrepr)
+    if hasattr(report, "wasxfail"):
+        return ("xfailed", error) if report.skipped else ("xpassed", str(report.longrepr))
+    if report.skipped:
+        return "skipped", str(call.excinfo.value) if call.excinfo else ""
+    if report.failed:
+        return ("failed" if report.when == "call" else "error"), error or str(report.longrepr)
+    return "passed", ""
+
+
+class Recorder:
+    """Writes the records that reports carry; on the controller under xdist."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def pytest_runtest_logreport(self, report):
+        for name, value in report.user_properties:
+            if name == RECORD:
+                self.writer.write(value)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.writer.count:
+            terminalreporter.write_line(
+                f"conformance: {self.writer.count} records written to {self.writer.file}")

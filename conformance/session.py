@@ -1,0 +1,95 @@
+"""The suite's state for one pytest session: cases, matrix, expectations, records."""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from conformance import expectations as expect
+from conformance.cases import Case, Registry, load_cases_module
+from conformance.checks import CHECKS, applies
+from conformance.subject import CaseState, Subject
+from conformance.targets import Target, all_targets
+from conformance.versions import torch_release
+from conformance.worker import FreshProcess
+
+BUILTIN_EXPECTATIONS = Path(__file__).parent / "fixtures" / "expectations.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """One cell of the matrix: a check of a case through a target."""
+
+    case: str
+    target: Target
+    check: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.case}-{self.target.id}-{self.check}"
+
+
+@dataclasses.dataclass
+class Options:
+    cases: list[str]
+    builtin_cases: bool
+    expectation_files: list[Path]
+    results: Path
+    artifact_dir: Path | None
+    fresh_process_timeout: float
+    required_devices: list[str]
+
+
+class ConformanceSession:
+    def __init__(self, options: Options):
+        self.options = options
+        self.user_cases = [load_cases_module(spec) for spec in options.cases]
+        self._registry: Registry | None = None
+        rows = [row for file in options.expectation_files for row in expect.load_table(file)]
+        self.expectations = expect.ExpectationTable(rows, torch_release())
+        self.artifact_dir = options.artifact_dir or Path(tempfile.mkdtemp(prefix="conformance-"))
+        self._worker: FreshProcess | None = None
+        self._state: CaseState | None = None
+        self.generated = False
+
+    @property
+    def registry(self) -> Registry:
+        """Built-in cases are imported on first use, so `pytest --help` stays fast."""
+        if self._registry is None:
+            registry = Registry()
+            if self.options.builtin_cases:
+                from conformance.fixtures import BUILTIN_CASES
+
+                registry.extend(BUILTIN_CASES, origin="conformance.fixtures")
+            for origin, cases in self.user_cases:
+                registry.extend(cases, origin=origin)
+            self._registry = registry
+        return self._registry
+
+    def cells(self) -> list[CellSpec]:
+        """The matrix, case-major so one case's model is built once and then dropped."""
+        return [CellSpec(case.name, target, check)
+                for case in self.registry
+                for target in sorted(all_targets(), key=lambda t: t.device != "cpu")
+                for check in CHECKS if applies(check, case)]
+
+    def subject(self, spec: CellSpec, reproduce: str) -> Subject:
+        return Subject(self.state(self.registry[spec.case], spec.target.device), spec.target,
+                       self.worker, reproduce)
+
+    def state(self, case: Case, device: str) -> CaseState:
+        """The state of the current case; moving to another case frees the previous one."""
+        if self._state is None or (self._state.case, self._state.device) != (case, device):
+            self._state = None
+            self._state = CaseState(case, device, self.artifact_dir / case.name)
+        return self._state
+
+    @property
+    def worker(self) -> FreshProcess:
+        if self._worker is None:
+            self._worker = FreshProcess(self.options.fresh_process_timeout)
+        return self._worker
+
+    def close(self) -> None:
+        if self._worker:
+            self._worker.close()

@@ -1,0 +1,163 @@
+"""What the suite builds for a case, once, and shares between its checks.
+
+A `CaseState` holds one case on one device: the seeded eager model, its inputs,
+the eager reference outputs, and the artifacts each path exported. A `Subject`
+is that state seen through one target. Everything is computed on first use.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from conformance import paths, runtimes
+from conformance.cases import Case, Inputs
+from conformance.targets import Target
+from conformance.worker import FreshProcess
+
+
+@dataclasses.dataclass
+class Probe:
+    label: str
+    inputs: Inputs
+
+
+class CaseState:
+    def __init__(self, case: Case, device: str, artifact_dir: Path):
+        self.case = case
+        self.device = device
+        self.artifact_dir = Path(artifact_dir)
+        self.timings: dict[str, float] = {}
+        self._memo: dict[Any, Any] = {}
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Compute once; an exception is remembered and raised again."""
+        if key not in self._memo:
+            try:
+                self._memo[key] = (True, compute())
+            except Exception as exc:  # the same failure is reported by every check
+                self._memo[key] = (False, exc)
+        ok, value = self._memo[key]
+        if not ok:
+            raise value
+        return value
+
+    @contextlib.contextmanager
+    def context(self):
+        """The global torch state the case needs: its quantized engine."""
+        import torch
+
+        engine = self.case.quantized_engine
+        previous = torch.backends.quantized.engine
+        if engine:
+            torch.backends.quantized.engine = engine
+        try:
+            yield
+        finally:
+            torch.backends.quantized.engine = previous
+
+    def seeded(self, offset: int, make: Callable[[], Any]) -> Any:
+        import torch
+
+        torch.manual_seed(self.case.seed + offset)
+        with self.context():
+            return make()
+
+    @property
+    def model(self) -> Any:
+        return self.memo("model", self._build)
+
+    def _build(self):
+        started = time.perf_counter()
+        model = self.seeded(0, self.case.build)
+        if hasattr(model, "eval"):
+            model = model.eval().to(self.device)
+        self.timings["build_s"] = time.perf_counter() - started
+        return model
+
+    @property
+    def example(self) -> Inputs:
+        return self.memo("example", lambda: self.to_device(self.seeded(1, self.case.example)))
+
+    @property
+    def probes(self) -> list[Probe]:
+        return self.memo("probes", self._make_probes)
+
+    def _make_probes(self) -> list[Probe]:
+        made = [Probe("other values (example shapes, new seed)",
+                      self.seeded(2, self.case.example))]
+        if self.case.probes:
+            declared = self.seeded(3, self.case.probes)
+            made += [Probe(f"case probe {i + 1} of {len(declared)}", tuple(p))
+                     for i, p in enumerate(declared)]
+        for batch in self.case.batch_sizes:
+            made.append(Probe(f"batch size {batch}",
+                              self.seeded(4, lambda: self.case.example(batch=batch))))
+        return [Probe(p.label, self.to_device(p.inputs)) for p in made]
+
+    def eager(self, key: str, inputs: Inputs) -> Any:
+        """Eager reference outputs; only the example's run is timed (the latency baseline)."""
+        timing = "eager_s" if key == "example" else None
+        return self.memo(("eager", key), lambda: self.run(self.model, inputs, timing))
+
+    def run(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Any:
+        started = time.perf_counter()
+        with self.context():
+            outputs = runtimes.run(fn, inputs)
+        if timing:
+            self.timings[timing] = time.perf_counter() - started
+        return outputs
+
+    def artifact(self, path: str) -> paths.Artifact:
+        return self.memo(("artifact", path), lambda: self._export(path))
+
+    def _export(self, path: str) -> paths.Artifact:
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        with self.context():
+            artifact = paths.export(path, self.model, self.example, self.artifact_dir,
+                                    f"{self.case.name}-{self.device}")
+        self.timings[f"export_{path}_s"] = artifact.export_seconds
+        return artifact
+
+    def loaded(self, target: Target) -> Callable:
+        return self.memo(("loaded", target), lambda: self._load(target))
+
+    def _load(self, target: Target) -> Callable:
+        started = time.perf_counter()
+        loaded = runtimes.load(target.runtime, self.artifact(target.path).file, self.device)
+        self.timings[f"load_{target.path}_{target.runtime}_s"] = time.perf_counter() - started
+        return loaded
+
+    def to_device(self, inputs: Inputs) -> Inputs:
+        return tuple(i.to(self.device) if hasattr(i, "to") else i for i in inputs)
+
+
+@dataclasses.dataclass
+class Subject:
+    """One case through one target: what a check looks at."""
+
+    state: CaseState
+    target: Target
+    worker: FreshProcess | None = None
+    reproduce: str = ""
+
+    @property
+    def case(self) -> Case:
+        return self.state.case
+
+    @property
+    def artifact(self) -> paths.Artifact:
+        return self.state.artifact(self.target.path)
+
+    @property
+    def loaded(self) -> Callable:
+        return self.state.loaded(self.target)
+
+    def run_artifact(self, inputs: Inputs, timed: bool = False) -> Any:
+        timing = f"run_{self.target.path}_{self.target.runtime}_s" if timed else None
+        return self.state.run(self.loaded, inputs, timing)
+
+    def eager_example(self) -> Any:
+        return self.state.eager("example", self.state.example)

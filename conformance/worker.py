@@ -1,0 +1,143 @@
+"""A fresh Python process that loads saved artifacts and runs them.
+
+The process never saw the exporting model, so anything the artifact silently
+depends on (module globals, Python state captured at export) shows up here.
+One process serves a whole pytest session: importing torch costs seconds, and
+a new process per check would dominate small cases. It speaks one JSON line per
+request on stdin and one per reply on stdout; tensors travel through files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+class WorkerError(Exception):
+    """The fresh process failed to load or run the artifact, or died."""
+
+
+class FreshProcess:
+    def __init__(self, timeout_s: float = 600.0, command: list[str] | None = None):
+        self.timeout_s = timeout_s
+        self.command = command or [sys.executable, "-m", "conformance.worker"]
+        self._proc: subprocess.Popen | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="conformance-worker-"))
+        self._stderr = None
+        self._requests = 0
+
+    def run(self, runtime: str, artifact: Path, inputs: tuple, device: str,
+            quantized_engine: str | None = None) -> tuple[Any, dict]:
+        """Load `artifact` with `runtime` in the fresh process and run `inputs`.
+
+        Returns (outputs, timings). Raises WorkerError with the process's own
+        error text, or with the tail of its stderr when it died.
+        """
+        import torch
+
+        self._requests += 1
+        in_file = self._dir / f"in-{self._requests}.pt"
+        out_file = self._dir / f"out-{self._requests}.pt"
+        torch.save(tuple(i.cpu() if torch.is_tensor(i) else i for i in inputs), in_file)
+        reply = self._ask({"runtime": runtime, "artifact": str(artifact), "inputs": str(in_file),
+                           "outputs": str(out_file), "device": device,
+                           "quantized_engine": quantized_engine})
+        in_file.unlink(missing_ok=True)
+        if not reply.get("ok"):
+            raise WorkerError(reply.get("error", "no error text"))
+        outputs = torch.load(out_file, weights_only=False)
+        out_file.unlink(missing_ok=True)
+        return outputs, reply["timings"]
+
+    def close(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None
+
+    def _ask(self, request: dict) -> dict:
+        proc = self._ensure_started()
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
+        line = proc.stdout.readline() if ready else ""
+        if line:
+            return json.loads(line)
+        died = proc.poll() is not None
+        proc.kill()
+        self._proc = None
+        what = f"exited with code {proc.wait()}" if died else f"gave no answer in {self.timeout_s:.0f} s"
+        raise WorkerError(f"the fresh process {what}; its stderr ends with:\n{self._stderr_tail()}")
+
+    def _ensure_started(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._stderr = open(self._dir / "stderr.txt", "w+")
+            self._proc = subprocess.Popen(
+                self.command, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+                env={**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"})
+        return self._proc
+
+    def _stderr_tail(self, chars: int = 2000) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read()[-chars:]
+
+
+def serve() -> None:
+    """The worker's loop: answer requests until stdin closes."""
+    protocol = sys.stdout
+    sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
+    for line in sys.stdin:
+        try:
+            reply = {"ok": True, "timings": handle(json.loads(line))}
+        except Exception as exc:  # reported to the suite, which fails the check
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        protocol.write(json.dumps(reply) + "\n")
+        protocol.flush()
+
+
+def handle(request: dict) -> dict:
+    import torch
+
+    from conformance import runtimes
+
+    if request.get("quantized_engine"):
+        torch.backends.quantized.engine = request["quantized_engine"]
+    started = time.perf_counter()
+    loaded = runtimes.load(request["runtime"], Path(request["artifact"]), request["device"])
+    loaded_at = time.perf_counter()
+    inputs = torch.load(request["inputs"], weights_only=False)
+    inputs = tuple(i.to(request["device"]) if torch.is_tensor(i) else i for i in inputs)
+    outputs = runtimes.run(loaded, inputs)
+    ran_at = time.perf_counter()
+    torch.save(to_cpu(outputs), request["outputs"])
+    return {"load_s": loaded_at - started, "run_s": ran_at - loaded_at}
+
+
+def to_cpu(obj: Any) -> Any:
+    import torch
+
+    if torch.is_tensor(obj):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj) if not hasattr(obj, "_fields") \
+            else type(obj)(*(to_cpu(v) for v in obj))
+    return obj
+
+
+if __name__ == "__main__":
+    serve()
