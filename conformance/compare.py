@@ -288,12 +288,16 @@ def _unravel(flat: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(reversed(index))
 
 
-def _at(flat: int, shape: torch.Size) -> str:
-    return f" at index {_unravel(flat, shape)}" if len(shape) else ""
+def _element(flat: int, a: torch.Tensor, e: torch.Tensor) -> str:
+    """One element of both tensors, for a message: ' at index (1, 7): artifact x vs eager y'."""
+    at = f" at index {_unravel(flat, e.shape)}" if e.dim() else ""
+    a_value = a.reshape(-1)[flat].item()
+    e_value = e.reshape(-1)[flat].item()
+    return f"{at}: artifact {a_value:.9g} vs eager {e_value:.9g}"
 
 
 def _value_messages(a: torch.Tensor, e: torch.Tensor, v: _Verdict) -> list[str]:
-    a64, e64 = a.to(torch.float64).reshape(-1), e.to(torch.float64).reshape(-1)
+    a, e = a.to(torch.float64), e.to(torch.float64)
     messages = []
     if v.nan_only_actual.any():
         messages.append(f"{int(v.nan_only_actual.sum())} NaN where eager has none")
@@ -301,17 +305,16 @@ def _value_messages(a: torch.Tensor, e: torch.Tensor, v: _Verdict) -> list[str]:
         messages.append("eager has NaN where the artifact has a finite value "
                         f"({int(v.nan_only_expected.sum())} elements)")
     if v.inf_bad.any():
-        i = int(v.inf_bad.reshape(-1).nonzero()[0])
+        first = int(v.inf_bad.reshape(-1).nonzero()[0])
         messages.append(f"{int(v.inf_bad.sum())} infinite values differ from eager "
-                        f"(first{_at(i, e.shape)}: artifact {a64[i].item():.9g} vs eager {e64[i].item():.9g})")
+                        f"(first{_element(first, a, e)})")
     out = (v.finite & v.bad).reshape(-1)
     if out.any():
-        excess = torch.where(out, v.diff.reshape(-1) - v.allowed.reshape(-1), -torch.inf)
-        i = int(excess.argmax())
-        messages.append(
-            f"{int(out.sum())} of {e.numel()} elements outside tolerance; worst{_at(i, e.shape)}: "
-            f"artifact {a64[i].item():.9g} vs eager {e64[i].item():.9g}, "
-            f"|diff| {v.diff.reshape(-1)[i].item():.3g} > allowed {v.allowed.reshape(-1)[i].item():.3g}")
+        diff, allowed = v.diff.reshape(-1), v.allowed.reshape(-1)
+        worst = int(torch.where(out, diff - allowed, -torch.inf).argmax())
+        messages.append(f"{int(out.sum())} of {e.numel()} elements outside tolerance; "
+                        f"worst{_element(worst, a, e)}, |diff| {diff[worst].item():.3g} "
+                        f"> allowed {allowed[worst].item():.3g}")
     return messages
 
 

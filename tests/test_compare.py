@@ -58,9 +58,10 @@ def test_override_wins_over_dtype_default():
 
 
 def test_complex_and_quantized_use_their_parts_tolerance():
-    assert tolerance_for(torch.zeros(2, dtype=torch.complex64), None) == DEFAULT_TOLERANCES[torch.float32]
-    assert tolerance_for(torch.zeros(2, dtype=torch.complex128), None) == DEFAULT_TOLERANCES[torch.float64]
-    assert tolerance_for(quantize(torch.zeros(2)), None) == DEFAULT_TOLERANCES[torch.float32]
+    float32, float64 = DEFAULT_TOLERANCES[torch.float32], DEFAULT_TOLERANCES[torch.float64]
+    assert tolerance_for(torch.zeros(2, dtype=torch.complex64), None) == float32
+    assert tolerance_for(torch.zeros(2, dtype=torch.complex128), None) == float64
+    assert tolerance_for(quantize(torch.zeros(2)), None) == float32
 
 
 def test_allowed_error_scales_atol_by_the_largest_finite_magnitude():
@@ -204,7 +205,8 @@ def test_complex_compares_both_parts():
 
 @pytest.mark.parametrize("actual, expected, text", [
     (torch.zeros(3, 2), torch.zeros(2, 3), "output: shape (3, 2) != eager (2, 3)"),
-    ((torch.zeros(1, 1000),), (torch.zeros(2, 1000),), "output[0]: shape (1, 1000) != eager (2, 1000)"),
+    ((torch.zeros(1, 1000),), (torch.zeros(2, 1000),),
+     "output[0]: shape (1, 1000) != eager (2, 1000)"),
     (torch.zeros(3, dtype=torch.float64), torch.zeros(3),
      "output: dtype torch.float64 != eager torch.float32"),
     (torch.zeros(3, dtype=torch.int32), torch.zeros(3, dtype=torch.int64),
@@ -214,7 +216,8 @@ def test_complex_compares_both_parts():
     (torch.zeros(1), None, "output: eager returned None, the artifact returned a Tensor"),
     ([torch.zeros(1)], [torch.zeros(1)] * 2,
      "output: eager returned a list of 2, the artifact returned a list of 1"),
-    ({"out": torch.zeros(1), "extra": torch.zeros(1)}, {"out": torch.zeros(1), "aux": torch.zeros(1)},
+    ({"out": torch.zeros(1), "extra": torch.zeros(1)},
+     {"out": torch.zeros(1), "aux": torch.zeros(1)},
      "output: keys differ from eager: missing ['aux'], unexpected ['extra']"),
     ((torch.zeros(1), 3), (torch.zeros(1), torch.zeros(1)),
      "output[1]: eager returned a Tensor, the artifact returned an int"),
