@@ -66,16 +66,27 @@ class FreshProcess:
 
     def _ask(self, request: dict) -> dict:
         proc = self._ensure_started()
-        proc.stdin.write(json.dumps(request) + "\n")
-        proc.stdin.flush()
+        try:
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            return self._lost(proc, answered=False)
         ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
-        line = proc.stdout.readline() if ready else ""
+        line = proc.stdout.readline() if ready else None
         if line:
             return json.loads(line)
-        died = proc.poll() is not None
-        proc.kill()
+        return self._lost(proc, answered=line is not None)
+
+    def _lost(self, proc: subprocess.Popen, answered: bool):
+        """The process closed its output (it died) or hung: stop it and say which."""
         self._proc = None
-        what = f"exited with code {proc.wait()}" if died else f"gave no answer in {self.timeout_s:.0f} s"
+        try:
+            code = proc.wait(timeout=10 if answered else 0.1)
+            what = f"exited with code {code}"
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            what = f"gave no answer in {self.timeout_s:.0f} s and was killed"
         raise WorkerError(f"the fresh process {what}; its stderr ends with:\n{self._stderr_tail()}")
 
     def _ensure_started(self) -> subprocess.Popen:

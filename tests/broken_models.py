@@ -1,0 +1,60 @@
+"""Small models, each correct or broken in one known way, for the self-tests."""
+import torch
+
+from conformance import Case, random_inputs
+
+
+class Branchy(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 10
+
+
+class BatchBaked(torch.nn.Module):
+    """Correct in eager; a trace turns `int(x.shape[0])` into the example's batch size."""
+
+    def forward(self, x):
+        return x.reshape(int(x.shape[0]), -1)
+
+
+class Noisy(torch.nn.Module):
+    """Draws fresh noise each call, so two processes never agree."""
+
+    def forward(self, x):
+        return x + torch.rand_like(x)
+
+
+class Unscriptable(torch.nn.Module):
+    def forward(self, *inputs):
+        return sum(inputs)
+
+
+class Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.tanh(self.linear(x))
+
+
+def branchy_case() -> Case:
+    return Case("branchy", Branchy, example=lambda: (torch.ones(2, 3),),
+                probes=lambda: [(-torch.ones(2, 3),)], tags={"control-flow"})
+
+
+def batch_baked_case() -> Case:
+    return Case("batch_baked", BatchBaked, example=random_inputs((1, 4, 2)), batch_sizes=(3,))
+
+
+def noisy_case() -> Case:
+    return Case("noisy", Noisy, example=random_inputs((2, 4)))
+
+
+def unscriptable_case() -> Case:
+    return Case("varargs", Unscriptable, example=random_inputs((2, 4)))
+
+
+def linear_case() -> Case:
+    return Case("linear", Linear, example=random_inputs((2, 4)), batch_sizes=(5,))

@@ -1,0 +1,119 @@
+"""Every check fails on a deliberately broken input, and passes on a sound one."""
+import pytest
+import torch
+
+from conformance import checks, runtimes
+from conformance.checks import CheckFailure
+from conformance.subject import CaseState, Subject
+from conformance.targets import Target
+from conformance.worker import FreshProcess
+from tests import broken_models
+
+
+@pytest.fixture(scope="module")
+def worker():
+    process = FreshProcess(timeout_s=120)
+    yield process
+    process.close()
+
+
+def subject_of(case, path, tmp_path, runtime="torch", worker=None) -> Subject:
+    state = CaseState(case, "cpu", tmp_path)
+    return Subject(state, Target(path, runtime, "cpu"), worker, reproduce="pytest <nodeid>")
+
+
+def perturbed_loader(file, device):
+    loaded = runtimes.load_torchscript(file, device)
+    return lambda *inputs: loaded(*inputs) + 1e-2
+
+
+@pytest.fixture
+def perturbed_runtime(monkeypatch):
+    monkeypatch.setitem(runtimes.LOADERS, "perturbed", perturbed_loader)
+    return "perturbed"
+
+
+def test_matches_eager_passes_for_a_sound_script(tmp_path):
+    metrics = checks.matches_eager(subject_of(broken_models.linear_case(), "script", tmp_path))
+    assert metrics["max_abs"] <= 1e-5
+
+
+def test_matches_eager_fails_on_perturbed_outputs(tmp_path, perturbed_runtime):
+    subject = subject_of(broken_models.linear_case(), "script", tmp_path, perturbed_runtime)
+    with pytest.raises(CheckFailure) as failure:
+        checks.matches_eager(subject)
+    message = str(failure.value)
+    for expected in ("case linear", "target script-perturbed-cpu", "check matches_eager",
+                     "max abs error", "rel error", "rtol=", "reproduce: pytest <nodeid>"):
+        assert expected in message
+    assert failure.value.metrics["max_abs"] == pytest.approx(1e-2, rel=1e-3)
+
+
+def test_generalizes_fails_for_a_trace_that_baked_a_branch(tmp_path):
+    with pytest.raises(CheckFailure, match="trace artifact diverges from eager on the probe"):
+        checks.generalizes(subject_of(broken_models.branchy_case(), "trace", tmp_path))
+
+
+def test_generalizes_passes_for_the_script_of_the_same_model(tmp_path):
+    checks.generalizes(subject_of(broken_models.branchy_case(), "script", tmp_path))
+
+
+def test_generalizes_fails_for_a_trace_that_baked_the_batch_size(tmp_path):
+    with pytest.raises(CheckFailure, match=r"batch size 3(.|\n)*shape"):
+        checks.generalizes(subject_of(broken_models.batch_baked_case(), "trace", tmp_path))
+
+
+def test_generalizes_probes_every_declared_batch_size(tmp_path):
+    subject = subject_of(broken_models.linear_case(), "trace", tmp_path)
+    checks.generalizes(subject)
+    assert [p.inputs[0].shape[0] for p in subject.state.probes] == [2, 5]
+
+
+def test_fresh_process_passes_for_a_sound_script(tmp_path, worker):
+    metrics = checks.fresh_process(
+        subject_of(broken_models.linear_case(), "script", tmp_path, worker=worker))
+    assert metrics["fresh_load_s"] >= 0
+
+
+def test_fresh_process_fails_for_a_nondeterministic_model(tmp_path, worker):
+    subject = subject_of(broken_models.noisy_case(), "script", tmp_path, worker=worker)
+    with pytest.raises(CheckFailure, match="other outputs in a fresh process"):
+        checks.fresh_process(subject)
+
+
+def test_fresh_process_fails_clearly_when_the_process_dies(tmp_path):
+    dying = FreshProcess(timeout_s=60, command=["python3", "-c", "import sys; sys.exit(3)"])
+    subject = subject_of(broken_models.linear_case(), "script", tmp_path, worker=dying)
+    with pytest.raises(CheckFailure, match="fresh process exited with code 3"):
+        checks.fresh_process(subject)
+
+
+def test_fresh_process_fails_clearly_on_a_corrupt_artifact(tmp_path, worker):
+    subject = subject_of(broken_models.linear_case(), "script", tmp_path, worker=worker)
+    assert subject.loaded is not None  # loaded in this process before the file is damaged
+    subject.artifact.file.write_bytes(b"not a model")
+    with pytest.raises(CheckFailure, match="failed in the fresh process"):
+        checks.fresh_process(subject)
+
+
+def test_keeps_branches_fails_for_a_trace(tmp_path):
+    with pytest.raises(CheckFailure, match="no prim::If or prim::Loop"):
+        checks.keeps_branches(subject_of(broken_models.branchy_case(), "trace", tmp_path))
+
+
+def test_keeps_branches_passes_for_a_script(tmp_path):
+    found = checks.keeps_branches(subject_of(broken_models.branchy_case(), "script", tmp_path))
+    assert found["prim::If"] >= 1
+
+
+def test_an_export_error_is_a_check_failure_not_a_crash(tmp_path):
+    subject = subject_of(broken_models.unscriptable_case(), "script", tmp_path)
+    for check in checks.CHECKS.values():
+        with pytest.raises(CheckFailure, match="could not export"):
+            check(subject)
+
+
+def test_keeps_branches_applies_only_to_control_flow_cases():
+    assert checks.applies("keeps_branches", broken_models.branchy_case())
+    assert not checks.applies("keeps_branches", broken_models.linear_case())
+    assert checks.applies("generalizes", broken_models.linear_case())
