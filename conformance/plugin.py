@@ -64,7 +64,9 @@ def pytest_configure(config):
 
 def _options(config) -> Options:
     opt = config.option
-    files = [BUILTIN_EXPECTATIONS] + [Path(f) for f in opt.expectations]
+    # The built-in table is about the built-in cases only.
+    builtin = [] if opt.no_builtin_cases else [BUILTIN_EXPECTATIONS]
+    files = builtin + [Path(f) for f in opt.expectations]
     return Options(cases=opt.cases, builtin_cases=not opt.no_builtin_cases,
                    expectation_files=files, results=Path(opt.conformance_results),
                    artifact_dir=Path(opt.artifacts_dir) if opt.artifacts_dir else None,
@@ -88,10 +90,7 @@ def pytest_generate_tests(metafunc):
     if "conformance_spec" not in metafunc.fixturenames:
         return
     session = metafunc.config.stash[SESSION]
-    try:
-        cells = session.cells()
-    except CaseError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    cells = session.cells()
     session.generated = True
     params = [pytest.param(spec, id=spec.id, marks=_marks(metafunc.config, session, spec))
               for spec in cells]

@@ -45,6 +45,8 @@ class ConformanceSession:
         self.options = options
         self.user_cases = [load_cases_module(spec) for spec in options.cases]
         self._registry: Registry | None = None
+        if self.user_cases:
+            self.registry  # a clash with another case's name is a usage error, found now
         rows = [row for file in options.expectation_files for row in expect.load_table(file)]
         self.expectations = expect.ExpectationTable(rows, torch_release())
         self.artifact_dir = options.artifact_dir or Path(tempfile.mkdtemp(prefix="conformance-"))
