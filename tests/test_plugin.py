@@ -193,3 +193,23 @@ def test_the_installed_package_runs_user_cases_with_pyargs(pytester):
                                 "--cases", "my_models.py", "--conformance-results",
                                 "records.jsonl", "-k", "small and script and cpu")
     result.assert_outcomes(passed=3)
+
+
+def readme_example() -> str:
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("# my_models.py")
+    return readme[start:readme.index("```", start)]
+
+
+def test_the_readme_example_runs_as_documented(pytester):
+    pytester.makepyfile(my_models=readme_example())
+    result = pytester.runpytest("--pyargs", "conformance", "--no-builtin-cases",
+                                "--cases", "my_models.py", "--conformance-results",
+                                "records.jsonl", "-k", "cpu and not fresh_process")
+    # my_gate: 2 paths x 3 checks; my_head: 2 paths x 2 checks; the trace of the gate
+    # diverges on the probe and has no prim::If.
+    result.assert_outcomes(passed=8, failed=2)
+    result.stdout.fnmatch_lines(["FAILED *my_gate-trace-torch-cpu-generalizes*",
+                                 "FAILED *my_gate-trace-torch-cpu-keeps_branches*"])
