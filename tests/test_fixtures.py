@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conformance.cases import Case, name_problem
-from conformance.fixtures import BUILTIN_CASES, seed_models
+from conformance.fixtures import BUILTIN_CASES, seed_models, vision_zoo
 
 CASES = {case.name: case for case in BUILTIN_CASES}
 # The cases whose example and probes take different branches of Python control
@@ -116,8 +116,10 @@ def test_wrap_rnn_trace_keeps_its_scripted_control_flow():
 
 
 def gate_sign(cell: torch.nn.Module, x: torch.Tensor) -> bool:
+    # Through the parameters, because a traced cell's submodules cannot be called.
+    linear = cell.linear
     with torch.no_grad():
-        return bool(cell.linear(x).sum() > 0)
+        return bool(torch.nn.functional.linear(x, linear.weight, linear.bias).sum() > 0)
 
 
 def test_gate_probes_take_both_branches():
@@ -153,3 +155,14 @@ def test_batched_example_runs(name):
     model = build(case)
     output = run(model, example(case, batch=case.batch_sizes[0]))
     assert output.shape[0] == case.batch_sizes[0]
+
+
+@pytest.mark.parametrize("row", vision_zoo.ZOO, ids=lambda row: row.name)
+def test_zoo_row_batches_or_says_why_not(row):
+    assert row.batch_sizes == (2,) or row.why
+
+
+@pytest.mark.parametrize("row", vision_zoo.ZOO, ids=lambda row: row.name)
+def test_quantized_rows_name_their_engine(row):
+    assert (row.family == "quantized") == (row.quantized_engine is not None)
+    assert ("classifier" in CASES[row.name].tags) == (row.family != "segmentation")
