@@ -187,7 +187,7 @@ def pytest_runtest_makereport(item, call):
         return report
     _explain_unexpected_pass(item, report, spec)
     if report.skipped and hasattr(report, "wasxfail") and call.excinfo:
-        observed = str(call.excinfo.value).splitlines()[0]
+        observed = " / ".join(line.strip() for line in str(call.excinfo.value).splitlines()[:2])
         report.wasxfail = f"{report.wasxfail}; observed: {observed}"
     if report.when == "call" or (report.when == "setup" and not report.passed):
         record = _record(item, report, call, spec)

@@ -138,15 +138,21 @@ def handle(request: dict) -> dict:
 
 
 def to_cpu(obj: Any) -> Any:
+    """Outputs moved to the CPU, in containers that pickle.
+
+    Named tuples become plain tuples: TorchScript creates their classes at load
+    time, so they cannot be pickled back, and the comparison is positional anyway.
+    """
     import torch
 
     if torch.is_tensor(obj):
         return obj.cpu()
     if isinstance(obj, dict):
         return {k: to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(v) for v in obj) if not hasattr(obj, "_fields") \
-            else type(obj)(*(to_cpu(v) for v in obj))
+    if isinstance(obj, tuple):
+        return tuple(to_cpu(v) for v in obj)
+    if isinstance(obj, list):
+        return [to_cpu(v) for v in obj]
     return obj
 
 
