@@ -44,9 +44,8 @@ class ConformanceSession:
     def __init__(self, options: Options):
         self.options = options
         self.user_cases = [load_cases_module(spec) for spec in options.cases]
-        self._registry: Registry | None = None
-        if self.user_cases:
-            self.registry  # a clash with another case's name is a usage error, found now
+        # With user cases, build the registry now: a clash of names is a usage error.
+        self._registry: Registry | None = self._load_registry() if self.user_cases else None
         rows = [row for file in options.expectation_files for row in expect.load_table(file)]
         self.expectations = expect.ExpectationTable(rows, torch_release())
         self.artifact_dir = options.artifact_dir or Path(tempfile.mkdtemp(prefix="conformance-"))
@@ -58,15 +57,18 @@ class ConformanceSession:
     def registry(self) -> Registry:
         """Built-in cases are imported on first use, so `pytest --help` stays fast."""
         if self._registry is None:
-            registry = Registry()
-            if self.options.builtin_cases:
-                from conformance.fixtures import BUILTIN_CASES
-
-                registry.extend(BUILTIN_CASES, origin="conformance.fixtures")
-            for origin, cases in self.user_cases:
-                registry.extend(cases, origin=origin)
-            self._registry = registry
+            self._registry = self._load_registry()
         return self._registry
+
+    def _load_registry(self) -> Registry:
+        registry = Registry()
+        if self.options.builtin_cases:
+            from conformance.fixtures import BUILTIN_CASES
+
+            registry.extend(BUILTIN_CASES, origin="conformance.fixtures")
+        for origin, cases in self.user_cases:
+            registry.extend(cases, origin=origin)
+        return registry
 
     def cells(self) -> list[CellSpec]:
         """The matrix, case-major so one case's model is built once and then dropped."""

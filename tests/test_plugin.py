@@ -105,10 +105,19 @@ def test_every_check_writes_one_record(suite, pytester):
     baked = by_id["branchy-trace-torch-cpu-generalizes"]
     assert baked["outcome"] == "xfailed"
     assert "diverges from eager" in baked["message"]
+    assert baked["expectation"]["reason"] == "tracing bakes the branch"
     assert baked["metrics"]["max_abs"] > 1
     passed = by_id["small-script-torch-cpu-matches_eager"]
     assert passed["outcome"] == "passed" and passed["metrics"]["max_abs"] <= 1e-5
     assert passed["versions"]["torch"] and "eager_s" in passed["timings"]
+
+
+def test_records_come_back_from_xdist_workers(suite, pytester):
+    result = suite("-n", "2", "-k", "cpu")
+    result.assert_outcomes(passed=12, xfailed=2)
+    written = records(pytester)
+    assert len(written) == 14
+    assert {r["outcome"] for r in written} == {"passed", "xfailed"}
 
 
 def test_without_the_expectations_the_trace_fails_with_an_explanation(suite):
