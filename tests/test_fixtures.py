@@ -2,16 +2,21 @@
 
 They build only the seed models: the zoo's models are exercised by the
 conformance matrix itself, and building them here would make these tests slow.
+Cases are built through `CaseState`, so the seeds and probes are the suite's own.
 """
 from __future__ import annotations
 
+import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from conformance.cases import Case, name_problem
+from conformance.compare import compare
 from conformance.fixtures import BUILTIN_CASES, seed_models, vision_zoo
+from conformance.subject import CaseState
 
 CASES = {case.name: case for case in BUILTIN_CASES}
 # The cases whose example and probes take different branches of Python control
@@ -19,35 +24,18 @@ CASES = {case.name: case for case in BUILTIN_CASES}
 BRANCHING = ["my_gate_cell", "my_module", "if_function"]
 
 
-def build(case: Case):
-    torch.manual_seed(case.seed)
-    model = case.build()
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    return model
+def state(case: Case) -> CaseState:
+    """The case as the suite builds it: same seeds, same probes."""
+    return CaseState(case, "cpu", Path(tempfile.mkdtemp(prefix="fixtures-")))
 
 
-def example(case: Case, **kwargs):
-    torch.manual_seed(case.seed + 1)
-    return case.example(**kwargs)
-
-
-def probes(case: Case):
-    torch.manual_seed(case.seed + 2)
-    return list(case.probes())
-
-
-def flatten(output) -> list[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return [output]
-    return [tensor for item in output for tensor in flatten(item)]
+def all_inputs(case_state: CaseState) -> list:
+    """The example, then every probe the suite would run."""
+    return [case_state.example] + [probe.inputs for probe in case_state.probes]
 
 
 def same(actual, expected) -> bool:
-    actual, expected = flatten(actual), flatten(expected)
-    return len(actual) == len(expected) and all(
-        a.shape == e.shape and torch.allclose(a, e, rtol=1e-5, atol=1e-6)
-        for a, e in zip(actual, expected))
+    return compare(actual, expected).ok
 
 
 def run(model, inputs):
@@ -90,29 +78,27 @@ def test_control_flow_cases_are_tagged(name):
 
 @pytest.mark.parametrize("name", BRANCHING)
 def test_trace_misses_a_probe_branch(name):
-    case = CASES[name]
-    model = build(case)
-    inputs = example(case)
+    case_state = state(CASES[name])
+    model, inputs = case_state.model, case_state.example
     artifact = traced(model, inputs)
     assert same(run(artifact, inputs), run(model, inputs))
-    assert any(not same(run(artifact, probe), run(model, probe)) for probe in probes(case))
+    assert any(not same(run(artifact, probe.inputs), run(model, probe.inputs))
+               for probe in case_state.probes)
 
 
 @pytest.mark.parametrize("name", BRANCHING + ["my_cell", "wrap_rnn"])
 def test_script_matches_eager_on_every_probe(name):
-    case = CASES[name]
-    model = build(case)
-    artifact = scripted(model)
-    for inputs in [example(case)] + probes(case):
-        assert same(run(artifact, inputs), run(model, inputs))
+    case_state = state(CASES[name])
+    artifact = scripted(case_state.model)
+    for inputs in all_inputs(case_state):
+        assert same(run(artifact, inputs), run(case_state.model, inputs))
 
 
 def test_wrap_rnn_trace_keeps_its_scripted_control_flow():
-    case = CASES["wrap_rnn"]
-    model = build(case)
-    artifact = traced(model, example(case))
-    for inputs in probes(case):
-        assert same(run(artifact, inputs), run(model, inputs))
+    case_state = state(CASES["wrap_rnn"])
+    artifact = traced(case_state.model, case_state.example)
+    for inputs in all_inputs(case_state):
+        assert same(run(artifact, inputs), run(case_state.model, inputs))
 
 
 def gate_sign(cell: torch.nn.Module, x: torch.Tensor) -> bool:
@@ -123,16 +109,15 @@ def gate_sign(cell: torch.nn.Module, x: torch.Tensor) -> bool:
 
 
 def test_gate_probes_take_both_branches():
-    case = CASES["my_gate_cell"]
-    cell = build(case)
-    taken = {gate_sign(cell, inputs[0]) for inputs in [example(case)] + probes(case)}
+    case_state = state(CASES["my_gate_cell"])
+    taken = {gate_sign(case_state.model, inputs[0]) for inputs in all_inputs(case_state)}
     assert taken == {True, False}
 
 
 def test_wrap_rnn_probes_take_both_gate_branches():
-    case = CASES["wrap_rnn"]
-    cell = build(case).loop.cell
-    taken = {gate_sign(cell, inputs[0][0]) for inputs in probes(case)}
+    case_state = state(CASES["wrap_rnn"])
+    cell = case_state.model.loop.cell
+    taken = {gate_sign(cell, inputs[0][0]) for inputs in all_inputs(case_state)}
     assert taken == {True, False}
 
 
@@ -144,17 +129,17 @@ def test_if_function_is_a_module_level_function():
 def test_example_takes_the_batch_size(name):
     case = CASES[name]
     for batch in case.batch_sizes:
-        inputs = example(case, batch=batch)
+        inputs = case.example(batch=batch)
         assert inputs and all(tensor.shape[0] == batch for tensor in inputs)
-    assert all(tensor.shape[0] not in case.batch_sizes for tensor in example(case))
+    assert all(tensor.shape[0] not in case.batch_sizes for tensor in case.example())
 
 
 @pytest.mark.parametrize("name", ["super_resolution_net", "srcnn"])
 def test_batched_example_runs(name):
-    case = CASES[name]
-    model = build(case)
-    output = run(model, example(case, batch=case.batch_sizes[0]))
-    assert output.shape[0] == case.batch_sizes[0]
+    case_state = state(CASES[name])
+    batch = CASES[name].batch_sizes[0]
+    output = run(case_state.model, CASES[name].example(batch=batch))
+    assert output.shape[0] == batch
 
 
 @pytest.mark.parametrize("row", vision_zoo.ZOO, ids=lambda row: row.name)
@@ -166,3 +151,8 @@ def test_zoo_row_batches_or_says_why_not(row):
 def test_quantized_rows_name_their_engine(row):
     assert (row.family == "quantized") == (row.quantized_engine is not None)
     assert ("classifier" in CASES[row.name].tags) == (row.family != "segmentation")
+
+
+@pytest.mark.parametrize("row", vision_zoo.ZOO, ids=lambda row: row.name)
+def test_slow_rows_say_why(row):
+    assert "slow" not in row.tags or "slow" in row.why
