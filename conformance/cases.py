@@ -50,7 +50,10 @@ class Case:
         Tags the suite reads: `slow`, `control-flow`, `classifier`.
     tolerance: overrides the dtype default for this case.
     quantized_engine: the `torch.backends.quantized.engine` the model needs.
-    seed: seeds building (seed), example inputs (seed + 1) and probes (seed + 2).
+    seed: seeds building (seed), example inputs (seed + 1), the suite's new-values
+        probe (seed + 2), `probes` (seed + 3) and the batch-size probes (seed + 4).
+    input_names, output_names: the names an exported graph must give its inputs and
+        (flattened) outputs; default `input_0, ...` and `output_0, ...`.
     """
 
     name: str
@@ -62,10 +65,14 @@ class Case:
     tolerance: Tolerance | None = None
     quantized_engine: str | None = None
     seed: int = 0
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "tags", frozenset(self.tags))
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
+        object.__setattr__(self, "input_names", tuple(self.input_names))
+        object.__setattr__(self, "output_names", tuple(self.output_names))
         problem = name_problem(self.name)
         if problem:
             raise ValueError(f"case name {self.name!r}: {problem}")

@@ -11,7 +11,8 @@ from typing import Any, Callable
 from conformance.compare import Comparison, compare
 from conformance.paths import ExportError
 from conformance.subject import Subject
-from conformance.worker import WorkerError
+from conformance.targets import ONNX_PATHS, Target
+from conformance.worker import WorkerError, to_cpu
 
 
 class CheckFailure(AssertionError):
@@ -55,6 +56,32 @@ def _compare(subject: Subject, actual: Any, expected: Any) -> Comparison:
     return compare(actual, expected, subject.case.tolerance, topk=topk)
 
 
+def _diverged(subject: Subject, check: str, what: str, result: Comparison, inputs,
+              expected: Any) -> None:
+    details = result.summary()
+    blame = _optimizer_blame(subject, inputs, result, expected)
+    fail(subject, check, what, details + (f"\n{blame}" if blame else ""), result.metrics())
+
+
+def _optimizer_blame(subject: Subject, inputs, result: Comparison, expected: Any) -> str:
+    """For ONNX Runtime: does the mismatch go away with graph optimizations off?"""
+    if subject.target.runtime != "onnxruntime" or result.structural_problems:
+        return ""
+    from conformance import runtimes
+
+    try:
+        plain = runtimes.load_onnxruntime(subject.artifact.file, subject.state.device,
+                                          optimize=False)
+        unoptimized = _compare(subject, subject.state.run(plain, inputs), expected)
+    except Exception as exc:  # the blame is a hint; its own failure must not hide the verdict
+        return f"(could not rerun without graph optimizations: {type(exc).__name__}: {exc})"
+    if unoptimized.ok:
+        return ("with graph optimizations disabled ONNX Runtime matches eager: the mismatch "
+                "comes from ONNX Runtime's graph optimizer, not from the exported graph")
+    return ("with graph optimizations disabled ONNX Runtime still differs from eager: the "
+            "exported graph itself computes something else")
+
+
 def matches_eager(subject: Subject) -> dict:
     """The artifact's outputs on the example inputs match eager's."""
     expected = run_or_fail(subject, "matches_eager", "eager", subject.eager_example)
@@ -62,8 +89,8 @@ def matches_eager(subject: Subject) -> dict:
                          lambda: subject.run_artifact(subject.state.example, timed=True))
     result = _compare(subject, actual, expected)
     if not result.ok:
-        fail(subject, "matches_eager", "the artifact's outputs differ from eager on the example "
-             "inputs", result.summary(), result.metrics())
+        _diverged(subject, "matches_eager", "the artifact's outputs differ from eager on the "
+                  "example inputs", result, subject.state.example, expected)
     return result.metrics()
 
 
@@ -75,13 +102,14 @@ def generalizes(subject: Subject) -> dict:
     for index, probe in enumerate(run_or_fail(subject, "generalizes", "making probes",
                                               lambda: state.probes)):
         expected = run_or_fail(subject, "generalizes", f"eager on {probe.label}",
-                               lambda: state.eager(f"probe{index}", probe.inputs))
+                               lambda: subject.eager_probe(index, probe))
         actual = run_or_fail(subject, "generalizes", f"running the artifact on {probe.label}",
                              lambda: subject.run_artifact(probe.inputs))
         result = _compare(subject, actual, expected)
         if not result.ok:
-            fail(subject, "generalizes", f"the {subject.target.path} artifact diverges from "
-                 f"eager on the probe input ({probe.label})", result.summary(), result.metrics())
+            _diverged(subject, "generalizes", f"the {subject.target.path_id} artifact diverges "
+                      f"from eager on the probe input ({probe.label})", result, probe.inputs,
+                      expected)
         worst = _worse(worst, result.metrics())
     return worst
 
@@ -98,50 +126,103 @@ def fresh_process(subject: Subject) -> dict:
     fresh, timings = run_or_fail(
         subject, "fresh_process", "loading and running the saved artifact",
         lambda: subject.worker.run(subject.target.runtime, subject.artifact.file, state.example,
-                           state.device, subject.case.quantized_engine))
-    result = _compare(subject, fresh, _to_cpu(in_process))
+                                   state.device, subject.case.quantized_engine))
+    result = _compare(subject, fresh, to_cpu(in_process))
     if not result.ok:
         fail(subject, "fresh_process", "the saved artifact gives other outputs in a fresh "
              "process than in the exporting one", result.summary(), result.metrics())
     return {**result.metrics(), **{f"fresh_{k}": v for k, v in timings.items()}}
 
 
-def _to_cpu(outputs: Any) -> Any:
-    from conformance.worker import to_cpu
-
-    return to_cpu(outputs)
-
-
-CONTROL_FLOW_NODES = ("prim::If", "prim::Loop")
+# Graph nodes that carry data-dependent control flow, per kind of artifact.
+CONTROL_FLOW_NODES = {
+    "torchscript": ("prim::If", "prim::Loop"),
+    "onnx": ("If", "Loop", "Scan"),
+}
 
 
-def control_flow_nodes(loaded: Any) -> collections.Counter:
-    """Control-flow nodes of a TorchScript artifact, with called methods inlined."""
-    graph = str(getattr(loaded, "inlined_graph", None) or loaded.graph)
-    return collections.Counter({kind: graph.count(kind + "(") for kind in CONTROL_FLOW_NODES})
+def control_flow_nodes(subject: Subject) -> collections.Counter:
+    """Control-flow nodes of the artifact's graph (TorchScript: with calls inlined)."""
+    if subject.target.path in ONNX_PATHS:
+        import onnx
+
+        graph = onnx.load(str(subject.artifact.file), load_external_data=False).graph
+        kinds = collections.Counter(node.op_type for node in graph.node)
+        return collections.Counter({k: kinds[k] for k in CONTROL_FLOW_NODES["onnx"]})
+    loaded = subject.loaded
+    text = str(getattr(loaded, "inlined_graph", None) or loaded.graph)
+    return collections.Counter({k: text.count(k + "(") for k in CONTROL_FLOW_NODES["torchscript"]})
 
 
 def keeps_branches(subject: Subject) -> dict:
     """The artifact of a model with data-dependent control flow still has it."""
-    found = run_or_fail(subject, "keeps_branches", "loading the artifact",
-                        lambda: control_flow_nodes(subject.loaded))
+    found = run_or_fail(subject, "keeps_branches", "reading the artifact's graph",
+                        lambda: control_flow_nodes(subject))
     if not sum(found.values()):
-        fail(subject, "keeps_branches", f"the {subject.target.path} artifact's graph has no "
-             "prim::If or prim::Loop node: the eager model's data-dependent control flow was "
-             "reduced to the single branch the example input took")
-    return {kind: count for kind, count in found.items()}
+        kinds = " or ".join(found)
+        fail(subject, "keeps_branches", f"the {subject.target.path_id} artifact's graph has no "
+             f"{kinds} node: the eager model's data-dependent control flow was reduced to the "
+             "single branch the example input took")
+    return dict(found)
+
+
+def graph_valid(subject: Subject) -> dict:
+    """onnx.checker with full checking, and strict shape inference, accept the model."""
+    import onnx
+
+    file = run_or_fail(subject, "graph_valid", "exporting", lambda: subject.artifact.file)
+    try:
+        onnx.checker.check_model(str(file), full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(onnx.load(str(file)), check_type=True,
+                                                     strict_mode=True)
+    except Exception as exc:  # the checker's own message says what is malformed
+        fail(subject, "graph_valid", f"the ONNX model is not valid: {type(exc).__name__}",
+             _first_lines(exc))
+    return {"nodes": len(inferred.graph.node),
+            "opset": next((o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")),
+                          None)}
+
+
+def io_names(subject: Subject) -> dict:
+    """The graph's inputs and outputs carry the declared names, in order."""
+    import onnx
+
+    file = run_or_fail(subject, "io_names", "exporting", lambda: subject.artifact.file)
+    options = subject.state.export_options(subject.target.path, subject.target.opset)
+    graph = run_or_fail(subject, "io_names", "loading the ONNX model",
+                        lambda: onnx.load(str(file), load_external_data=False).graph)
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    outputs = [o.name for o in graph.output]
+    problems = [f"{kind}: graph has {list(got)}, declared {list(want)}"
+                for kind, got, want in (("inputs", inputs, options.input_names),
+                                        ("outputs", outputs, options.output_names))
+                if list(got) != list(want)]
+    if problems:
+        fail(subject, "io_names", "the graph's input or output names are not the declared ones",
+             "\n".join(problems))
+    return {"inputs": inputs, "outputs": outputs}
 
 
 CHECKS: dict[str, Callable[..., dict]] = {
+    "graph_valid": graph_valid,
+    "io_names": io_names,
     "matches_eager": matches_eager,
     "generalizes": generalizes,
     "fresh_process": fresh_process,
     "keeps_branches": keeps_branches,
 }
 
-
-def applies(check: str, subject_case) -> bool:
-    """Whether a check is part of the matrix for a case."""
+# Checks of the exported file itself run once per ONNX artifact, on its ONNX Runtime
+# target; fresh_process is for the in-process runtimes whose artifact could silently
+# depend on the exporting process (ONNX runtimes always load from the file).
+def applies(check: str, case, target: Target) -> bool:
+    """Whether a check is a cell of the matrix for a case on a target."""
+    onnx_file_check = target.path in ONNX_PATHS and target.runtime == "onnxruntime"
+    if check in ("graph_valid", "io_names"):
+        return onnx_file_check
+    if check == "fresh_process":
+        return target.runtime == "torch"
     if check == "keeps_branches":
-        return subject_case.has_control_flow
+        return case.has_control_flow and (target.runtime == "torch" or onnx_file_check)
     return True

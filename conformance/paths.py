@@ -1,7 +1,11 @@
 """Paths: how a model leaves eager Python. Each turns a model into a saved artifact."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -12,19 +16,34 @@ from typing import Any, Callable
 _BOILERPLATE = ("is deprecated",)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """Everything besides the model that changes what a path writes."""
+
+    opset: int | None = None
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    dynamic_batch: bool = False
+    # The TorchScript-based ONNX exporter traces a plain module, which bakes a
+    # data-dependent branch; a control-flow case is scripted first, as the ONNX
+    # tutorial does, so the branch becomes an ONNX If node.
+    script_first: bool = False
+
+
 @dataclasses.dataclass
 class Artifact:
     path: str
     file: Path
     export_seconds: float
     warnings: list[str]
+    cached: bool = False
 
 
 class ExportError(Exception):
     """The path could not turn the model into an artifact."""
 
 
-def export_trace(model: Callable, example: tuple, file: Path) -> None:
+def export_trace(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
     import torch
 
     # strict=False lets dict and list outputs through (segmentation models);
@@ -33,31 +52,121 @@ def export_trace(model: Callable, example: tuple, file: Path) -> None:
     torch.jit.save(traced, str(file))
 
 
-def export_script(model: Callable, example: tuple, file: Path) -> None:
+def export_script(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
     import torch
 
     torch.jit.save(torch.jit.script(model), str(file))
 
 
-EXPORTERS: dict[str, Callable[[Callable, tuple, Path], None]] = {
+def export_onnx(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
+    import torch
+
+    source = torch.jit.script(model) if options.script_first else model
+    names = options.input_names + options.output_names
+    axes = {name: {0: "batch"} for name in names} if options.dynamic_batch else None
+    torch.onnx.export(source, example, str(file), dynamo=False, opset_version=options.opset,
+                      input_names=list(options.input_names),
+                      output_names=list(options.output_names), dynamic_axes=axes)
+
+
+def export_onnx_dynamo(model: Callable, example: tuple, file: Path,
+                       options: ExportOptions) -> None:
+    import torch
+
+    shapes = None
+    if options.dynamic_batch:
+        batch = torch.export.Dim("batch", min=1)
+        shapes = tuple({0: batch} for _ in example)
+    program = torch.onnx.export(_as_module(model), example, dynamo=True,
+                                opset_version=options.opset, verbose=False,
+                                input_names=list(options.input_names),
+                                output_names=list(options.output_names), dynamic_shapes=shapes)
+    program.save(str(file))
+
+
+def _as_module(model: Callable):
+    """torch.export takes modules; a plain function is wrapped in one."""
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        return model
+
+    class Function(torch.nn.Module):
+        def forward(self, *args):
+            return model(*args)
+
+    return Function()
+
+
+EXPORTERS: dict[str, Callable[[Callable, tuple, Path, ExportOptions], None]] = {
     "trace": export_trace,
     "script": export_script,
+    "onnx": export_onnx,
+    "onnx-dynamo": export_onnx_dynamo,
 }
 
-SUFFIXES = {"trace": ".pt", "script": ".pt"}
+SUFFIXES = {"trace": ".pt", "script": ".pt", "onnx": ".onnx", "onnx-dynamo": ".onnx"}
 
 
-def export(path: str, model: Any, example: tuple, directory: Path, stem: str) -> Artifact:
-    """Run one path's exporter, saving into `directory`. Raises ExportError."""
-    file = Path(directory) / f"{stem}-{path}{SUFFIXES[path]}"
+def export(path: str, model: Any, example: tuple, file: Path,
+           options: ExportOptions) -> Artifact:
+    """Run one path's exporter into `file`, atomically. Raises ExportError."""
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(f".{file.name}.{os.getpid()}.partial")
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _quiet_torch_trace_log():
         warnings.simplefilter("always")
         try:
-            EXPORTERS[path](model, example, file)
+            EXPORTERS[path](model, example, partial, options)
         except Exception as exc:
-            raise ExportError(f"{path} failed: {type(exc).__name__}: {first_lines(exc)}") from exc
+            partial.unlink(missing_ok=True)
+            raise ExportError(explain_export_error(path, options, exc)) from exc
+    partial.replace(file)
     return Artifact(path, file, time.perf_counter() - started, model_warnings(caught))
+
+
+_OPERATOR = re.compile(r"\b(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_.]+|onnx::[A-Za-z0-9_]+)"
+                       r"|op='(aten\.[A-Za-z0-9_.]+)'")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The dynamo exporter wraps the real error in advice; its cause follows this heading.
+_SUMMARY = "## Exception summary"
+
+
+@contextlib.contextmanager
+def _quiet_torch_trace_log():
+    """torch.export logs every step at DEBUG; in a failure report that buries the cause."""
+    logger = logging.getLogger("torch.__trace")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def explain_export_error(path: str, options: ExportOptions, exc: BaseException) -> str:
+    """One paragraph naming the exporter, the opset and the operator it stopped at."""
+    exporter = f"the {path} exporter" + (f" at opset {options.opset}" if options.opset else "")
+    text = _ANSI.sub("", _chain_text(exc))
+    operator = _OPERATOR.search(text)
+    where = f" on operator {operator.group(1) or operator.group(2)}" if operator else ""
+    return f"{exporter} failed{where}: {type(exc).__name__}: {_cause(text)}"
+
+
+def _cause(text: str, count: int = 6) -> str:
+    if _SUMMARY in text:
+        text = text.split(_SUMMARY, 1)[1]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[:count])
+
+
+def _chain_text(exc: BaseException | None) -> str:
+    texts = []
+    while exc is not None and len(texts) < 5:
+        texts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(texts)
 
 
 def model_warnings(caught) -> list[str]:
@@ -65,7 +174,7 @@ def model_warnings(caught) -> list[str]:
     for warning in caught:
         text = str(warning.message).strip()
         if not any(b in text for b in _BOILERPLATE) and text not in messages:
-            messages.append(text.splitlines()[0][:300])
+            messages.append(text.splitlines()[0][:300] if text else type(warning.message).__name__)
     return messages
 
 

@@ -16,7 +16,8 @@ from conformance import expectations as expect
 from conformance.cases import CaseError
 from conformance.records import RecordWriter, make_record
 from conformance.session import BUILTIN_EXPECTATIONS, CellSpec, ConformanceSession, Options
-from conformance.targets import device_skip_reason
+from conformance.cache import default_dir
+from conformance.targets import skip_reason
 from conformance.versions import header_line, torch_release
 
 SESSION = pytest.StashKey[ConformanceSession]()
@@ -40,12 +41,16 @@ def pytest_addoption(parser):
     group.addoption("--conformance-results", default="results/records.jsonl", metavar="FILE",
                     help="JSON-lines file that gets one record per check (default: %(default)s)")
     group.addoption("--artifacts-dir", default=None, metavar="DIR",
-                    help="keep exported artifacts here (default: a temporary directory)")
+                    help="the artifact cache: exported files, keyed by case, versions and "
+                         "export options, reused by later runs (default: ~/.cache/conformance/"
+                         "artifacts, or under $XDG_CACHE_HOME)")
+    group.addoption("--no-artifact-cache", action="store_true",
+                    help="export every artifact again, into a temporary directory")
     group.addoption("--fresh-process-timeout", type=float, default=600.0, metavar="SECONDS",
                     help="how long the fresh process may take to load and run one artifact")
-    group.addoption("--require-device", action="append", default=[], metavar="DEVICE",
-                    help="fail, instead of skip, the cells of DEVICE (e.g. cuda) when it is "
-                         "missing; for CI machines that must have it")
+    group.addoption("--require", action="append", default=[], metavar="DEVICE_OR_RUNTIME",
+                    help="fail, instead of skip, the cells of a device or runtime (cuda, "
+                         "onnxruntime, ...) that this machine lacks; for CI that must have it")
 
 
 def pytest_configure(config):
@@ -69,9 +74,9 @@ def _options(config) -> Options:
     files = builtin + [Path(f) for f in opt.expectations]
     return Options(cases=opt.cases, builtin_cases=not opt.no_builtin_cases,
                    expectation_files=files, results=Path(opt.conformance_results),
-                   artifact_dir=Path(opt.artifacts_dir) if opt.artifacts_dir else None,
-                   fresh_process_timeout=opt.fresh_process_timeout,
-                   required_devices=opt.require_device)
+                   artifact_dir=Path(opt.artifacts_dir) if opt.artifacts_dir else default_dir(),
+                   artifact_cache=not opt.no_artifact_cache,
+                   fresh_process_timeout=opt.fresh_process_timeout, required=opt.require)
 
 
 def pytest_unconfigure(config):
@@ -158,8 +163,10 @@ def _artifact_warnings(subject) -> list[str]:
 def conformance_cell(conformance_spec: CellSpec, request) -> Cell:
     session = request.config.stash[SESSION]
     reason = _skip_reason(session, conformance_spec)
-    if reason and conformance_spec.target.device in session.options.required_devices:
-        pytest.fail(f"--require-device {conformance_spec.target.device}: {reason}")
+    target = conformance_spec.target
+    required = {target.device, target.runtime} & set(session.options.required)
+    if reason and required:
+        pytest.fail(f"--require {sorted(required)[0]}: {reason}")
     if reason:
         pytest.skip(reason)
     cell = Cell(conformance_spec, session, _reproduce(request))
@@ -171,7 +178,7 @@ def _skip_reason(session: ConformanceSession, spec: CellSpec) -> str | None:
     case = session.registry[spec.case]
     if case.quantized_engine and spec.target.device != "cpu":
         return "eager-mode quantized kernels run on the CPU only"
-    return device_skip_reason(spec.target.device)
+    return skip_reason(spec.target.runtime, spec.target.device)
 
 
 def _reproduce(request) -> str:

@@ -9,7 +9,7 @@ from conformance import expectations as expect
 from conformance.cases import Case, Registry, load_cases_module
 from conformance.checks import CHECKS, applies
 from conformance.subject import CaseState, Subject
-from conformance.targets import Target, all_targets
+from conformance.targets import Target, targets_for
 from conformance.versions import torch_release
 from conformance.worker import FreshProcess
 
@@ -36,8 +36,9 @@ class Options:
     expectation_files: list[Path]
     results: Path
     artifact_dir: Path | None
+    artifact_cache: bool
     fresh_process_timeout: float
-    required_devices: list[str]
+    required: list[str]
 
 
 class ConformanceSession:
@@ -48,7 +49,9 @@ class ConformanceSession:
         self._registry: Registry | None = self._load_registry() if self.user_cases else None
         rows = [row for file in options.expectation_files for row in expect.load_table(file)]
         self.expectations = expect.ExpectationTable(rows, torch_release())
-        self.artifact_dir = options.artifact_dir or Path(tempfile.mkdtemp(prefix="conformance-"))
+        # Without the cache, artifacts go to a directory of this session only.
+        self.artifact_dir = (options.artifact_dir if options.artifact_cache
+                             else Path(tempfile.mkdtemp(prefix="conformance-")))
         self._worker: FreshProcess | None = None
         self._state: CaseState | None = None
         self.generated = False
@@ -74,8 +77,8 @@ class ConformanceSession:
         """The matrix, case-major so one case's model is built once and then dropped."""
         return [CellSpec(case.name, target, check)
                 for case in self.registry
-                for target in sorted(all_targets(), key=lambda t: t.device != "cpu")
-                for check in CHECKS if applies(check, case)]
+                for target in targets_for(case.tags)
+                for check in CHECKS if applies(check, case, target)]
 
     def subject(self, spec: CellSpec, reproduce: str) -> Subject:
         return Subject(self.state(self.registry[spec.case], spec.target.device), spec.target,
@@ -85,7 +88,8 @@ class ConformanceSession:
         """The state of the current case; moving to another case frees the previous one."""
         if self._state is None or (self._state.case, self._state.device) != (case, device):
             self._state = None
-            self._state = CaseState(case, device, self.artifact_dir / case.name)
+            self._state = CaseState(case, device, self.artifact_dir / case.name,
+                                    use_cache=self.options.artifact_cache)
         return self._state
 
     @property

@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 from conformance import paths, runtimes
 from conformance.cases import Case, Inputs
-from conformance.targets import Target
+from conformance.cache import artifact_key
+from conformance.compare import flatten
+from conformance.targets import FLAT_OUTPUT_RUNTIMES, Target
 from conformance.worker import FreshProcess
 
 
@@ -25,10 +27,11 @@ class Probe:
 
 
 class CaseState:
-    def __init__(self, case: Case, device: str, artifact_dir: Path):
+    def __init__(self, case: Case, device: str, artifact_dir: Path, use_cache: bool = True):
         self.case = case
         self.device = device
         self.artifact_dir = Path(artifact_dir)
+        self.use_cache = use_cache
         self.timings: dict[str, float] = {}
         self._memo: dict[Any, Any] = {}
 
@@ -110,15 +113,26 @@ class CaseState:
             self.timings[timing] = time.perf_counter() - started
         return outputs
 
-    def artifact(self, path: str) -> paths.Artifact:
-        return self.memo(("artifact", path), lambda: self._export(path))
+    def artifact(self, path: str, opset: int | None = None) -> paths.Artifact:
+        return self.memo(("artifact", path, opset), lambda: self._export(path, opset))
 
-    def _export(self, path: str) -> paths.Artifact:
-        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+    def export_options(self, path: str, opset: int | None) -> paths.ExportOptions:
+        inputs = self.case.input_names or tuple(f"input_{i}" for i in range(len(self.example)))
+        outputs = self.case.output_names or tuple(
+            f"output_{i}" for i in range(len(tensor_leaves(self.eager("example", self.example)))))
+        return paths.ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
+                                   dynamic_batch=bool(self.case.batch_sizes),
+                                   script_first=path == "onnx" and self.case.has_control_flow)
+
+    def _export(self, path: str, opset: int | None) -> paths.Artifact:
+        options = self.export_options(path, opset)
+        key = artifact_key(self.case, path, options, self.device)
+        file = self.artifact_dir / f"{self.case.name}-{path}-{key}{paths.SUFFIXES[path]}"
+        if self.use_cache and file.exists():
+            return paths.Artifact(path, file, 0.0, [], cached=True)
         with self.context():
-            artifact = paths.export(path, self.model, self.example, self.artifact_dir,
-                                    f"{self.case.name}-{self.device}")
-        self.timings[f"export_{path}_s"] = artifact.export_seconds
+            artifact = paths.export(path, self.model, self.example, file, options)
+        self.timings[f"export_{path}{opset or ''}_s"] = artifact.export_seconds
         return artifact
 
     def loaded(self, target: Target) -> Callable:
@@ -126,8 +140,9 @@ class CaseState:
 
     def _load(self, target: Target) -> Callable:
         started = time.perf_counter()
-        loaded = runtimes.load(target.runtime, self.artifact(target.path).file, self.device)
-        self.timings[f"load_{target.path}_{target.runtime}_s"] = time.perf_counter() - started
+        file = self.artifact(target.path, target.opset).file
+        loaded = runtimes.load(target.runtime, file, self.device)
+        self.timings[f"load_{target.path_id}_{target.runtime}_s"] = time.perf_counter() - started
         return loaded
 
     def to_device(self, inputs: Inputs) -> Inputs:
@@ -149,15 +164,31 @@ class Subject:
 
     @property
     def artifact(self) -> paths.Artifact:
-        return self.state.artifact(self.target.path)
+        return self.state.artifact(self.target.path, self.target.opset)
 
     @property
     def loaded(self) -> Callable:
         return self.state.loaded(self.target)
 
     def run_artifact(self, inputs: Inputs, timed: bool = False) -> Any:
-        timing = f"run_{self.target.path}_{self.target.runtime}_s" if timed else None
+        timing = f"run_{self.target.path_id}_{self.target.runtime}_s" if timed else None
         return self.state.run(self.loaded, inputs, timing)
 
+    def expected(self, eager_outputs: Any) -> Any:
+        """Eager outputs as this target returns them: ONNX runtimes give a flat list."""
+        if self.target.runtime in FLAT_OUTPUT_RUNTIMES:
+            return tensor_leaves(eager_outputs)
+        return eager_outputs
+
     def eager_example(self) -> Any:
-        return self.state.eager("example", self.state.example)
+        return self.expected(self.state.eager("example", self.state.example))
+
+    def eager_probe(self, index: int, probe: Probe) -> Any:
+        return self.expected(self.state.eager(f"probe{index}", probe.inputs))
+
+
+def tensor_leaves(outputs: Any) -> list:
+    """The tensors of nested outputs in the order exporters flatten them."""
+    import torch
+
+    return [leaf for _, leaf in flatten(outputs) if isinstance(leaf, torch.Tensor)]

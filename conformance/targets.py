@@ -1,4 +1,8 @@
-"""Targets: a path on a runtime, on a device. Their ids are the `-k` words."""
+"""Targets: a path on a runtime, on a device. Their ids are the `-k` words.
+
+Which targets a case gets is data: `EXPORTS` says which artifacts are made for
+which cases, `RUNTIMES` which runtimes run each path's artifact.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -12,33 +16,100 @@ class Target:
     path: str
     runtime: str
     device: str = "cpu"
+    opset: int | None = None
+
+    @property
+    def path_id(self) -> str:
+        """The path with its opset: `onnx-op17`; a path without opsets is just its name."""
+        return self.path if self.opset is None else f"{self.path}-op{self.opset}"
 
     @property
     def id(self) -> str:
-        return f"{self.path}-{self.runtime}-{self.device}"
+        return f"{self.path_id}-{self.runtime}-{self.device}"
 
     def __str__(self) -> str:
         return self.id
 
 
-# (path, runtime) pairs of the matrix that this version of the suite runs.
-PATH_RUNTIMES = (
-    ("trace", "torch"),
-    ("script", "torch"),
+ALL = "all"
+# (path, opset, the cases it applies to: ALL or a case tag)
+EXPORTS = (
+    ("trace", None, ALL),
+    ("script", None, ALL),
+    # The TorchScript-based exporter at opset 17, what most deployed models use,
+    # and the dynamo exporter at its default opset.
+    ("onnx", 17, ALL),
+    ("onnx-dynamo", 20, ALL),
+    # The opset sweep, for the cases tagged `opset-sweep`: 10 is below the first
+    # opset with cubic Resize, 20 the newest the TorchScript-based exporter
+    # supports; 18 is the oldest the dynamo exporter supports.
+    ("onnx", 10, "opset-sweep"),
+    ("onnx", 11, "opset-sweep"),
+    ("onnx", 13, "opset-sweep"),
+    ("onnx", 20, "opset-sweep"),
+    ("onnx-dynamo", 18, "opset-sweep"),
 )
 
+# path -> (runtime, the cases it applies to, the devices it runs on)
+RUNTIMES = {
+    "trace": (("torch", ALL, DEVICES),),
+    "script": (("torch", ALL, DEVICES),),
+    "onnx": (
+        ("onnxruntime", ALL, DEVICES),
+        # Optimizations off: a mismatch only under optimization is the optimizer's.
+        ("onnxruntime-noopt", ALL, ("cpu",)),
+        # A pure-numpy oracle, independent of ONNX Runtime; slow, so small cases only.
+        ("onnx-reference", "small", ("cpu",)),
+    ),
+}
+RUNTIMES["onnx-dynamo"] = RUNTIMES["onnx"]
 
-def all_targets() -> list[Target]:
-    return [Target(p, r, d) for p, r in PATH_RUNTIMES for d in DEVICES]
+ONNX_PATHS = frozenset({"onnx", "onnx-dynamo"})
+# Runtimes that return a flat list of tensors, compared with eager's tensor leaves in order.
+FLAT_OUTPUT_RUNTIMES = frozenset({"onnxruntime", "onnxruntime-noopt", "onnx-reference"})
+
+
+def _applies(scope: str, tags: frozenset) -> bool:
+    return scope == ALL or scope in tags
+
+
+def targets_for(tags: frozenset) -> list[Target]:
+    """The targets of a case with these tags, cpu first."""
+    found = [Target(path, runtime, device, opset)
+             for path, opset, export_scope in EXPORTS if _applies(export_scope, tags)
+             for runtime, runtime_scope, devices in RUNTIMES[path] if _applies(runtime_scope, tags)
+             for device in devices]
+    return sorted(found, key=lambda t: t.device != "cpu")
 
 
 @functools.lru_cache(maxsize=None)
-def device_skip_reason(device: str) -> str | None:
-    """Why a device cannot run here, or None when it can."""
+def skip_reason(runtime: str, device: str) -> str | None:
+    """Why a runtime or device cannot run here, or None when it can."""
+    return _missing_runtime(runtime) or _missing_device(runtime, device)
+
+
+def _missing_runtime(runtime: str) -> str | None:
+    module = {"onnxruntime": "onnxruntime", "onnxruntime-noopt": "onnxruntime",
+              "onnx-reference": "onnx"}.get(runtime)
+    if module is None:
+        return None
+    try:
+        __import__(module)
+    except ImportError as exc:
+        return f"runtime {runtime} needs the {module} package: {exc}"
+    return None
+
+
+def _missing_device(runtime: str, device: str) -> str | None:
     if device == "cpu":
         return None
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
         return "no CUDA device on this machine (torch.cuda.is_available() is False)"
+    if runtime.startswith("onnxruntime"):
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
     return None

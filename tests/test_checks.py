@@ -113,7 +113,22 @@ def test_an_export_error_is_a_check_failure_not_a_crash(tmp_path):
             check(subject)
 
 
-def test_keeps_branches_applies_only_to_control_flow_cases():
-    assert checks.applies("keeps_branches", broken_models.branchy_case())
-    assert not checks.applies("keeps_branches", broken_models.linear_case())
-    assert checks.applies("generalizes", broken_models.linear_case())
+TRACE = Target("trace", "torch", "cpu")
+ONNX_ORT = Target("onnx", "onnxruntime", "cpu", 17)
+ONNX_NOOPT = Target("onnx", "onnxruntime-noopt", "cpu", 17)
+
+
+@pytest.mark.parametrize("check, case, target, applies", [
+    ("keeps_branches", broken_models.branchy_case(), TRACE, True),
+    ("keeps_branches", broken_models.linear_case(), TRACE, False),
+    ("keeps_branches", broken_models.branchy_case(), ONNX_ORT, True),
+    ("keeps_branches", broken_models.branchy_case(), ONNX_NOOPT, False),
+    ("generalizes", broken_models.linear_case(), ONNX_NOOPT, True),
+    ("fresh_process", broken_models.linear_case(), TRACE, True),
+    ("fresh_process", broken_models.linear_case(), ONNX_ORT, False),
+    ("graph_valid", broken_models.linear_case(), ONNX_ORT, True),
+    ("graph_valid", broken_models.linear_case(), ONNX_NOOPT, False),
+    ("io_names", broken_models.linear_case(), TRACE, False),
+])
+def test_which_checks_apply_to_which_targets(check, case, target, applies):
+    assert checks.applies(check, case, target) == applies

@@ -57,7 +57,7 @@ def suite(pytester):
         extra = ["--expectations", "expectations.toml"] if expectations else []
         return pytester.runpytest("--no-builtin-cases", "--cases", "my_models.py",
                                   "--conformance-results", "records.jsonl", "-p", "no:randomly",
-                                  *extra, *args)
+                                  "--artifacts-dir", "artifacts", *extra, *args)
 
     return run
 
@@ -78,27 +78,34 @@ def test_ids_put_case_path_runtime_device_and_check_in_separate_words(suite):
     result.stdout.fnmatch_lines([
         "test_matrix.py::test_check[branchy-trace-torch-cpu-matches_eager]",
         "test_matrix.py::test_check[branchy-script-torch-cpu-keeps_branches]",
+        "test_matrix.py::test_check[small-onnx-op17-onnxruntime-cpu-graph_valid]",
+        "test_matrix.py::test_check[small-onnx-dynamo-op20-onnxruntime-noopt-cpu-generalizes]",
         "test_matrix.py::test_check[small-script-torch-cuda-fresh_process]",
     ])
-    # small has no control flow, so no keeps_branches cell: 2 paths x 2 devices x (4 + 3).
-    result.stdout.fnmatch_lines(["28 tests collected*"])
 
 
 def test_k_selects_by_case_and_path(suite):
     result = suite("--co", "-q", "-k", "branchy and script and cpu")
-    result.stdout.fnmatch_lines(["4/28 tests collected (24 deselected)*"])
-    assert "trace" not in result.stdout.str().replace("tests collected", "")
+    selected = [line for line in result.stdout.lines if "::test_check[" in line]
+    assert len(selected) == 4
+    assert all("branchy-script-torch-cpu-" in line for line in selected)
+
+
+def test_the_torchscript_matrix_of_a_case(suite):
+    result = suite("--co", "-q", "-k", "small and (trace or script)")
+    # small has no control flow, so no keeps_branches: 2 paths x 2 devices x 3 checks.
+    assert len([line for line in result.stdout.lines if "::test_check[" in line]) == 12
 
 
 def test_trace_of_a_branch_is_an_expected_failure_and_everything_else_passes(suite):
-    result = suite("-k", "cpu", "-rx")
+    result = suite("-k", "cpu and (trace or script)", "-rx")
     result.assert_outcomes(passed=12, xfailed=2)
     result.stdout.fnmatch_lines(["*XFAIL*branchy-trace-torch-cpu-generalizes*tracing bakes the "
                                  "branch*observed:*diverges from eager on the probe input*"])
 
 
 def test_every_check_writes_one_record(suite, pytester):
-    suite("-k", "cpu")
+    suite("-k", "cpu and (trace or script)")
     written = records(pytester)
     assert len(written) == 14
     by_id = {f"{r['case']}-{r['target']}-{r['check']}": r for r in written}
@@ -113,7 +120,7 @@ def test_every_check_writes_one_record(suite, pytester):
 
 
 def test_records_come_back_from_xdist_workers(suite, pytester):
-    result = suite("-n", "2", "-k", "cpu")
+    result = suite("-n", "2", "-k", "cpu and (trace or script)")
     result.assert_outcomes(passed=12, xfailed=2)
     written = records(pytester)
     assert len(written) == 14
@@ -151,7 +158,7 @@ def test_cuda_cells_skip_with_a_reason_and_fail_when_required(suite):
     result = suite("-k", "small and script and cuda and matches_eager", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no CUDA device on this machine*"])
-    result = suite("-k", "small and script and cuda and matches_eager", "--require-device", "cuda")
+    result = suite("-k", "small and script and cuda and matches_eager", "--require", "cuda")
     result.assert_outcomes(errors=1)
 
 
@@ -186,7 +193,7 @@ def test_a_duplicate_case_name_is_a_clear_usage_error(pytester):
 def test_help_lists_the_options_in_one_group(pytester):
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["conformance: PyTorch export conformance:", "*--cases*",
-                                 "*--conformance-results*", "*--require-device*"])
+                                 "*--conformance-results*", "*--require*"])
 
 
 def test_the_header_prints_the_versions(pytester):
@@ -200,7 +207,8 @@ def test_the_installed_package_runs_user_cases_with_pyargs(pytester):
     pytester.makepyfile(my_models=USER_CASES)
     result = pytester.runpytest("--pyargs", "conformance", "--no-builtin-cases",
                                 "--cases", "my_models.py", "--conformance-results",
-                                "records.jsonl", "-k", "small and script and cpu")
+                                "records.jsonl", "--artifacts-dir", "artifacts",
+                                "-k", "small and script and cpu")
     result.assert_outcomes(passed=3)
 
 
@@ -216,7 +224,8 @@ def test_the_readme_example_runs_as_documented(pytester):
     pytester.makepyfile(my_models=readme_example())
     result = pytester.runpytest("--pyargs", "conformance", "--no-builtin-cases",
                                 "--cases", "my_models.py", "--conformance-results",
-                                "records.jsonl", "-k", "cpu and not fresh_process")
+                                "records.jsonl", "--artifacts-dir", "artifacts",
+                                "-k", "cpu and (trace or script) and not fresh_process")
     # my_gate: 2 paths x 3 checks; my_head: 2 paths x 2 checks; the trace of the gate
     # diverges on the probe and has no prim::If.
     result.assert_outcomes(passed=8, failed=2)
