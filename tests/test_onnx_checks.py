@@ -1,0 +1,139 @@
+"""Each ONNX check fails on a deliberately broken artifact, and passes on a sound one."""
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conformance import checks, paths, runtimes
+from conformance.checks import CheckFailure
+from conformance.subject import CaseState, Subject
+from conformance.targets import Target
+from tests import broken_models
+
+
+def onnx_subject(case, tmp_path, path="onnx", runtime="onnxruntime", opset=17) -> Subject:
+    state = CaseState(case, "cpu", tmp_path)
+    return Subject(state, Target(path, runtime, "cpu", opset), reproduce="pytest <nodeid>")
+
+
+def rewrite(subject: Subject, change) -> None:
+    """Export, then change the saved model before anything loads it."""
+    model = onnx.load(str(subject.artifact.file))
+    change(model)
+    onnx.save(model, str(subject.artifact.file))
+
+
+def perturb_first_initializer(model) -> None:
+    tensor = model.graph.initializer[0]
+    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) + 0.05, tensor.name))
+
+
+@pytest.mark.parametrize("path, opset", [("onnx", 17), ("onnx-dynamo", 20)])
+def test_a_sound_export_passes_every_check(tmp_path, path, opset):
+    subject = onnx_subject(broken_models.linear_case(), tmp_path, path, opset=opset)
+    for check in ("graph_valid", "io_names", "matches_eager", "generalizes"):
+        checks.CHECKS[check](subject)
+    assert checks.io_names(subject) == {"inputs": ["input_0"], "outputs": ["output_0"]}
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "onnxruntime-noopt", "onnx-reference"])
+def test_a_perturbed_initializer_fails_matches_eager(tmp_path, runtime):
+    subject = onnx_subject(broken_models.linear_case(), tmp_path, runtime=runtime)
+    rewrite(subject, perturb_first_initializer)
+    with pytest.raises(CheckFailure, match="outputs differ from eager") as failure:
+        checks.matches_eager(subject)
+    if runtime == "onnxruntime":
+        assert "still differs from eager: the exported graph itself" in str(failure.value)
+
+
+def test_a_mismatch_only_under_optimization_is_blamed_on_the_optimizer(tmp_path, monkeypatch):
+    def optimized_but_wrong(file, device):
+        plain = runtimes.load_onnxruntime(file, device, optimize=False)
+        return lambda *inputs: [out + 1e-2 for out in plain(*inputs)]
+
+    monkeypatch.setitem(runtimes.LOADERS, "onnxruntime", optimized_but_wrong)
+    subject = onnx_subject(broken_models.linear_case(), tmp_path)
+    with pytest.raises(CheckFailure, match="comes from ONNX Runtime's graph optimizer"):
+        checks.matches_eager(subject)
+
+
+def test_a_dropped_dynamic_axis_fails_generalizes(tmp_path, monkeypatch):
+    def static_export(model, example, file, options):
+        paths.export_onnx(model, example, file,
+                          paths.ExportOptions(**{**vars(options), "dynamic_batch": False}))
+
+    monkeypatch.setitem(paths.EXPORTERS, "onnx", static_export)
+    subject = onnx_subject(broken_models.linear_case(), tmp_path)
+    checks.matches_eager(subject)
+    with pytest.raises(CheckFailure, match=r"batch size 5(.|\n)*(dimension|Got: 5)"):
+        checks.generalizes(subject)
+
+
+def test_renamed_outputs_fail_io_names(tmp_path):
+    subject = onnx_subject(broken_models.linear_case(), tmp_path)
+
+    def rename(model):
+        old = model.graph.output[0].name
+        for node in model.graph.node:
+            node.output[:] = ["logits" if name == old else name for name in node.output]
+        model.graph.output[0].name = "logits"
+
+    rewrite(subject, rename)
+    with pytest.raises(CheckFailure, match=r"outputs: graph has \['logits'\], "
+                                           r"declared \['output_0'\]"):
+        checks.io_names(subject)
+
+
+@pytest.mark.parametrize("damage", ["dangling input", "not a model"])
+def test_an_invalid_model_file_fails_graph_valid(tmp_path, damage):
+    subject = onnx_subject(broken_models.linear_case(), tmp_path)
+    if damage == "not a model":
+        subject.artifact.file.write_bytes(b"\x08\x07garbage")
+    else:
+        rewrite(subject, lambda model: model.graph.node[0].input.append("nowhere"))
+    with pytest.raises(CheckFailure, match="the ONNX model is not valid"):
+        checks.graph_valid(subject)
+
+
+def test_a_control_flow_case_keeps_an_if_node_through_its_script(tmp_path):
+    subject = onnx_subject(broken_models.branchy_case(), tmp_path)
+    assert checks.keeps_branches(subject)["If"] >= 1
+    checks.generalizes(subject)
+
+
+def test_an_onnx_graph_without_the_branch_fails_keeps_branches(tmp_path, monkeypatch):
+    def traced_export(model, example, file, options):
+        paths.export_onnx(model, example, file,
+                          paths.ExportOptions(**{**vars(options), "script_first": False}))
+
+    monkeypatch.setitem(paths.EXPORTERS, "onnx", traced_export)
+    subject = onnx_subject(broken_models.branchy_case(), tmp_path)
+    with pytest.raises(CheckFailure, match="has no If or Loop or Scan node"):
+        checks.keeps_branches(subject)
+    with pytest.raises(CheckFailure, match="diverges from eager on the probe input"):
+        checks.generalizes(subject)
+
+
+def test_an_exporter_error_names_the_exporter_opset_and_operator():
+    error = RuntimeError("Exporting the operator 'aten::frobnicate' to ONNX opset version 11 "
+                         "is not supported.\nmore detail")
+    message = paths.explain_export_error("onnx", paths.ExportOptions(opset=11), error)
+    assert message.startswith("the onnx exporter at opset 11 failed on operator aten::frobnicate")
+
+
+def test_the_dynamo_exporter_error_is_reduced_to_its_cause():
+    error = RuntimeError("\x1b[96mFailed\x1b[0m to convert.\n- advice\n## Exception summary\n"
+                         "<class 'DispatchError'>: No ONNX function found for "
+                         "<OpOverload(op='aten._convolution', overload='default')>")
+    message = paths.explain_export_error("onnx-dynamo", paths.ExportOptions(opset=20), error)
+    assert "on operator aten._convolution" in message
+    assert "advice" not in message and "\x1b" not in message
+
+
+def test_an_artifact_is_reused_from_the_cache_until_its_key_changes(tmp_path):
+    first = CaseState(broken_models.linear_case(), "cpu", tmp_path).artifact("onnx", 17)
+    again = CaseState(broken_models.linear_case(), "cpu", tmp_path).artifact("onnx", 17)
+    other_opset = CaseState(broken_models.linear_case(), "cpu", tmp_path).artifact("onnx", 13)
+    assert not first.cached and again.cached and again.file == first.file
+    assert not other_opset.cached and other_opset.file != first.file
+    fresh = CaseState(broken_models.linear_case(), "cpu", tmp_path, use_cache=False)
+    assert not fresh.artifact("onnx", 17).cached
