@@ -51,7 +51,8 @@ class Case:
     tolerance: overrides the dtype default for this case.
     quantized_engine: the `torch.backends.quantized.engine` the model needs.
     seed: seeds building (seed), example inputs (seed + 1), the suite's new-values
-        probe (seed + 2), `probes` (seed + 3) and the batch-size probes (seed + 4).
+        probe (seed + 2), `probes` (seed + 3), the batch-size probes (seed + 4) and
+        the batch-2 inputs the dynamo exporter sees when the example has batch 1 (seed + 5).
     input_names, output_names: the names an exported graph must give its inputs and
         (flattened) outputs; default `input_0, ...` and `output_0, ...`.
     """

@@ -28,6 +28,9 @@ class ExportOptions:
     # data-dependent branch; a control-flow case is scripted first, as the ONNX
     # tutorial does, so the branch becomes an ONNX If node.
     script_first: bool = False
+    # The batch size of the inputs the exporter sees, when not the example's own:
+    # torch.export specializes a dimension whose example size is 1.
+    export_batch: int | None = None
 
 
 @dataclasses.dataclass

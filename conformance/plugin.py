@@ -57,6 +57,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "conformance_check: a (case, target, check) cell")
     # Every torch.jit call warns that TorchScript is deprecated; the suite tests it on purpose.
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
+    _check_rootdir(config)
     try:
         session = ConformanceSession(_options(config))
     except (CaseError, expect.ExpectationError) as exc:
@@ -65,6 +66,21 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
         config.pluginmanager.register(Recorder(RecordWriter(session.options.results)),
                                       "conformance-recorder")
+
+
+def _check_rootdir(config) -> None:
+    """pytest picks its rootdir before plugins parse their options, and takes an
+    existing directory given as `--artifacts-dir DIR` for a test path: the ini file
+    and testpaths are then lost. The `=` form avoids it; say so instead of misbehaving."""
+    args = list(config.invocation_params.args)
+    for flag in ("--artifacts-dir", "--conformance-results"):
+        if flag not in args or args.index(flag) + 1 >= len(args):
+            continue
+        value = Path(config.invocation_params.dir, args[args.index(flag) + 1]).resolve()
+        moved = config.rootpath != Path(config.invocation_params.dir).resolve()
+        if moved and config.rootpath in (value, value.parent):
+            raise pytest.UsageError(f"pytest took the value of {flag} for its root directory; "
+                                    f"write {flag}={args[args.index(flag) + 1]} (with '=')")
 
 
 def _options(config) -> Options:
@@ -133,7 +149,7 @@ class Cell:
         self.reproduce = reproduce
         self.metrics: dict = {}
         self.timings: dict = {}
-        self.warnings: list[str] = []
+        self.artifact: dict = {}
 
     def check(self) -> None:
         from conformance.checks import CHECKS, CheckFailure
@@ -146,17 +162,19 @@ class Cell:
             failure, self.metrics = str(exc), exc.metrics
         finally:
             self.timings = dict(subject.state.timings)
-            self.warnings = _artifact_warnings(subject)
+            self.artifact = _artifact_summary(subject)
         if failure:
             # The message explains the failure; a traceback into the suite would not.
             pytest.fail(failure, pytrace=False)
 
 
-def _artifact_warnings(subject) -> list[str]:
+def _artifact_summary(subject) -> dict:
     try:
-        return subject.artifact.warnings
+        artifact = subject.artifact
     except Exception:  # no artifact: the export failure is the check's message
-        return []
+        return {}
+    return {"file": artifact.file.name, "cached": artifact.cached,
+            "export_s": artifact.export_seconds, "warnings": artifact.warnings}
 
 
 @pytest.fixture
@@ -217,7 +235,7 @@ def _record(item, report, call, spec: CellSpec) -> dict:
             "runtime": spec.target.runtime, "device": spec.target.device,
             "check": spec.check, "nodeid": item.nodeid,
             "metrics": cell.metrics if cell else {}, "timings": cell.timings if cell else {},
-            "export_warnings": cell.warnings if cell else [],
+            "artifact": cell.artifact if cell else {},
             "expectation": _expectation(item, spec)}
     return make_record(data, outcome, call.duration, message)
 

@@ -120,9 +120,18 @@ class CaseState:
         inputs = self.case.input_names or tuple(f"input_{i}" for i in range(len(self.example)))
         outputs = self.case.output_names or tuple(
             f"output_{i}" for i in range(len(tensor_leaves(self.eager("example", self.example)))))
+        dynamic = bool(self.case.batch_sizes)
+        batch_one = dynamic and all(getattr(i, "shape", (0,))[:1] == (1,) for i in self.example)
         return paths.ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
-                                   dynamic_batch=bool(self.case.batch_sizes),
-                                   script_first=path == "onnx" and self.case.has_control_flow)
+                                   dynamic_batch=dynamic,
+                                   script_first=path == "onnx" and self.case.has_control_flow,
+                                   export_batch=2 if path == "onnx-dynamo" and batch_one else None)
+
+    def export_example(self, options: paths.ExportOptions) -> Inputs:
+        if options.export_batch is None:
+            return self.example
+        return self.memo(("export_example", options.export_batch), lambda: self.to_device(
+            self.seeded(5, lambda: self.case.example(batch=options.export_batch))))
 
     def _export(self, path: str, opset: int | None) -> paths.Artifact:
         options = self.export_options(path, opset)
@@ -131,7 +140,7 @@ class CaseState:
         if self.use_cache and file.exists():
             return paths.Artifact(path, file, 0.0, [], cached=True)
         with self.context():
-            artifact = paths.export(path, self.model, self.example, file, options)
+            artifact = paths.export(path, self.model, self.export_example(options), file, options)
         self.timings[f"export_{path}{opset or ''}_s"] = artifact.export_seconds
         return artifact
 

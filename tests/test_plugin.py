@@ -57,7 +57,7 @@ def suite(pytester):
         extra = ["--expectations", "expectations.toml"] if expectations else []
         return pytester.runpytest("--no-builtin-cases", "--cases", "my_models.py",
                                   "--conformance-results", "records.jsonl", "-p", "no:randomly",
-                                  "--artifacts-dir", "artifacts", *extra, *args)
+                                  "--artifacts-dir=artifacts", *extra, *args)
 
     return run
 
@@ -207,7 +207,7 @@ def test_the_installed_package_runs_user_cases_with_pyargs(pytester):
     pytester.makepyfile(my_models=USER_CASES)
     result = pytester.runpytest("--pyargs", "conformance", "--no-builtin-cases",
                                 "--cases", "my_models.py", "--conformance-results",
-                                "records.jsonl", "--artifacts-dir", "artifacts",
+                                "records.jsonl", "--artifacts-dir=artifacts",
                                 "-k", "small and script and cpu")
     result.assert_outcomes(passed=3)
 
@@ -224,10 +224,18 @@ def test_the_readme_example_runs_as_documented(pytester):
     pytester.makepyfile(my_models=readme_example())
     result = pytester.runpytest("--pyargs", "conformance", "--no-builtin-cases",
                                 "--cases", "my_models.py", "--conformance-results",
-                                "records.jsonl", "--artifacts-dir", "artifacts",
+                                "records.jsonl", "--artifacts-dir=artifacts",
                                 "-k", "cpu and (trace or script) and not fresh_process")
     # my_gate: 2 paths x 3 checks; my_head: 2 paths x 2 checks; the trace of the gate
     # diverges on the probe and has no prim::If.
     result.assert_outcomes(passed=8, failed=2)
     result.stdout.fnmatch_lines(["FAILED *my_gate-trace-torch-cpu-generalizes*",
                                  "FAILED *my_gate-trace-torch-cpu-keeps_branches*"])
+
+
+def test_a_separated_directory_option_that_would_move_the_rootdir_is_refused(
+        pytester, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    result = pytester.runpytest("--co", "--artifacts-dir", str(elsewhere))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"write --artifacts-dir={elsewhere}" in result.stderr.str()
