@@ -15,7 +15,7 @@ TIMEOUT := --timeout 1800
 .PHONY: suite check selftest ci-tier venv clean
 
 suite: $(STAMP)
-	$(BIN)/pytest $(TIMEOUT) --conformance-results results/records.jsonl $(ARGS)
+	$(BIN)/pytest $(TIMEOUT) --conformance-results=results/records.jsonl $(ARGS)
 
 check: selftest ci-tier
 
@@ -24,7 +24,7 @@ selftest: $(STAMP)
 
 # The fast tier of the matrix: every case not tagged slow.
 ci-tier: $(STAMP)
-	$(BIN)/pytest -m "not slow" $(TIMEOUT) --conformance-results results/ci-records.jsonl $(ARGS)
+	$(BIN)/pytest -m "not slow" $(TIMEOUT) --conformance-results=results/ci-records.jsonl $(ARGS)
 
 venv: $(STAMP)
 
