@@ -1,4 +1,6 @@
 """Each ONNX check fails on a deliberately broken artifact, and passes on a sound one."""
+import dataclasses
+
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -56,12 +58,16 @@ def test_a_mismatch_only_under_optimization_is_blamed_on_the_optimizer(tmp_path,
         checks.matches_eager(subject)
 
 
-def test_a_dropped_dynamic_axis_fails_generalizes(tmp_path, monkeypatch):
-    def static_export(model, example, file, options):
-        paths.export_onnx(model, example, file,
-                          paths.ExportOptions(**{**vars(options), "dynamic_batch": False}))
+def export_ignoring(monkeypatch, **overrides) -> None:
+    """A broken onnx path: it exports with some of the requested options overridden."""
+    def broken(model, example, file, options):
+        paths.export_onnx(model, example, file, dataclasses.replace(options, **overrides))
 
-    monkeypatch.setitem(paths.EXPORTERS, "onnx", static_export)
+    monkeypatch.setitem(paths.EXPORTERS, "onnx", broken)
+
+
+def test_a_dropped_dynamic_axis_fails_generalizes(tmp_path, monkeypatch):
+    export_ignoring(monkeypatch, dynamic_batch=False)
     subject = onnx_subject(broken_models.linear_case(), tmp_path)
     checks.matches_eager(subject)
     with pytest.raises(CheckFailure, match=r"batch size 5(.|\n)*(dimension|Got: 5)"):
@@ -101,11 +107,7 @@ def test_a_control_flow_case_keeps_an_if_node_through_its_script(tmp_path):
 
 
 def test_an_onnx_graph_without_the_branch_fails_keeps_branches(tmp_path, monkeypatch):
-    def traced_export(model, example, file, options):
-        paths.export_onnx(model, example, file,
-                          paths.ExportOptions(**{**vars(options), "script_first": False}))
-
-    monkeypatch.setitem(paths.EXPORTERS, "onnx", traced_export)
+    export_ignoring(monkeypatch, script_first=False)
     subject = onnx_subject(broken_models.branchy_case(), tmp_path)
     with pytest.raises(CheckFailure, match="has no If or Loop or Scan node"):
         checks.keeps_branches(subject)
