@@ -6,7 +6,6 @@ my_models.py` runs the suite against a user's own models.
 from __future__ import annotations
 
 import shlex
-import time
 import warnings
 from pathlib import Path
 
