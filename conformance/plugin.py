@@ -5,6 +5,7 @@ my_models.py` runs the suite against a user's own models.
 """
 from __future__ import annotations
 
+import collections
 import shlex
 import warnings
 from pathlib import Path
@@ -262,13 +263,33 @@ class Recorder:
 
     def __init__(self, writer):
         self.writer = writer
+        self.outcomes: dict[str, collections.Counter] = collections.defaultdict(
+            collections.Counter)
 
     def pytest_runtest_logreport(self, report):
         for name, value in report.user_properties:
             if name == RECORD:
                 self.writer.write(value)
+                self.outcomes[value["target"]][value["outcome"]] += 1
 
     def pytest_terminal_summary(self, terminalreporter):
-        if self.writer.count:
-            terminalreporter.write_line(
-                f"conformance: {self.writer.count} records written to {self.writer.file}")
+        if not self.writer.count:
+            return
+        terminalreporter.section("conformance by target")
+        for line in outcome_table(self.outcomes):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(
+            f"conformance: {self.writer.count} records written to {self.writer.file}")
+
+
+OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
+
+
+def outcome_table(outcomes: dict[str, collections.Counter]) -> list[str]:
+    """One line per target with its count of each outcome, for the end of the run."""
+    width = max(len(target) for target in outcomes)
+    lines = [f"{'target':{width}}  " + "  ".join(f"{o:>7}" for o in OUTCOMES)]
+    for target in sorted(outcomes):
+        counts = outcomes[target]
+        lines.append(f"{target:{width}}  " + "  ".join(f"{counts[o]:>7}" for o in OUTCOMES))
+    return lines

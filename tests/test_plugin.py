@@ -119,6 +119,16 @@ def test_every_check_writes_one_record(suite, pytester):
     assert passed["versions"]["torch"] and "eager_s" in passed["timings"]
 
 
+def test_the_summary_counts_outcomes_by_target(suite):
+    result = suite("-k", "cpu and (trace or script)")
+    result.stdout.fnmatch_lines([
+        "*conformance by target*",
+        "target * passed * failed * error * xfailed * xpassed * skipped",
+        "script-torch-cpu * 7 * 0 * 0 * 0 * 0 * 0",
+        "trace-torch-cpu * 5 * 0 * 0 * 2 * 0 * 0",
+    ])
+
+
 def test_records_come_back_from_xdist_workers(suite, pytester):
     result = suite("-n", "2", "-k", "cpu and (trace or script)")
     result.assert_outcomes(passed=12, xfailed=2)
