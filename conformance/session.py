@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -49,9 +50,10 @@ class ConformanceSession:
         self._registry: Registry | None = self._load_registry() if self.user_cases else None
         rows = [row for file in options.expectation_files for row in expect.load_table(file)]
         self.expectations = expect.ExpectationTable(rows, torch_release())
-        # Without the cache, artifacts go to a directory of this session only.
-        self.artifact_dir = (options.artifact_dir if options.artifact_cache
-                             else Path(tempfile.mkdtemp(prefix="conformance-")))
+        # Without the cache, artifacts go to a directory of this session only,
+        # removed at its end: a full matrix writes gigabytes.
+        self._scratch = None if options.artifact_cache else tempfile.mkdtemp(prefix="conformance-")
+        self.artifact_dir = Path(self._scratch) if self._scratch else options.artifact_dir
         self._worker: FreshProcess | None = None
         self._state: CaseState | None = None
         self.generated = False
@@ -101,3 +103,5 @@ class ConformanceSession:
     def close(self) -> None:
         if self._worker:
             self._worker.close()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ class FreshProcess:
         import torch
 
         self._requests += 1
+        self._dir.mkdir(parents=True, exist_ok=True)
         in_file = self._dir / f"in-{self._requests}.pt"
         out_file = self._dir / f"out-{self._requests}.pt"
         torch.save(tuple(i.cpu() if torch.is_tensor(i) else i for i in inputs), in_file)
@@ -63,6 +65,9 @@ class FreshProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
         self._proc = None
+        if self._stderr:
+            self._stderr.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def _ask(self, request: dict) -> dict:
         proc = self._ensure_started()
