@@ -1,9 +1,10 @@
 """The on-disk artifact cache, keyed by everything that changes an artifact.
 
 The key covers the case's definition (the source of its builder and input
-factory, its seed and options), the versions of the exporting stack, the path
-and its export options, and the device. A second run with the same key reuses
-the file; anything that changes the key exports again.
+factory, its seed, names and batch sizes; not its tags, which change no file),
+the versions of the exporting stack, the path and its export options, and the
+device. A second run with the same key reuses the file; anything that changes
+the key exports again.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def source_of(obj: Any) -> str:
 def case_fingerprint(case: Case) -> str:
     parts = [case.name, source_of(case.build), source_of(case.example), str(case.seed),
              repr(case.batch_sizes), repr(case.quantized_engine), repr(case.input_names),
-             repr(case.output_names), repr(sorted(case.tags))]
+             repr(case.output_names)]
     if inspect.isclass(case.build):  # the model's own source, when build is the class
         parts += [source_of(c) for c in case.build.__mro__ if c.__module__ == case.build.__module__]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -6,6 +6,7 @@ and raises `CheckFailure` with a message that explains the failure otherwise.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Any, Callable
 
 from conformance.compare import Comparison, compare
@@ -67,12 +68,11 @@ def _optimizer_blame(subject: Subject, inputs, result: Comparison, expected: Any
     """For ONNX Runtime: does the mismatch go away with graph optimizations off?"""
     if subject.target.runtime != "onnxruntime" or result.structural_problems:
         return ""
-    from conformance import runtimes
-
+    # The same session the onnxruntime-noopt cells use: loaded once per artifact.
+    plain = dataclasses.replace(subject.target, runtime="onnxruntime-noopt")
     try:
-        plain = runtimes.load_onnxruntime(subject.artifact.file, subject.state.device,
-                                          optimize=False)
-        unoptimized = _compare(subject, subject.state.run(plain, inputs), expected)
+        unoptimized = _compare(subject, subject.state.run(subject.state.loaded(plain), inputs),
+                               expected)
     except Exception as exc:  # the blame is a hint; its own failure must not hide the verdict
         return f"(could not rerun without graph optimizations: {type(exc).__name__}: {exc})"
     if unoptimized.ok:
