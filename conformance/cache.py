@@ -20,9 +20,18 @@ from conformance.cases import Case
 from conformance.versions import versions
 
 
-def default_dir() -> Path:
+def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "conformance" / "artifacts"
+    return Path(base) / "conformance"
+
+
+def default_dir() -> Path:
+    return cache_root() / "artifacts"
+
+
+def harness_build_dir() -> Path:
+    """Where the libtorch harness is built, one directory per build key."""
+    return cache_root() / "harness"
 
 
 def source_of(obj: Any) -> str:

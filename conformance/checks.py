@@ -13,7 +13,8 @@ from conformance.compare import Comparison, compare
 from conformance.paths import ExportError
 from conformance.subject import Subject
 from conformance.targets import ONNX_PATHS, Target
-from conformance.worker import WorkerError, to_cpu
+from conformance.process import ProcessError
+from conformance.worker import to_cpu
 
 
 class CheckFailure(AssertionError):
@@ -42,8 +43,8 @@ def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], An
         raise
     except ExportError as exc:
         fail(subject, check, "the path could not export the model", str(exc))
-    except WorkerError as exc:
-        fail(subject, check, f"{what} failed in the fresh process", str(exc))
+    except ProcessError as exc:  # the fresh process or the libtorch harness
+        fail(subject, check, f"{what} failed in {exc.where}", str(exc))
     except Exception as exc:  # any runtime error is this cell's failure, not the session's
         fail(subject, check, f"{what} raised {type(exc).__name__}", _first_lines(exc))
 

@@ -48,9 +48,17 @@ def pytest_addoption(parser):
                     help="export every artifact again, into a temporary directory")
     group.addoption("--fresh-process-timeout", type=float, default=600.0, metavar="SECONDS",
                     help="how long the fresh process may take to load and run one artifact")
+    group.addoption("--harness-timeout", type=float, default=600.0, metavar="SECONDS",
+                    help="how long the libtorch harness may take to answer one request (load, "
+                         "run); a harness that takes longer is killed and restarted")
+    group.addoption("--harness-build-dir", default=None, metavar="DIR",
+                    help="where the libtorch harness is built and cached, one directory per "
+                         "torch version, compiler and source (default: ~/.cache/conformance/"
+                         "harness, or under $XDG_CACHE_HOME)")
     group.addoption("--require", action="append", default=[], metavar="DEVICE_OR_RUNTIME",
                     help="fail, instead of skip, the cells of a device or runtime (cuda, "
-                         "onnxruntime, ...) that this machine lacks; for CI that must have it")
+                         "libtorch, onnxruntime, ...) that this machine lacks; for CI that "
+                         "must have it")
 
 
 def pytest_configure(config):
@@ -73,7 +81,7 @@ def _check_rootdir(config) -> None:
     existing directory given as `--artifacts-dir DIR` for a test path: the ini file
     and testpaths are then lost. The `=` form avoids it; say so instead of misbehaving."""
     args = list(config.invocation_params.args)
-    for flag in ("--artifacts-dir", "--conformance-results"):
+    for flag in ("--artifacts-dir", "--conformance-results", "--harness-build-dir"):
         if flag not in args or args.index(flag) + 1 >= len(args):
             continue
         value = Path(config.invocation_params.dir, args[args.index(flag) + 1]).resolve()
@@ -92,7 +100,10 @@ def _options(config) -> Options:
                    expectation_files=files, results=Path(opt.conformance_results),
                    artifact_dir=Path(opt.artifacts_dir) if opt.artifacts_dir else default_dir(),
                    artifact_cache=not opt.no_artifact_cache,
-                   fresh_process_timeout=opt.fresh_process_timeout, required=opt.require)
+                   fresh_process_timeout=opt.fresh_process_timeout, required=opt.require,
+                   harness_timeout=opt.harness_timeout,
+                   harness_build_dir=Path(opt.harness_build_dir) if opt.harness_build_dir
+                   else None)
 
 
 def pytest_unconfigure(config):

@@ -72,7 +72,12 @@ LOADERS: dict[str, Callable[[Path, str], Callable]] = {
 }
 
 
-def load(runtime: str, file: Path, device: str) -> Callable:
+def load(runtime: str, file: Path, device: str, harness=None) -> Callable:
+    """A callable that runs the artifact; `harness` is the session's libtorch process."""
+    if runtime == "libtorch":
+        from conformance.harness import LibtorchModel
+
+        return LibtorchModel(harness, file, device)
     return LOADERS[runtime](file, device)
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from conformance import expectations as expect
 from conformance.cases import Case, Registry, load_cases_module
+from conformance.cache import harness_build_dir
 from conformance.checks import CHECKS, applies
+from conformance.harness import Harness
 from conformance.subject import CaseState, Subject
 from conformance.targets import Target, targets_for
 from conformance.versions import torch_release
@@ -40,6 +42,8 @@ class Options:
     artifact_cache: bool
     fresh_process_timeout: float
     required: list[str]
+    harness_timeout: float = 600.0
+    harness_build_dir: Path | None = None
 
 
 class ConformanceSession:
@@ -55,6 +59,7 @@ class ConformanceSession:
         self._scratch = None if options.artifact_cache else tempfile.mkdtemp(prefix="conformance-")
         self.artifact_dir = Path(self._scratch) if self._scratch else options.artifact_dir
         self._worker: FreshProcess | None = None
+        self._harness: Harness | None = None
         self._state: CaseState | None = None
         self.generated = False
 
@@ -89,9 +94,12 @@ class ConformanceSession:
     def state(self, case: Case, device: str) -> CaseState:
         """The state of the current case; moving to another case frees the previous one."""
         if self._state is None or (self._state.case, self._state.device) != (case, device):
+            if self._state:
+                self._state.close()
             self._state = None
             self._state = CaseState(case, device, self.artifact_dir / case.name,
-                                    use_cache=self.options.artifact_cache)
+                                    use_cache=self.options.artifact_cache,
+                                    harness=lambda: self.harness)
         return self._state
 
     @property
@@ -100,8 +108,16 @@ class ConformanceSession:
             self._worker = FreshProcess(self.options.fresh_process_timeout)
         return self._worker
 
+    @property
+    def harness(self) -> Harness:
+        if self._harness is None:
+            self._harness = Harness(self.options.harness_build_dir or harness_build_dir(),
+                                    self.options.harness_timeout)
+        return self._harness
+
     def close(self) -> None:
-        if self._worker:
-            self._worker.close()
+        for process in (self._worker, self._harness):
+            if process:
+                process.close()
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)

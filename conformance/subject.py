@@ -27,8 +27,10 @@ class Probe:
 
 
 class CaseState:
-    def __init__(self, case: Case, device: str, artifact_dir: Path, use_cache: bool = True):
+    def __init__(self, case: Case, device: str, artifact_dir: Path, use_cache: bool = True,
+                 harness: Callable[[], Any] | None = None):
         self.case = case
+        self.harness = harness  # gives the session's libtorch harness, started on first use
         self.device = device
         self.artifact_dir = Path(artifact_dir)
         self.use_cache = use_cache
@@ -150,9 +152,18 @@ class CaseState:
     def _load(self, target: Target) -> Callable:
         started = time.perf_counter()
         file = self.artifact(target.path, target.opset).file
-        loaded = runtimes.load(target.runtime, file, self.device)
+        harness = self.harness() if target.runtime == "libtorch" and self.harness else None
+        loaded = runtimes.load(target.runtime, file, self.device, harness)
+        if harness and harness.build and not harness.build.cached:
+            self.timings.setdefault("harness_build_s", harness.build.seconds)
         self.timings[f"load_{target.path_id}_{target.runtime}_s"] = time.perf_counter() - started
         return loaded
+
+    def close(self) -> None:
+        """Let go of what lives outside this process: models loaded in the harness."""
+        for key, (ok, value) in self._memo.items():
+            if ok and isinstance(key, tuple) and key[0] == "loaded" and key[1].runtime == "libtorch":
+                value.close()
 
     def to_device(self, inputs: Inputs) -> Inputs:
         return tuple(i.to(self.device) if hasattr(i, "to") else i for i in inputs)

@@ -52,8 +52,9 @@ EXPORTS = (
 
 # path -> (runtime, the cases it applies to, the devices it runs on)
 RUNTIMES = {
-    "trace": (("torch", ALL, DEVICES),),
-    "script": (("torch", ALL, DEVICES),),
+    # TorchScript in the Python interpreter, and in C++ through the libtorch harness.
+    "trace": (("torch", ALL, DEVICES), ("libtorch", ALL, DEVICES)),
+    "script": (("torch", ALL, DEVICES), ("libtorch", ALL, DEVICES)),
     "onnx": (
         ("onnxruntime", ALL, DEVICES),
         # Optimizations off: a mismatch only under optimization is the optimizer's.
@@ -89,6 +90,10 @@ def skip_reason(runtime: str, device: str) -> str | None:
 
 
 def _missing_runtime(runtime: str) -> str | None:
+    if runtime == "libtorch":
+        from conformance.harness import toolchain_problem
+
+        return toolchain_problem()
     module = {"onnxruntime": "onnxruntime", "onnxruntime-noopt": "onnxruntime",
               "onnx-reference": "onnx"}.get(runtime)
     if module is None:

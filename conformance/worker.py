@@ -10,28 +10,34 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from conformance.process import PersistentProcess, ProcessError
 
-class WorkerError(Exception):
+
+class WorkerError(ProcessError):
     """The fresh process failed to load or run the artifact, or died."""
 
+    where = "the fresh process"
 
-class FreshProcess:
+
+class FreshProcess(PersistentProcess):
+    error = WorkerError
+    name = "the fresh process"
+
     def __init__(self, timeout_s: float = 600.0, command: list[str] | None = None):
-        self.timeout_s = timeout_s
-        self.command = command or [sys.executable, "-m", "conformance.worker"]
-        self._proc: subprocess.Popen | None = None
-        self._dir = Path(tempfile.mkdtemp(prefix="conformance-worker-"))
-        self._stderr = None
+        super().__init__(timeout_s, prefix="conformance-worker-")
+        self._command = command or [sys.executable, "-m", "conformance.worker"]
         self._requests = 0
+
+    def command(self) -> list[str]:
+        return self._command
+
+    def environment(self) -> dict:
+        return {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
 
     def run(self, runtime: str, artifact: Path, inputs: tuple, device: str,
             quantized_engine: str | None = None) -> tuple[Any, dict]:
@@ -43,72 +49,19 @@ class FreshProcess:
         import torch
 
         self._requests += 1
-        self._dir.mkdir(parents=True, exist_ok=True)
-        in_file = self._dir / f"in-{self._requests}.pt"
-        out_file = self._dir / f"out-{self._requests}.pt"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        in_file = self.dir / f"in-{self._requests}.pt"
+        out_file = self.dir / f"out-{self._requests}.pt"
         torch.save(tuple(i.cpu() if torch.is_tensor(i) else i for i in inputs), in_file)
-        reply = self._ask({"runtime": runtime, "artifact": str(artifact), "inputs": str(in_file),
-                           "outputs": str(out_file), "device": device,
-                           "quantized_engine": quantized_engine})
+        reply = json.loads(self.exchange(json.dumps(
+            {"runtime": runtime, "artifact": str(artifact), "inputs": str(in_file),
+             "outputs": str(out_file), "device": device, "quantized_engine": quantized_engine})))
         in_file.unlink(missing_ok=True)
         if not reply.get("ok"):
             raise WorkerError(reply.get("error", "no error text"))
         outputs = torch.load(out_file, weights_only=False)
         out_file.unlink(missing_ok=True)
         return outputs, reply["timings"]
-
-    def close(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-        self._proc = None
-        if self._stderr:
-            self._stderr.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def _ask(self, request: dict) -> dict:
-        proc = self._ensure_started()
-        try:
-            proc.stdin.write(json.dumps(request) + "\n")
-            proc.stdin.flush()
-        except BrokenPipeError:
-            return self._lost(proc, answered=False)
-        ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
-        line = proc.stdout.readline() if ready else None
-        if line:
-            return json.loads(line)
-        return self._lost(proc, answered=line is not None)
-
-    def _lost(self, proc: subprocess.Popen, answered: bool):
-        """The process closed its output (it died) or hung: stop it and say which."""
-        self._proc = None
-        try:
-            code = proc.wait(timeout=10 if answered else 0.1)
-            what = f"exited with code {code}"
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            what = f"gave no answer in {self.timeout_s:.0f} s and was killed"
-        raise WorkerError(f"the fresh process {what}; its stderr ends with:\n{self._stderr_tail()}")
-
-    def _ensure_started(self) -> subprocess.Popen:
-        if self._proc is None or self._proc.poll() is not None:
-            self._stderr = open(self._dir / "stderr.txt", "w+")
-            self._proc = subprocess.Popen(
-                self.command, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-                env={**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"})
-        return self._proc
-
-    def _stderr_tail(self, chars: int = 2000) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.flush()
-        self._stderr.seek(0)
-        return self._stderr.read()[-chars:]
 
 
 def serve() -> None:

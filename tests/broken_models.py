@@ -58,3 +58,25 @@ def unscriptable_case() -> Case:
 
 def linear_case() -> Case:
     return Case("linear", Linear, example=random_inputs((2, 4)), batch_sizes=(5,))
+
+
+class CrashesInKernel(torch.nn.Module):
+    """Integer division of INT64_MIN by -1 raises SIGFPE inside the CPU kernel."""
+
+    def forward(self, x):
+        lowest = torch.full([1], -2 ** 62, dtype=torch.long) * 2
+        quotient = torch.div(lowest, torch.full([1], -1, dtype=torch.long), rounding_mode="trunc")
+        return x + quotient.float()
+
+
+class Spins(torch.nn.Module):
+    """Never returns on finite inputs."""
+
+    def forward(self, x):
+        while bool(x.sum() == x.sum()):
+            x = x + 0
+        return x
+
+
+def write_scripted(module: torch.nn.Module, file) -> None:
+    torch.jit.script(module).save(str(file))

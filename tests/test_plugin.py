@@ -87,25 +87,28 @@ def test_ids_put_case_path_runtime_device_and_check_in_separate_words(suite):
 def test_k_selects_by_case_and_path(suite):
     result = suite("--co", "-q", "-k", "branchy and script and cpu")
     selected = [line for line in result.stdout.lines if "::test_check[" in line]
-    assert len(selected) == 4
-    assert all("branchy-script-torch-cpu-" in line for line in selected)
+    # `torch` is a substring of `libtorch`: -k matches parts of ids, not whole words.
+    assert len(selected) == 6
+    assert sum("branchy-script-torch-cpu-" in line for line in selected) == 4
+    assert sum("branchy-script-libtorch-cpu-" in line for line in selected) == 2
 
 
 def test_the_torchscript_matrix_of_a_case(suite):
     result = suite("--co", "-q", "-k", "small and (trace or script)")
-    # small has no control flow, so no keeps_branches: 2 paths x 2 devices x 3 checks.
-    assert len([line for line in result.stdout.lines if "::test_check[" in line]) == 12
+    # small has no control flow, so no keeps_branches: 2 paths x 2 devices x 3 checks
+    # on torch, and x 2 checks on libtorch (whose artifact is always loaded from its file).
+    assert len([line for line in result.stdout.lines if "::test_check[" in line]) == 20
 
 
 def test_trace_of_a_branch_is_an_expected_failure_and_everything_else_passes(suite):
-    result = suite("-k", "cpu and (trace or script)", "-rx")
+    result = suite("-k", "cpu and (trace or script) and not libtorch", "-rx")
     result.assert_outcomes(passed=12, xfailed=2)
     result.stdout.fnmatch_lines(["*XFAIL*branchy-trace-torch-cpu-generalizes*tracing bakes the "
                                  "branch*observed:*diverges from eager on the probe input*"])
 
 
 def test_every_check_writes_one_record(suite, pytester):
-    suite("-k", "cpu and (trace or script)")
+    suite("-k", "cpu and (trace or script) and not libtorch")
     written = records(pytester)
     assert len(written) == 14
     by_id = {f"{r['case']}-{r['target']}-{r['check']}": r for r in written}
@@ -120,7 +123,7 @@ def test_every_check_writes_one_record(suite, pytester):
 
 
 def test_the_summary_counts_outcomes_by_target(suite):
-    result = suite("-k", "cpu and (trace or script)")
+    result = suite("-k", "cpu and (trace or script) and not libtorch")
     result.stdout.fnmatch_lines([
         "*conformance by target*",
         "target * passed * failed * error * xfailed * xpassed * skipped",
@@ -130,7 +133,7 @@ def test_the_summary_counts_outcomes_by_target(suite):
 
 
 def test_records_come_back_from_xdist_workers(suite, pytester):
-    result = suite("-n", "2", "-k", "cpu and (trace or script)")
+    result = suite("-n", "2", "-k", "cpu and (trace or script) and not libtorch")
     result.assert_outcomes(passed=12, xfailed=2)
     written = records(pytester)
     assert len(written) == 14
@@ -138,7 +141,7 @@ def test_records_come_back_from_xdist_workers(suite, pytester):
 
 
 def test_without_the_expectations_the_trace_fails_with_an_explanation(suite):
-    result = suite("-k", "branchy and trace and cpu and generalizes", expectations=False)
+    result = suite("-k", "branchy and trace and cpu and generalizes and not libtorch", expectations=False)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*case branchy, target trace-torch-cpu, check generalizes: the trace artifact diverges "
@@ -149,7 +152,7 @@ def test_without_the_expectations_the_trace_fails_with_an_explanation(suite):
 def test_an_unexpected_pass_fails_and_names_the_row_to_remove(suite, pytester):
     pytester.makefile(".toml", wrong='[[expect]]\ncase = "small"\ntarget = "script-*"\n'
                                      'check = "matches_eager"\nreason = "believed broken"\n')
-    result = suite("-k", "small and script and cpu and matches_eager",
+    result = suite("-k", "small and script and cpu and matches_eager and not libtorch",
                    "--expectations", "wrong.toml")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*UNEXPECTED PASS: small-script-torch-cpu-matches_eager passes "
@@ -165,10 +168,12 @@ def test_a_row_that_matches_nothing_warns(suite, pytester):
 
 @pytest.mark.skipif(cuda_available(), reason="needs a machine without CUDA")
 def test_cuda_cells_skip_with_a_reason_and_fail_when_required(suite):
-    result = suite("-k", "small and script and cuda and matches_eager", "-rs")
+    result = suite("-k", "small and script and cuda and matches_eager and not libtorch",
+                   "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no CUDA device on this machine*"])
-    result = suite("-k", "small and script and cuda and matches_eager", "--require", "cuda")
+    result = suite("-k", "small and script and cuda and matches_eager and not libtorch",
+                   "--require", "cuda")
     result.assert_outcomes(errors=1)
 
 
@@ -219,7 +224,7 @@ def test_the_installed_package_runs_user_cases_with_pyargs(pytester):
                                 "--cases", "my_models.py", "--conformance-results",
                                 "records.jsonl", "--artifacts-dir=artifacts",
                                 "-k", "small and script and cpu")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=5)  # 3 checks on torch, 2 on libtorch
 
 
 def readme_example() -> str:
@@ -236,9 +241,10 @@ def test_the_readme_example_runs_as_documented(pytester):
                                 "--cases", "my_models.py", "--conformance-results",
                                 "records.jsonl", "--artifacts-dir=artifacts",
                                 "-k", "cpu and (trace or script) and not fresh_process")
-    # my_gate: 2 paths x 3 checks; my_head: 2 paths x 2 checks; the trace of the gate
-    # diverges on the probe and has no prim::If.
-    result.assert_outcomes(passed=8, failed=2)
+    # On torch, my_gate: 2 paths x 3 checks, my_head: 2 paths x 2 checks; on libtorch,
+    # both 2 paths x 2 checks. The trace of the gate diverges on the probe (on both
+    # runtimes) and has no prim::If.
+    result.assert_outcomes(passed=15, failed=3)
     result.stdout.fnmatch_lines(["FAILED *my_gate-trace-torch-cpu-generalizes*",
                                  "FAILED *my_gate-trace-torch-cpu-keeps_branches*"])
 

@@ -1,0 +1,270 @@
+// The conformance suite's libtorch harness.
+//
+// One process serves a whole test session: it loads TorchScript modules
+// (torch::jit::load) and AOTInductor packages (AOTIModelPackageLoader), runs
+// them on inputs read from files, and writes the outputs to files. Tensors
+// travel in torch.save's format (torch::pickle_load / torch::pickle_save),
+// tuples, lists and dicts included.
+//
+// Protocol: one request per line on stdin, fields separated by tabs; one reply
+// per line, "ok\t<fields>" or "error\t<message>" (newlines in the message are
+// written as \n). Requests:
+//   info                                        -> ok <torch version> <cuda 0|1>
+//   load <kind> <device> <file>                 -> ok <handle>    kind: torchscript | aoti
+//   run <handle> <qengine> <inputs> <outputs>   -> ok <seconds>
+//   time <handle> <qengine> <inputs> <warmup> <runs> -> ok <seconds> <seconds> ...
+//   unload <handle>                             -> ok
+// qengine is the quantized engine to set first ("-" leaves it as it is).
+// Stray prints of a model go to stderr: the protocol has its own descriptor.
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+#include <torch/serialize.h>
+#include <torch/version.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Model {
+  std::string kind;
+  c10::Device device;
+  std::optional<torch::jit::Module> module;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;
+};
+
+std::map<long, Model> models;
+long next_handle = 1;
+
+std::vector<std::string> split(const std::string& line) {
+  std::vector<std::string> fields;
+  std::stringstream stream(line);
+  std::string field;
+  while (std::getline(stream, field, '\t')) fields.push_back(field);
+  return fields;
+}
+
+std::string escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else out += c;
+  }
+  return out;
+}
+
+std::vector<char> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+void need(const std::vector<std::string>& fields, size_t count) {
+  if (fields.size() != count)
+    throw std::runtime_error("request '" + fields[0] + "' takes " + std::to_string(count - 1) +
+                             " fields, got " + std::to_string(fields.size() - 1));
+}
+
+Model& find(const std::string& handle) {
+  auto found = models.find(std::stol(handle));
+  if (found == models.end()) throw std::runtime_error("no loaded model with handle " + handle);
+  return found->second;
+}
+
+void set_quantized_engine(const std::string& name) {
+  static const std::map<std::string, at::QEngine> engines = {
+      {"none", at::QEngine::NoQEngine}, {"fbgemm", at::QEngine::FBGEMM},
+      {"qnnpack", at::QEngine::QNNPACK}, {"onednn", at::QEngine::ONEDNN},
+      {"x86", at::QEngine::X86}};
+  if (name == "-") return;
+  auto found = engines.find(name);
+  if (found == engines.end()) throw std::runtime_error("unknown quantized engine " + name);
+  at::globalContext().setQEngine(found->second);
+}
+
+// Inputs on the model's device, as the positional arguments of forward.
+std::vector<c10::IValue> read_inputs(const std::string& path, const c10::Device& device) {
+  c10::IValue loaded = torch::pickle_load(read_file(path));
+  std::vector<c10::IValue> inputs;
+  if (loaded.isTuple()) {
+    for (const auto& item : loaded.toTupleRef().elements()) inputs.push_back(item);
+  } else if (loaded.isList()) {
+    for (const auto& item : loaded.toList()) inputs.push_back(item);
+  } else {
+    throw std::runtime_error("the inputs file must hold a tuple or list of inputs");
+  }
+  for (auto& input : inputs)
+    if (input.isTensor()) input = input.toTensor().to(device);
+  return inputs;
+}
+
+// Outputs on the CPU, in plain containers: named tuples lose their class,
+// which torch.load could not rebuild, and the suite compares positionally.
+c10::IValue to_plain(const c10::IValue& value) {
+  if (value.isTensor()) return value.toTensor().cpu();
+  if (value.isTuple()) {
+    std::vector<c10::IValue> items;
+    for (const auto& item : value.toTupleRef().elements()) items.push_back(to_plain(item));
+    return c10::ivalue::Tuple::create(std::move(items));
+  }
+  if (value.isList()) {
+    c10::impl::GenericList items(c10::AnyType::get());
+    for (const auto& item : value.toList()) items.push_back(to_plain(item));
+    return items;
+  }
+  if (value.isGenericDict()) {
+    auto source = value.toGenericDict();
+    c10::impl::GenericDict items(source.keyType(), c10::AnyType::get());
+    for (const auto& entry : source) items.insert(entry.key(), to_plain(entry.value()));
+    return items;
+  }
+  return value;
+}
+
+std::vector<at::Tensor> tensors_of(const std::vector<c10::IValue>& inputs) {
+  std::vector<at::Tensor> tensors;
+  for (const auto& input : inputs) {
+    if (!input.isTensor())
+      throw std::runtime_error("an AOTInductor package takes tensors only, got " +
+                               input.tagKind());
+    tensors.push_back(input.toTensor());
+  }
+  return tensors;
+}
+
+c10::IValue forward(Model& model, const std::vector<c10::IValue>& inputs) {
+  c10::InferenceMode guard;
+  if (model.module) return model.module->forward(inputs);
+  std::vector<c10::IValue> outputs;
+  for (auto& tensor : model.package->run(tensors_of(inputs))) outputs.emplace_back(tensor);
+  return c10::ivalue::Tuple::create(std::move(outputs));
+}
+
+void synchronize(const Model& model) {
+  if (model.device.is_cuda()) torch::cuda::synchronize();
+}
+
+std::string load(const std::vector<std::string>& fields) {
+  need(fields, 4);
+  const std::string& kind = fields[1];
+  Model model{kind, c10::Device(fields[2]), std::nullopt, nullptr};
+  if (kind != "torchscript" && kind != "aoti")
+    throw std::runtime_error("unknown artifact kind " + kind + " (torchscript or aoti)");
+  try {
+    if (kind == "torchscript") {
+      model.module = torch::jit::load(fields[3], model.device);
+      model.module->eval();
+    } else {
+      auto index = model.device.has_index() ? model.device.index() : c10::DeviceIndex(-1);
+      model.package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+          fields[3], "model", false, 1, index);
+    }
+  } catch (const c10::Error& error) {
+    throw std::runtime_error(
+        fields[3] + " is not " +
+        (kind == "aoti" ? "an AOTInductor package that AOTIModelPackageLoader"
+                        : "a TorchScript module that torch::jit::load") +
+        " can load on " + fields[2] + ": " + error.what_without_backtrace());
+  }
+  long handle = next_handle++;
+  models.emplace(handle, std::move(model));
+  return std::to_string(handle);
+}
+
+std::string run(const std::vector<std::string>& fields) {
+  need(fields, 5);
+  Model& model = find(fields[1]);
+  set_quantized_engine(fields[2]);
+  auto inputs = read_inputs(fields[3], model.device);
+  auto started = Clock::now();
+  c10::IValue outputs = forward(model, inputs);
+  synchronize(model);
+  std::chrono::duration<double> seconds = Clock::now() - started;
+  write_file(fields[4], torch::pickle_save(to_plain(outputs)));
+  std::ostringstream reply;
+  reply.precision(9);
+  reply << seconds.count();
+  return reply.str();
+}
+
+// Timed runs: warm-up first, then one sample per run; only forward (and, on
+// CUDA, the wait for its kernels) is inside the timed region.
+std::string time_runs(const std::vector<std::string>& fields) {
+  need(fields, 6);
+  Model& model = find(fields[1]);
+  set_quantized_engine(fields[2]);
+  auto inputs = read_inputs(fields[3], model.device);
+  long warmup = std::stol(fields[4]), runs = std::stol(fields[5]);
+  for (long i = 0; i < warmup; ++i) forward(model, inputs);
+  synchronize(model);
+  std::ostringstream samples;
+  samples.precision(9);
+  for (long i = 0; i < runs; ++i) {
+    auto started = Clock::now();
+    forward(model, inputs);
+    synchronize(model);
+    std::chrono::duration<double> seconds = Clock::now() - started;
+    samples << (i ? "\t" : "") << seconds.count();
+  }
+  return samples.str();
+}
+
+std::string answer(const std::vector<std::string>& fields) {
+  const std::string& verb = fields.at(0);
+  if (verb == "info")
+    return std::string(TORCH_VERSION) + "\t" + (torch::cuda::is_available() ? "1" : "0");
+  if (verb == "load") return load(fields);
+  if (verb == "run") return run(fields);
+  if (verb == "time") return time_runs(fields);
+  if (verb == "unload") {
+    need(fields, 2);
+    models.erase(std::stol(fields[1]));
+    return "";
+  }
+  throw std::runtime_error("unknown request " + verb);
+}
+
+}  // namespace
+
+int main() {
+  // The protocol gets its own descriptor; whatever a model prints goes to stderr.
+  FILE* protocol = fdopen(dup(STDOUT_FILENO), "w");
+  dup2(STDERR_FILENO, STDOUT_FILENO);
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.empty()) continue;
+    std::string reply;
+    try {
+      reply = "ok\t" + answer(split(line));
+    } catch (const c10::Error& error) {
+      reply = "error\t" + escape(error.what_without_backtrace());
+    } catch (const std::exception& error) {
+      reply = "error\t" + escape(error.what());
+    }
+    std::fprintf(protocol, "%s\n", reply.c_str());
+    std::fflush(protocol);
+  }
+  return 0;
+}
