@@ -61,26 +61,38 @@ def _compare(subject: Subject, actual: Any, expected: Any) -> Comparison:
 def _diverged(subject: Subject, check: str, what: str, result: Comparison, inputs,
               expected: Any) -> None:
     details = result.summary()
-    blame = _optimizer_blame(subject, inputs, result, expected)
+    blame = _second_opinion(subject, inputs, result, expected)
     fail(subject, check, what, details + (f"\n{blame}" if blame else ""), result.metrics())
 
 
-def _optimizer_blame(subject: Subject, inputs, result: Comparison, expected: Any) -> str:
-    """For ONNX Runtime: does the mismatch go away with graph optimizations off?"""
-    if subject.target.runtime != "onnxruntime" or result.structural_problems:
+# A runtime's second opinion: the same artifact run with less machinery. When it
+# agrees with eager, the mismatch comes from the machinery left out.
+SECOND_OPINIONS = {
+    "onnxruntime": ("onnxruntime-noopt", "with graph optimizations disabled ONNX Runtime",
+                    "ONNX Runtime's graph optimizer, not from the exported graph",
+                    "the exported graph itself computes something else"),
+    "inductor": ("aot_eager", "the aot_eager backend (the same captured graphs on eager kernels)",
+                 "Inductor's code generation, not from graph capture",
+                 "graph capture (Dynamo or AOTAutograd) already computes something else"),
+}
+
+
+def _second_opinion(subject: Subject, inputs, result: Comparison, expected: Any) -> str:
+    """Does the mismatch go away with the runtime's machinery left out?"""
+    opinion = SECOND_OPINIONS.get(subject.target.runtime)
+    if opinion is None or result.structural_problems:
         return ""
-    # The same session the onnxruntime-noopt cells use: loaded once per artifact.
-    plain = dataclasses.replace(subject.target, runtime="onnxruntime-noopt")
+    runtime, who, blamed, not_blamed = opinion
+    # The same loaded artifact the second opinion's own cells use: loaded once.
+    other = dataclasses.replace(subject.target, runtime=runtime)
     try:
-        unoptimized = _compare(subject, subject.state.run(subject.state.loaded(plain), inputs),
-                               expected)
+        again = _compare(subject, subject.state.run(subject.state.loaded(other), inputs),
+                         expected)
     except Exception as exc:  # the blame is a hint; its own failure must not hide the verdict
-        return f"(could not rerun without graph optimizations: {type(exc).__name__}: {exc})"
-    if unoptimized.ok:
-        return ("with graph optimizations disabled ONNX Runtime matches eager: the mismatch "
-                "comes from ONNX Runtime's graph optimizer, not from the exported graph")
-    return ("with graph optimizations disabled ONNX Runtime still differs from eager: the "
-            "exported graph itself computes something else")
+        return f"(could not rerun with {runtime}: {type(exc).__name__}: {exc})"
+    if again.ok:
+        return f"{who} matches eager: the mismatch comes from {blamed}"
+    return f"{who} still differs from eager: {not_blamed}"
 
 
 def matches_eager(subject: Subject) -> dict:
@@ -127,7 +139,8 @@ def fresh_process(subject: Subject) -> dict:
     fresh, timings = run_or_fail(
         subject, "fresh_process", "loading and running the saved artifact",
         lambda: subject.worker.run(subject.target.runtime, subject.artifact.file, state.example,
-                                   state.device, subject.case.quantized_engine))
+                                   state.device, subject.case.quantized_engine,
+                                   subject.target.path))
     result = _compare(subject, fresh, to_cpu(in_process))
     if not result.ok:
         fail(subject, "fresh_process", "the saved artifact gives other outputs in a fresh "
@@ -139,6 +152,7 @@ def fresh_process(subject: Subject) -> dict:
 CONTROL_FLOW_NODES = {
     "torchscript": ("prim::If", "prim::Loop"),
     "onnx": ("If", "Loop", "Scan"),
+    "export": ("cond", "while_loop"),  # torch.ops.higher_order.*
 }
 
 
@@ -150,6 +164,13 @@ def control_flow_nodes(subject: Subject) -> collections.Counter:
         graph = onnx.load(str(subject.artifact.file), load_external_data=False).graph
         kinds = collections.Counter(node.op_type for node in graph.node)
         return collections.Counter({k: kinds[k] for k in CONTROL_FLOW_NODES["onnx"]})
+    if subject.target.path == "export":
+        import torch
+
+        program = torch.export.load(str(subject.artifact.file))
+        names = [getattr(node.target, "__name__", "") for node in program.graph.nodes
+                 if node.op == "call_function"]
+        return collections.Counter({k: names.count(k) for k in CONTROL_FLOW_NODES["export"]})
     loaded = subject.loaded
     text = str(getattr(loaded, "inlined_graph", None) or loaded.graph)
     return collections.Counter({k: text.count(k + "(") for k in CONTROL_FLOW_NODES["torchscript"]})
@@ -165,6 +186,52 @@ def keeps_branches(subject: Subject) -> dict:
              f"{kinds} node: the eager model's data-dependent control flow was reduced to the "
              "single branch the example input took")
     return dict(found)
+
+
+def compiles_fullgraph(subject: Subject) -> dict:
+    """torch.compile captures the model as one graph: no graph break. Also counts the
+    recompiles that the probes (new values, branches, batch sizes) cause."""
+    state = subject.state
+    explained = run_or_fail(subject, "compiles_fullgraph", "torch._dynamo.explain",
+                            lambda: explain(state))
+    breaks = explained.graph_break_count
+    metrics = {"graph_breaks": breaks, "graphs": explained.graph_count}
+    if breaks:
+        reasons = "\n".join(f"- {r.reason.strip().splitlines()[0]}"
+                            for r in explained.break_reasons[:5])
+        fail(subject, "compiles_fullgraph", f"torch.compile breaks the graph {breaks} time(s): "
+             "fullgraph=True would refuse the model", reasons, metrics)
+    probes = run_or_fail(subject, "compiles_fullgraph", "making probes", lambda: state.probes)
+    metrics["recompiles"] = run_or_fail(
+        subject, "compiles_fullgraph", "counting recompiles on the probes",
+        lambda: count_recompiles(state, [p.inputs for p in probes]))
+    return metrics
+
+
+def explain(state):
+    import torch
+
+    torch._dynamo.reset()
+    with state.context():
+        return torch._dynamo.explain(state.model)(*state.example)
+
+
+def count_recompiles(state, probe_inputs: list) -> int:
+    """Compiles after the first, with fullgraph=True, over the example then the probes."""
+    import torch
+
+    compiles = 0
+
+    def counting(graph, example_inputs):
+        nonlocal compiles
+        compiles += 1
+        return graph.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(state.model, backend=counting, fullgraph=True)
+    for inputs in [state.example, *probe_inputs]:
+        state.run(compiled, inputs)
+    return compiles - 1
 
 
 def graph_valid(subject: Subject) -> dict:
@@ -212,6 +279,7 @@ CHECKS: dict[str, Callable[..., dict]] = {
     "generalizes": generalizes,
     "fresh_process": fresh_process,
     "keeps_branches": keeps_branches,
+    "compiles_fullgraph": compiles_fullgraph,
 }
 
 # Checks of the exported file itself run once per ONNX artifact, on its ONNX Runtime
@@ -225,5 +293,8 @@ def applies(check: str, case, target: Target) -> bool:
     if check == "fresh_process":
         return target.runtime == "torch"
     if check == "keeps_branches":
-        return case.has_control_flow and (target.runtime == "torch" or onnx_file_check)
+        return case.has_control_flow and (target.runtime == "torch" and target.path != "aoti"
+                                          or onnx_file_check)
+    if check == "compiles_fullgraph":  # once per case: a property of capture, not of a backend
+        return (target.path, target.runtime) == ("compile", "inductor")
     return True

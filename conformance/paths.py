@@ -72,14 +72,41 @@ def export_onnx(model: Callable, example: tuple, file: Path, options: ExportOpti
                       output_names=list(options.output_names), dynamic_axes=axes)
 
 
+def batch_shapes(example: tuple, options: ExportOptions) -> tuple | None:
+    """torch.export's dynamic_shapes for a dynamic batch axis on every tensor input."""
+    import torch
+
+    if not options.dynamic_batch:
+        return None
+    batch = torch.export.Dim("batch", min=1)
+    return tuple({0: batch} if torch.is_tensor(i) else None for i in example)
+
+
+def export_program(model: Callable, example: tuple, options: ExportOptions):
+    import torch
+
+    return torch.export.export(_as_module(model), example,
+                               dynamic_shapes=batch_shapes(example, options))
+
+
+def export_export(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
+    import torch
+
+    torch.export.save(export_program(model, example, options), str(file))
+
+
+def export_aoti(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
+    import torch
+
+    program = export_program(model, example, options)
+    torch._inductor.aoti_compile_and_package(program, package_path=str(file))
+
+
 def export_onnx_dynamo(model: Callable, example: tuple, file: Path,
                        options: ExportOptions) -> None:
     import torch
 
-    shapes = None
-    if options.dynamic_batch:
-        batch = torch.export.Dim("batch", min=1)
-        shapes = tuple({0: batch} for _ in example)
+    shapes = batch_shapes(example, options)
     program = torch.onnx.export(_as_module(model), example, dynamo=True,
                                 opset_version=options.opset, verbose=False,
                                 input_names=list(options.input_names),
@@ -106,9 +133,12 @@ EXPORTERS: dict[str, Callable[[Callable, tuple, Path, ExportOptions], None]] = {
     "script": export_script,
     "onnx": export_onnx,
     "onnx-dynamo": export_onnx_dynamo,
+    "export": export_export,
+    "aoti": export_aoti,
 }
 
-SUFFIXES = {"trace": ".pt", "script": ".pt", "onnx": ".onnx", "onnx-dynamo": ".onnx"}
+SUFFIXES = {"trace": ".pt", "script": ".pt", "onnx": ".onnx", "onnx-dynamo": ".onnx",
+            "export": ".pt2", "aoti": ".pt2"}
 
 
 def export(path: str, model: Any, example: tuple, file: Path,
@@ -116,7 +146,8 @@ def export(path: str, model: Any, example: tuple, file: Path,
     """Run one path's exporter into `file`, atomically. Raises ExportError."""
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_name(f".{file.name}.{os.getpid()}.partial")
+    # The suffix stays last: the AOTInductor packager insists on `.pt2`.
+    partial = file.with_name(f".{file.stem}.{os.getpid()}.partial{file.suffix}")
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught, _quiet_torch_trace_log():
         warnings.simplefilter("always")

@@ -17,7 +17,7 @@ from conformance.cases import CaseError
 from conformance.records import RecordWriter, make_record
 from conformance.session import BUILTIN_EXPECTATIONS, CellSpec, ConformanceSession, Options
 from conformance.cache import default_dir
-from conformance.targets import skip_reason
+from conformance.targets import missing, slow_cell
 from conformance.versions import header_line, torch_release
 
 SESSION = pytest.StashKey[ConformanceSession]()
@@ -57,12 +57,13 @@ def pytest_addoption(parser):
                          "harness, or under $XDG_CACHE_HOME)")
     group.addoption("--require", action="append", default=[], metavar="DEVICE_OR_RUNTIME",
                     help="fail, instead of skip, the cells of a device or runtime (cuda, "
-                         "libtorch, onnxruntime, ...) that this machine lacks; for CI that "
-                         "must have it")
+                         "libtorch, onnxruntime, ..., or compiler for Inductor's) that this "
+                         "machine lacks; for CI that must have it")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "conformance_check: a (case, target, check) cell")
+    config.addinivalue_line("markers", "slow: left out of the CI tier (-m 'not slow')")
     # Every torch.jit call warns that TorchScript is deprecated; the suite tests it on purpose.
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
     _check_rootdir(config)
@@ -135,6 +136,8 @@ def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     for tag in sorted(case.tags):
         config.addinivalue_line("markers", f"{tag}: cases tagged {tag!r}")
         marks.append(getattr(pytest.mark, tag))
+    if slow_cell(case.tags, spec.target) and "slow" not in case.tags:
+        marks.append(pytest.mark.slow)  # compile and aoti cells outside the pt2-ci set
     row = session.expectations.lookup(spec.case, spec.target.id, spec.check)
     if row:
         marks.append(pytest.mark.xfail(strict=True, reason=expect.xfail_reason(row)))
@@ -184,30 +187,29 @@ def _artifact_summary(subject) -> dict:
         artifact = subject.artifact
     except Exception:  # no artifact: the export failure is the check's message
         return {}
-    return {"file": artifact.file.name, "cached": artifact.cached,
+    return {"file": artifact.file.name if artifact.file else None, "cached": artifact.cached,
             "export_s": artifact.export_seconds, "warnings": artifact.warnings}
 
 
 @pytest.fixture
 def conformance_cell(conformance_spec: CellSpec, request) -> Cell:
     session = request.config.stash[SESSION]
-    reason = _skip_reason(session, conformance_spec)
-    target = conformance_spec.target
-    required = {target.device, target.runtime} & set(session.options.required)
-    if reason and required:
-        pytest.fail(f"--require {sorted(required)[0]}: {reason}")
-    if reason:
-        pytest.skip(reason)
+    lacking = _lacking(session, conformance_spec)
+    if lacking and lacking[0] in session.options.required:
+        pytest.fail(f"--require {lacking[0]}: {lacking[1]}")
+    if lacking:
+        pytest.skip(lacking[1])
     cell = Cell(conformance_spec, session, _reproduce(request))
     request.node.stash[CELL] = cell
     return cell
 
 
-def _skip_reason(session: ConformanceSession, spec: CellSpec) -> str | None:
+def _lacking(session: ConformanceSession, spec: CellSpec) -> tuple[str, str] | None:
+    """Why the cell cannot run here, and the name `--require` would give it."""
     case = session.registry[spec.case]
     if case.quantized_engine and spec.target.device != "cpu":
-        return "eager-mode quantized kernels run on the CPU only"
-    return skip_reason(spec.target.runtime, spec.target.device)
+        return "quantized", "eager-mode quantized kernels run on the CPU only"
+    return missing(spec.target.runtime, spec.target.device, spec.target.path)
 
 
 def _reproduce(request) -> str:

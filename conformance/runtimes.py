@@ -72,12 +72,49 @@ LOADERS: dict[str, Callable[[Path, str], Callable]] = {
 }
 
 
-def load(runtime: str, file: Path, device: str, harness=None) -> Callable:
+def load_exported_program(file: Path, device: str) -> Callable:
+    import torch
+
+    return torch.export.load(str(file)).module()
+
+
+def load_aoti_package(file: Path, device: str) -> Callable:
+    import torch
+
+    return torch._inductor.aoti_load_package(str(file))
+
+
+# Loaders for one path's artifacts on a runtime, where the runtime alone does not say
+# what the file is (`torch` loads TorchScript, exported programs and AOTI packages).
+PATH_LOADERS: dict[tuple[str, str], Callable[[Path, str], Callable]] = {
+    ("export", "torch"): load_exported_program,
+    ("aoti", "torch"): load_aoti_package,
+}
+
+# torch.compile backends by runtime name: Inductor generates code; aot_eager runs
+# the same Dynamo and AOTAutograd graphs with eager kernels, so a mismatch under
+# Inductor only is Inductor's code generation.
+COMPILE_BACKENDS: dict[str, Any] = {"inductor": "inductor", "aot_eager": "aot_eager"}
+
+
+def compile_model(model: Callable, runtime: str) -> Callable:
+    """torch.compile with the runtime's backend, after dropping every earlier compile:
+    Dynamo's per-code cache is shared by all models with the same forward (resnet18
+    and resnet50), and a full cache silently falls back to eager."""
+    import torch
+
+    torch._dynamo.reset()
+    return torch.compile(model, backend=COMPILE_BACKENDS[runtime])
+
+
+def load(runtime: str, file: Path, device: str, harness=None, path: str | None = None) -> Callable:
     """A callable that runs the artifact; `harness` is the session's libtorch process."""
     if runtime == "libtorch":
         from conformance.harness import LibtorchModel
 
         return LibtorchModel(harness, file, device)
+    if (path, runtime) in PATH_LOADERS:
+        return PATH_LOADERS[(path, runtime)](file, device)
     return LOADERS[runtime](file, device)
 
 

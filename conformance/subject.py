@@ -16,7 +16,7 @@ from conformance import paths, runtimes
 from conformance.cases import Case, Inputs
 from conformance.cache import artifact_key
 from conformance.compare import flatten
-from conformance.targets import FLAT_OUTPUT_RUNTIMES, Target
+from conformance.targets import DYNAMO_PATHS, IN_PROCESS_PATHS, Target, flat_outputs
 from conformance.worker import FreshProcess
 
 
@@ -127,7 +127,7 @@ class CaseState:
         return paths.ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
                                    dynamic_batch=dynamic,
                                    script_first=path == "onnx" and self.case.has_control_flow,
-                                   export_batch=2 if path == "onnx-dynamo" and batch_one else None)
+                                   export_batch=2 if path in DYNAMO_PATHS and batch_one else None)
 
     def export_example(self, options: paths.ExportOptions) -> Inputs:
         if options.export_batch is None:
@@ -136,6 +136,8 @@ class CaseState:
             self.seeded(5, lambda: self.case.example(batch=options.export_batch))))
 
     def _export(self, path: str, opset: int | None) -> paths.Artifact:
+        if path in IN_PROCESS_PATHS:  # compiled when loaded; nothing is written
+            return paths.Artifact(path, None, 0.0, [])
         options = self.export_options(path, opset)
         key = artifact_key(self.case, path, options, self.device)
         file = self.artifact_dir / f"{self.case.name}-{path}-{key}{paths.SUFFIXES[path]}"
@@ -150,14 +152,22 @@ class CaseState:
         return self.memo(("loaded", target), lambda: self._load(target))
 
     def _load(self, target: Target) -> Callable:
+        if target.path == "compile":
+            return self._compile(target)
         started = time.perf_counter()
         file = self.artifact(target.path, target.opset).file
         harness = self.harness() if target.runtime == "libtorch" and self.harness else None
-        loaded = runtimes.load(target.runtime, file, self.device, harness)
+        loaded = runtimes.load(target.runtime, file, self.device, harness, path=target.path)
         if harness and harness.build and not harness.build.cached:
             self.timings.setdefault("harness_build_s", harness.build.seconds)
         self.timings[f"load_{target.path_id}_{target.runtime}_s"] = time.perf_counter() - started
         return loaded
+
+    def _compile(self, target: Target) -> Callable:
+        """torch.compile is lazy: the first call on the example compiles, and is timed."""
+        compiled = runtimes.compile_model(self.model, target.runtime)
+        self.run(compiled, self.example, timing=f"compile_{target.runtime}_s")
+        return compiled
 
     def close(self) -> None:
         """Let go of what lives outside this process: models loaded in the harness."""
@@ -196,7 +206,7 @@ class Subject:
 
     def expected(self, eager_outputs: Any) -> Any:
         """Eager outputs as this target returns them: ONNX runtimes give a flat list."""
-        if self.target.runtime in FLAT_OUTPUT_RUNTIMES:
+        if flat_outputs(self.target):
             return tensor_leaves(eager_outputs)
         return eager_outputs
 

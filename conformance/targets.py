@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 DEVICES = ("cpu", "cuda")
 
@@ -48,6 +49,11 @@ EXPORTS = (
     ("onnx", 13, "opset-sweep"),
     ("onnx", 20, "opset-sweep"),
     ("onnx-dynamo", 18, "opset-sweep"),
+    # The PT2 paths: torch.export to a saved program, torch.compile (in process,
+    # nothing saved) and an AOTInductor package compiled from the exported program.
+    ("export", None, ALL),
+    ("compile", None, ALL),
+    ("aoti", None, ALL),
 )
 
 # path -> (runtime, the cases it applies to, the devices it runs on)
@@ -64,10 +70,38 @@ RUNTIMES = {
     ),
 }
 RUNTIMES["onnx-dynamo"] = RUNTIMES["onnx"]
+RUNTIMES["export"] = (("torch", ALL, DEVICES),)  # torch.export.load(...).module()
+# Inductor, and aot_eager: the same captured graphs on eager kernels, a cheap second
+# opinion that tells a capture problem from a code generation one.
+RUNTIMES["compile"] = (("inductor", ALL, DEVICES), ("aot_eager", ALL, ("cpu",)))
+# aoti_load_package in Python, AOTIModelPackageLoader in the C++ harness.
+RUNTIMES["aoti"] = (("torch", ALL, DEVICES), ("libtorch", ALL, DEVICES))
 
 ONNX_PATHS = frozenset({"onnx", "onnx-dynamo"})
+# Paths that go through torch.export: a dimension whose example size is 1 gets specialized,
+# so a case with a dynamic batch is exported from a batch of 2.
+DYNAMO_PATHS = frozenset({"onnx-dynamo", "export", "aoti"})
+# Paths with no saved file: the model is compiled in the suite's own process.
+IN_PROCESS_PATHS = frozenset({"compile"})
 # Runtimes that return a flat list of tensors, compared with eager's tensor leaves in order.
 FLAT_OUTPUT_RUNTIMES = frozenset({"onnxruntime", "onnxruntime-noopt", "onnx-reference"})
+
+
+# Compiling with Inductor takes tens of seconds per model on two cores: these paths'
+# cells are slow, except for the cases tagged `pt2-ci`, a small representative set
+# that the CI tier keeps.
+COMPILED_PATHS = frozenset({"compile", "aoti"})
+
+
+def slow_cell(tags: frozenset, target: "Target") -> bool:
+    return "slow" in tags or (target.path in COMPILED_PATHS and "pt2-ci" not in tags)
+
+
+def flat_outputs(target: "Target") -> bool:
+    """Whether the target returns a flat list of tensors rather than eager's structure:
+    ONNX runtimes, and an AOTInductor package run from C++ (a vector of tensors)."""
+    return target.runtime in FLAT_OUTPUT_RUNTIMES or (target.path, target.runtime) == (
+        "aoti", "libtorch")
 
 
 def _applies(scope: str, tags: frozenset) -> bool:
@@ -84,9 +118,26 @@ def targets_for(tags: frozenset) -> list[Target]:
 
 
 @functools.lru_cache(maxsize=None)
-def skip_reason(runtime: str, device: str) -> str | None:
-    """Why a runtime or device cannot run here, or None when it can."""
-    return _missing_runtime(runtime) or _missing_device(runtime, device)
+def missing(runtime: str, device: str, path: str = "") -> tuple[str, str] | None:
+    """What this machine lacks for a target, or None: (the name `--require` takes for
+    it, the reason). A runtime, a device, or the compiler a path needs."""
+    for name, reason in ((runtime, _missing_runtime(runtime)),
+                         (device, _missing_device(runtime, device)),
+                         ("compiler", _missing_compiler(path, runtime))):
+        if reason:
+            return name, reason
+    return None
+
+
+def _missing_compiler(path: str, runtime: str) -> str | None:
+    """Inductor writes C++ for the CPU and compiles it with the system compiler."""
+    import shutil
+
+    if path not in COMPILED_PATHS or runtime == "aot_eager":
+        return None
+    if shutil.which(os.environ.get("CXX", "")) or shutil.which("g++") or shutil.which("c++"):
+        return None
+    return f"the {path} path compiles C++ with Inductor, and there is no g++, c++ or $CXX"
 
 
 def _missing_runtime(runtime: str) -> str | None:

@@ -40,7 +40,7 @@ class FreshProcess(PersistentProcess):
         return {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
 
     def run(self, runtime: str, artifact: Path, inputs: tuple, device: str,
-            quantized_engine: str | None = None) -> tuple[Any, dict]:
+            quantized_engine: str | None = None, path: str | None = None) -> tuple[Any, dict]:
         """Load `artifact` with `runtime` in the fresh process and run `inputs`.
 
         Returns (outputs, timings). Raises WorkerError with the process's own
@@ -54,7 +54,7 @@ class FreshProcess(PersistentProcess):
         out_file = self.dir / f"out-{self._requests}.pt"
         torch.save(tuple(i.cpu() if torch.is_tensor(i) else i for i in inputs), in_file)
         reply = json.loads(self.exchange(json.dumps(
-            {"runtime": runtime, "artifact": str(artifact), "inputs": str(in_file),
+            {"runtime": runtime, "path": path, "artifact": str(artifact), "inputs": str(in_file),
              "outputs": str(out_file), "device": device, "quantized_engine": quantized_engine})))
         in_file.unlink(missing_ok=True)
         if not reply.get("ok"):
@@ -85,7 +85,8 @@ def handle(request: dict) -> dict:
     if request.get("quantized_engine"):
         torch.backends.quantized.engine = request["quantized_engine"]
     started = time.perf_counter()
-    loaded = runtimes.load(request["runtime"], Path(request["artifact"]), request["device"])
+    loaded = runtimes.load(request["runtime"], Path(request["artifact"]), request["device"],
+                           path=request.get("path"))
     loaded_at = time.perf_counter()
     inputs = torch.load(request["inputs"], weights_only=False)
     inputs = tuple(i.to(request["device"]) if torch.is_tensor(i) else i for i in inputs)

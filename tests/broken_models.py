@@ -80,3 +80,23 @@ class Spins(torch.nn.Module):
 
 def write_scripted(module: torch.nn.Module, file) -> None:
     torch.jit.script(module).save(str(file))
+
+
+def _keep(x):
+    return x.clone()
+
+
+def _negate(x):
+    return -x
+
+
+class CondBranchy(torch.nn.Module):
+    """Branchy written with torch.cond: both branches survive torch.export."""
+
+    def forward(self, x):
+        return torch.cond(x.sum() > 0, _keep, _negate, (x,))
+
+
+def cond_branchy_case() -> Case:
+    return Case("cond_branchy", CondBranchy, example=lambda: (torch.ones(2, 3),),
+                probes=lambda: [(-torch.ones(2, 3),)], tags={"control-flow"})

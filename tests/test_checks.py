@@ -107,7 +107,8 @@ def test_keeps_branches_passes_for_a_script(tmp_path):
 
 def test_an_export_error_is_a_check_failure_not_a_crash(tmp_path):
     subject = subject_of(broken_models.unscriptable_case(), "script", tmp_path)
-    for check in checks.CHECKS.values():
+    # compiles_fullgraph reads no artifact: it compiles the eager model.
+    for check in (c for name, c in checks.CHECKS.items() if name != "compiles_fullgraph"):
         with pytest.raises(CheckFailure, match="could not export"):
             check(subject)
 

@@ -177,6 +177,18 @@ def test_cuda_cells_skip_with_a_reason_and_fail_when_required(suite):
     result.assert_outcomes(errors=1)
 
 
+@pytest.mark.skipif(cuda_available(), reason="needs a machine without CUDA")
+def test_requiring_a_runtime_does_not_require_a_device(suite):
+    from conformance.harness import toolchain_problem
+
+    if toolchain_problem():
+        pytest.skip(toolchain_problem())
+    result = suite("-k", "small and script and libtorch and cuda and matches_eager",
+                   "--require=libtorch", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no CUDA device on this machine*"])
+
+
 @pytest.mark.parametrize("source, message", [
     ("raise RuntimeError('boom')", "--cases bad.py: importing it raised RuntimeError: boom"),
     ("x = 1", "--cases bad.py: the module defines no CASES list"),

@@ -1,0 +1,128 @@
+"""The PT2 paths (torch.export, torch.compile, AOTInductor): each check fails on a
+deliberately broken artifact or backend, and passes on a sound one."""
+import pytest
+import torch
+
+from conformance import checks, harness, paths, runtimes
+from conformance.checks import CheckFailure
+from conformance.subject import CaseState, Subject
+from conformance.targets import Target
+from conformance.worker import FreshProcess
+from tests import broken_models
+
+
+@pytest.fixture(scope="module")
+def worker():
+    process = FreshProcess(timeout_s=300)
+    yield process
+    process.close()
+
+
+def pt2_subject(case, path, runtime, tmp_path, worker=None, harness_process=None) -> Subject:
+    state = CaseState(case, "cpu", tmp_path, harness=lambda: harness_process)
+    return Subject(state, Target(path, runtime, "cpu"), worker, reproduce="pytest <nodeid>")
+
+
+def test_an_exported_program_round_trips_through_a_fresh_process(tmp_path, worker):
+    subject = pt2_subject(broken_models.linear_case(), "export", "torch", tmp_path, worker)
+    assert checks.matches_eager(subject)["max_abs"] <= 1e-5
+    assert checks.generalizes(subject)["max_abs"] <= 1e-5  # batch 5 through the dynamic axis
+    assert checks.fresh_process(subject)["max_abs"] == 0
+
+
+def test_the_export_round_trip_fails_for_a_program_that_draws_random_numbers(tmp_path, worker):
+    subject = pt2_subject(broken_models.noisy_case(), "export", "torch", tmp_path, worker)
+    with pytest.raises(CheckFailure, match="target export-torch-cpu, check fresh_process: the "
+                                           "saved artifact gives other outputs"):
+        checks.fresh_process(subject)
+
+
+def export_other_weights(monkeypatch, path):
+    """An exporter that saves a sound model with other weights than the case's."""
+    sound = paths.EXPORTERS[path]
+
+    def other_weights(model, example, file, options):
+        torch.manual_seed(123)
+        sound(broken_models.Linear().eval(), example, file, options)
+
+    monkeypatch.setitem(paths.EXPORTERS, path, other_weights)
+
+
+def test_an_exported_program_with_other_weights_fails_matches_eager(tmp_path, monkeypatch):
+    export_other_weights(monkeypatch, "export")
+    subject = pt2_subject(broken_models.linear_case(), "export", "torch", tmp_path)
+    with pytest.raises(CheckFailure, match="target export-torch-cpu, check matches_eager"):
+        checks.matches_eager(subject)
+
+
+def test_export_keeps_a_torch_cond_and_fails_a_python_if_with_the_reason(tmp_path):
+    kept = checks.keeps_branches(
+        pt2_subject(broken_models.cond_branchy_case(), "export", "torch", tmp_path / "cond"))
+    assert kept["cond"] == 1
+    subject = pt2_subject(broken_models.branchy_case(), "export", "torch", tmp_path / "if")
+    with pytest.raises(CheckFailure, match=r"(?s)could not export.*the export exporter failed"):
+        checks.matches_eager(subject)
+
+
+def perturbing_backend(graph, example_inputs):
+    def run(*args):
+        outputs = graph.forward(*args)
+        return type(outputs)(o + 1e-2 for o in outputs) if isinstance(outputs, (tuple, list)) \
+            else outputs + 1e-2
+
+    return run
+
+
+def test_compile_matches_eager_with_inductor(tmp_path):
+    subject = pt2_subject(broken_models.linear_case(), "compile", "inductor", tmp_path)
+    assert checks.matches_eager(subject)["max_abs"] <= 1e-5
+
+
+def test_a_mismatch_under_inductor_only_is_blamed_on_code_generation(tmp_path, monkeypatch):
+    monkeypatch.setitem(runtimes.COMPILE_BACKENDS, "inductor", perturbing_backend)
+    subject = pt2_subject(broken_models.linear_case(), "compile", "inductor", tmp_path)
+    with pytest.raises(CheckFailure, match=r"(?s)target compile-inductor-cpu, check "
+                       r"matches_eager.*aot_eager backend .* matches eager: the mismatch comes "
+                       r"from Inductor's code generation"):
+        checks.matches_eager(subject)
+
+
+def test_a_mismatch_under_both_backends_is_blamed_on_graph_capture(tmp_path, monkeypatch):
+    for runtime in ("inductor", "aot_eager"):
+        monkeypatch.setitem(runtimes.COMPILE_BACKENDS, runtime, perturbing_backend)
+    subject = pt2_subject(broken_models.linear_case(), "compile", "inductor", tmp_path)
+    with pytest.raises(CheckFailure, match="still differs from eager: graph capture"):
+        checks.matches_eager(subject)
+
+
+def test_compiles_fullgraph_counts_recompiles_of_a_sound_model(tmp_path):
+    subject = pt2_subject(broken_models.linear_case(), "compile", "inductor", tmp_path)
+    metrics = checks.compiles_fullgraph(subject)
+    assert metrics["graph_breaks"] == 0
+    assert metrics["recompiles"] == 1  # batch 5 after the example's batch 2: dynamic recompile
+
+
+def test_compiles_fullgraph_fails_on_a_graph_break(tmp_path):
+    subject = pt2_subject(broken_models.branchy_case(), "compile", "inductor", tmp_path)
+    with pytest.raises(CheckFailure, match=r"(?s)breaks the graph 1 time.*- ") as failure:
+        checks.compiles_fullgraph(subject)
+    assert failure.value.metrics["graph_breaks"] == 1
+
+
+@pytest.mark.skipif(harness.toolchain_problem() is not None,
+                    reason=str(harness.toolchain_problem()))
+def test_an_aoti_package_with_other_weights_fails_on_python_and_on_libtorch(tmp_path,
+                                                                            monkeypatch):
+    from conformance.cache import harness_build_dir
+
+    export_other_weights(monkeypatch, "aoti")
+    process = harness.Harness(harness_build_dir(), timeout_s=300)
+    try:
+        for runtime in ("torch", "libtorch"):
+            subject = pt2_subject(broken_models.linear_case(), "aoti", runtime, tmp_path,
+                                  harness_process=process)
+            with pytest.raises(CheckFailure, match=f"target aoti-{runtime}-cpu, check "
+                                                   "matches_eager"):
+                checks.matches_eager(subject)
+    finally:
+        process.close()
