@@ -57,9 +57,12 @@ class PersistentProcess:
 
     def ensure_started(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
+            command = self.command()  # may build the program first, and fail doing so
             self.dir.mkdir(parents=True, exist_ok=True)
+            if self._stderr:
+                self._stderr.close()
             self._stderr = open(self.dir / f"stderr-{self.starts + 1}.txt", "w+")
-            self._proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE,
+            self._proc = subprocess.Popen(command, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._stderr,
                                           text=True, env=self.environment())
             self.starts += 1
