@@ -20,7 +20,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
 # Words that name paths and runtimes: a case name containing one would be
 # selected by `-k trace` or `-k script` for every target.
 RESERVED_WORDS = ("trace", "script", "torch", "onnx", "export", "compile", "aoti",
-                  "inductor", "cpu", "cuda")
+                  "inductor", "cpu", "cuda", "eager", "latency")
 
 
 @dataclasses.dataclass(frozen=True)

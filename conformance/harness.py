@@ -143,9 +143,10 @@ class Harness(PersistentProcess):
     error = HarnessError
     name = "the libtorch harness"
 
-    def __init__(self, build_root: Path, timeout_s: float = 600.0):
+    def __init__(self, build_root: Path, timeout_s: float = 600.0, budget=None):
         super().__init__(timeout_s, prefix="conformance-harness-")
         self.build_root = Path(build_root)
+        self.budget = budget  # a latency.Budget: threads and denormals, set at every start
         self.build: Build | None = None
         self._build_failure: HarnessError | None = None
         self.version = ""
@@ -170,6 +171,13 @@ class Harness(PersistentProcess):
         if self.version != python_side:
             raise HarnessError(f"the harness runs libtorch {self.version}, but Python has torch "
                                f"{python_side}: the build does not match the installed wheel")
+        if self.budget is not None:
+            self.request("settings", self.budget.threads, int(self.budget.flush_denormal))
+
+    def peak_memory_kib(self) -> int:
+        """The harness process's peak resident set size so far."""
+        (kib,) = self.request("memory")
+        return int(kib)
 
     def request(self, *fields: Any) -> list[str]:
         """One request; the reply's fields, or HarnessError with the harness's message."""
@@ -246,6 +254,17 @@ class LibtorchModel:
             inputs_file.unlink(missing_ok=True)
         return [float(s) for s in samples]
 
+    def loop(self, inputs: tuple, runs: int) -> float:
+        """Seconds for `runs` calls between two clock reads inside the harness: the bare
+        timing loop that `time`'s per-run samples are measured against."""
+        inputs_file = self._save_inputs(inputs)
+        try:
+            (seconds,) = self._request("loop", self._ensure_loaded(), _quantized_engine(),
+                                       inputs_file, runs)
+        finally:
+            inputs_file.unlink(missing_ok=True)
+        return float(seconds)
+
     def _save_inputs(self, inputs: tuple) -> Path:
         import torch
 
@@ -276,7 +295,8 @@ def load_outputs(file: Path) -> Any:
 
 
 def measure_overhead(build_root: Path, repeats: int = 20) -> dict[str, float]:
-    """What the persistent harness costs a check, against a process start per check.
+    """What the persistent harness costs a check, against a process start per check,
+    and what its timing costs a latency sample, against a bare timing loop.
 
     A tiny scripted model keeps the model's own time out of the numbers: the
     round trip of one `run` (inputs and outputs through files) minus the
@@ -304,12 +324,23 @@ def measure_overhead(build_root: Path, repeats: int = 20) -> dict[str, float]:
         model(*inputs)
         round_trips.append(time.perf_counter() - started)
         inside.append(model.last_run_s)
+    sampled, bare = _sampled_and_bare(model, inputs, runs=repeats * 100)
     process.close()
     starts = [_one_shot(build_root, file, inputs) for _ in range(max(3, repeats // 4))]
     return {"build_s": built.seconds, "build_cached": float(built.cached),
             "persistent_round_trip_s": _median(round_trips),
             "persistent_overhead_s": _median(round_trips) - _median(inside),
-            "process_per_check_s": _median(starts)}
+            "process_per_check_s": _median(starts),
+            "timed_call_median_s": sampled, "bare_loop_call_s": bare,
+            "per_sample_overhead_s": sampled - bare}
+
+
+def _sampled_and_bare(model: "LibtorchModel", inputs: tuple, runs: int) -> tuple[float, float]:
+    """The median of `time`'s per-run samples, against the mean call of the bare loop
+    (the same calls between two clock reads): what one clock pair per sample adds."""
+    model.time(inputs, warmup=runs // 10, runs=1)
+    sampled = _median(model.time(inputs, warmup=0, runs=runs))
+    return sampled, model.loop(inputs, runs) / runs
 
 
 def _one_shot(build_root: Path, file: Path, inputs: tuple) -> float:
@@ -334,4 +365,4 @@ if __name__ == "__main__":
                                                  "one request costs")
     parser.add_argument("--build-dir", type=Path, default=harness_build_dir())
     for name, value in measure_overhead(parser.parse_args().build_dir).items():
-        print(f"{name:26} {value:.4f}")
+        print(f"{name:26} {value:.6g}")

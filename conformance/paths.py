@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -156,8 +157,30 @@ def export(path: str, model: Any, example: tuple, file: Path,
         except Exception as exc:
             partial.unlink(missing_ok=True)
             raise ExportError(explain_export_error(path, options, exc)) from exc
+    artifact = Artifact(path, file, time.perf_counter() - started, model_warnings(caught))
+    _write_export_facts(artifact)
     partial.replace(file)
-    return Artifact(path, file, time.perf_counter() - started, model_warnings(caught))
+    return artifact
+
+
+def _facts_file(file: Path) -> Path:
+    return file.with_name(file.name + ".json")
+
+
+def _write_export_facts(artifact: Artifact) -> None:
+    """What the export cost and warned, kept beside the file so that a run which
+    finds the file in the cache still reports them."""
+    facts = {"export_seconds": artifact.export_seconds, "warnings": artifact.warnings}
+    _facts_file(artifact.file).write_text(json.dumps(facts))
+
+
+def cached_artifact(path: str, file: Path) -> Artifact:
+    try:
+        facts = json.loads(_facts_file(file).read_text())
+    except (OSError, ValueError):  # a cache written before the facts were kept
+        facts = {}
+    return Artifact(path, file, facts.get("export_seconds", 0.0), facts.get("warnings", []),
+                    cached=True)
 
 
 _OPERATOR = re.compile(r"\b(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_.]+|onnx::[A-Za-z0-9_]+)"

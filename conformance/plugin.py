@@ -17,11 +17,14 @@ from conformance.cases import CaseError
 from conformance.records import RecordWriter, make_record
 from conformance.session import BUILTIN_EXPECTATIONS, CellSpec, ConformanceSession, Options
 from conformance.cache import default_dir
+from conformance.stash import CELL, SESSION
+from conformance.latency_plugin import (LatencyCell, LatencyUsageError, add_latency_options,
+                                        install_budget, latency_options, latency_record_fields,
+                                        select_latency_or_conformance)
+from conformance.latency_summary import summary_lines
 from conformance.targets import missing, slow_cell
 from conformance.versions import header_line, torch_release
 
-SESSION = pytest.StashKey[ConformanceSession]()
-CELL = pytest.StashKey["Cell"]()
 RECORD = "conformance_record"
 
 
@@ -59,17 +62,20 @@ def pytest_addoption(parser):
                     help="fail, instead of skip, the cells of a device or runtime (cuda, "
                          "libtorch, onnxruntime, ..., or compiler for Inductor's) that this "
                          "machine lacks; for CI that must have it")
+    add_latency_options(group)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "conformance_check: a (case, target, check) cell")
     config.addinivalue_line("markers", "slow: left out of the CI tier (-m 'not slow')")
+    config.addinivalue_line("markers", "latency: a latency benchmark cell (run with --latency)")
     # Every torch.jit call warns that TorchScript is deprecated; the suite tests it on purpose.
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
     _check_rootdir(config)
     try:
         session = ConformanceSession(_options(config))
-    except (CaseError, expect.ExpectationError) as exc:
+        install_budget(config)
+    except (CaseError, expect.ExpectationError, LatencyUsageError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION] = session
     if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
@@ -104,7 +110,7 @@ def _options(config) -> Options:
                    fresh_process_timeout=opt.fresh_process_timeout, required=opt.require,
                    harness_timeout=opt.harness_timeout,
                    harness_build_dir=Path(opt.harness_build_dir) if opt.harness_build_dir
-                   else None)
+                   else None, latency=latency_options(config))
 
 
 def pytest_unconfigure(config):
@@ -120,24 +126,35 @@ def pytest_report_header(config):
 
 
 def pytest_generate_tests(metafunc):
-    if "conformance_spec" not in metafunc.fixturenames:
-        return
     session = metafunc.config.stash[SESSION]
-    cells = session.cells()
-    session.generated = True
-    params = [pytest.param(spec, id=spec.id, marks=_marks(metafunc.config, session, spec))
-              for spec in cells]
-    metafunc.parametrize("conformance_spec", params)
+    if "conformance_spec" in metafunc.fixturenames:
+        cells = session.cells()
+        session.generated = True
+        params = [pytest.param(spec, id=spec.id, marks=_marks(metafunc.config, session, spec))
+                  for spec in cells]
+        metafunc.parametrize("conformance_spec", params)
+    if "latency_spec" in metafunc.fixturenames:
+        params = [pytest.param(spec, id=spec.id, marks=_case_marks(metafunc.config, session, spec)
+                               + [pytest.mark.latency])
+                  for spec in session.latency_cells()]
+        metafunc.parametrize("latency_spec", params)
 
 
-def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
+def _case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
+    """The case's tags as markers, and `slow` for the compiled paths outside pt2-ci."""
     case = session.registry[spec.case]
-    marks = [pytest.mark.conformance_check, pytest.mark.xdist_group(spec.case)]
+    marks = []
     for tag in sorted(case.tags):
         config.addinivalue_line("markers", f"{tag}: cases tagged {tag!r}")
         marks.append(getattr(pytest.mark, tag))
     if slow_cell(case.tags, spec.target) and "slow" not in case.tags:
         marks.append(pytest.mark.slow)  # compile and aoti cells outside the pt2-ci set
+    return marks
+
+
+def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
+    marks = [pytest.mark.conformance_check, pytest.mark.xdist_group(spec.case),
+             *_case_marks(config, session, spec)]
     row = session.expectations.lookup(spec.case, spec.target.id, spec.check)
     if row:
         marks.append(pytest.mark.xfail(strict=True, reason=expect.xfail_reason(row)))
@@ -146,7 +163,10 @@ def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
 
 def pytest_collection_modifyitems(session, config, items):
     conformance = config.stash.get(SESSION, None)
-    if not conformance or not conformance.generated:
+    if not conformance:
+        return
+    select_latency_or_conformance(config, items)
+    if not conformance.generated:
         return
     for row in conformance.expectations.unmatched():
         warnings.warn(ConformanceWarning(
@@ -193,13 +213,24 @@ def _artifact_summary(subject) -> dict:
 
 @pytest.fixture
 def conformance_cell(conformance_spec: CellSpec, request) -> Cell:
+    return _cell(request, conformance_spec, Cell)
+
+
+@pytest.fixture
+def latency_cell(latency_spec: CellSpec, request) -> LatencyCell:
+    return _cell(request, latency_spec, LatencyCell)
+
+
+def _cell(request, spec: CellSpec, kind):
+    """The cell of a test, or a skip (a failure under --require) when the machine
+    lacks what its target needs."""
     session = request.config.stash[SESSION]
-    lacking = _lacking(session, conformance_spec)
+    lacking = _lacking(session, spec)
     if lacking and lacking[0] in session.options.required:
         pytest.fail(f"--require {lacking[0]}: {lacking[1]}")
     if lacking:
         pytest.skip(lacking[1])
-    cell = Cell(conformance_spec, session, _reproduce(request))
+    cell = kind(spec, session, _reproduce(request))
     request.node.stash[CELL] = cell
     return cell
 
@@ -220,7 +251,8 @@ def _reproduce(request) -> str:
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    spec = getattr(item, "callspec", None) and item.callspec.params.get("conformance_spec")
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    spec = params.get("conformance_spec") or params.get("latency_spec")
     if spec is None:
         return report
     _explain_unexpected_pass(item, report, spec)
@@ -250,6 +282,8 @@ def _record(item, report, call, spec: CellSpec) -> dict:
             "metrics": cell.metrics if cell else {}, "timings": cell.timings if cell else {},
             "artifact": cell.artifact if cell else {},
             "expectation": _expectation(item, spec)}
+    if spec.check == "latency":
+        data.update(latency_record_fields(item.config))
     return make_record(data, outcome, call.duration, message)
 
 
@@ -276,6 +310,7 @@ class Recorder:
 
     def __init__(self, writer):
         self.writer = writer
+        self.latency: list[dict] = []
         self.outcomes: dict[str, collections.Counter] = collections.defaultdict(
             collections.Counter)
 
@@ -284,6 +319,8 @@ class Recorder:
             if name == RECORD:
                 self.writer.write(value)
                 self.outcomes[value["target"]][value["outcome"]] += 1
+                if value["check"] == "latency":
+                    self.latency.append(value)
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.writer.count:
@@ -291,6 +328,11 @@ class Recorder:
         terminalreporter.section("conformance by target")
         for line in outcome_table(self.outcomes):
             terminalreporter.write_line(line)
+        latency_lines = summary_lines(self.latency)
+        if latency_lines:
+            terminalreporter.section("conformance latency")
+            for line in latency_lines:
+                terminalreporter.write_line(line)
         terminalreporter.write_line(
             f"conformance: {self.writer.count} records written to {self.writer.file}")
 

@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from conformance import budget
+
 
 def load_torchscript(file: Path, device: str) -> Callable:
     import torch
@@ -46,6 +48,8 @@ def load_onnxruntime(file: Path, device: str, optimize: bool = True) -> Callable
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
+    if budget.installed():
+        budget.installed().onnxruntime_options(options)
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     session = ort.InferenceSession(str(file), options, providers=[provider])
     names = [i.name for i in session.get_inputs()]

@@ -6,11 +6,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from conformance import budget
 from conformance import expectations as expect
 from conformance.cases import Case, Registry, load_cases_module
 from conformance.cache import harness_build_dir
 from conformance.checks import CHECKS, applies
 from conformance.harness import Harness
+from conformance.latency import EAGER_PATH, NOT_TIMED, Method
+from conformance.latency_summary import DEFAULT_MAX_SLOWDOWN
 from conformance.subject import CaseState, Subject
 from conformance.targets import Target, targets_for
 from conformance.versions import torch_release
@@ -44,6 +47,14 @@ class Options:
     required: list[str]
     harness_timeout: float = 600.0
     harness_build_dir: Path | None = None
+    latency: LatencyOptions | None = None  # set when the run is a latency run
+
+
+@dataclasses.dataclass
+class LatencyOptions:
+    method: Method
+    baseline: Path | None = None  # the records of an earlier run, for the regression gate
+    max_slowdown: float = DEFAULT_MAX_SLOWDOWN
 
 
 class ConformanceSession:
@@ -87,6 +98,16 @@ class ConformanceSession:
                 for target in targets_for(case.tags)
                 for check in CHECKS if applies(check, case, target)]
 
+    def latency_cells(self) -> list[CellSpec]:
+        """One latency cell per case and timed target, and eager's own, per device."""
+        cells = []
+        for case in self.registry:
+            targets = [t for t in targets_for(case.tags) if t.runtime not in NOT_TIMED]
+            devices = dict.fromkeys(t.device for t in targets)
+            eager = [Target(EAGER_PATH, "torch", device) for device in devices]
+            cells += [CellSpec(case.name, target, "latency") for target in eager + targets]
+        return cells
+
     def subject(self, spec: CellSpec, reproduce: str) -> Subject:
         return Subject(self.state(self.registry[spec.case], spec.target.device), spec.target,
                        self.worker, reproduce)
@@ -112,7 +133,7 @@ class ConformanceSession:
     def harness(self) -> Harness:
         if self._harness is None:
             self._harness = Harness(self.options.harness_build_dir or harness_build_dir(),
-                                    self.options.harness_timeout)
+                                    self.options.harness_timeout, budget.installed())
         return self._harness
 
     def close(self) -> None:

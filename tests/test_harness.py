@@ -235,3 +235,29 @@ def test_a_failed_build_fails_every_libtorch_cell_with_the_build_log(tmp_path, m
                 process.ensure_started()
     finally:
         process.close()
+
+
+def test_the_thread_budget_reaches_the_harness_at_every_start(tmp_path):
+    from conformance.budget import Budget
+
+    process = Harness(harness_build_dir(), timeout_s=120, budget=Budget(threads=1))
+    try:
+        process.ensure_started()
+        assert process.request("settings", 0, 0) == ["1", "0"]  # 0 threads: leave as set
+        assert process.request("settings", 2, 0) == ["2", "0"]
+        process.close()
+        process.ensure_started()  # a restart applies the budget again
+        assert process.request("settings", 0, 0) == ["1", "0"]
+    finally:
+        process.close()
+
+
+def test_the_bare_loop_and_the_per_run_samples_time_the_same_calls(tmp_path, shared_harness):
+    model = LibtorchModel(shared_harness, scripted(tmp_path, broken_models.Linear()), "cpu")
+    inputs = (torch.randn(2, 4),)
+    samples = model.time(inputs, warmup=20, runs=200)
+    total = model.loop(inputs, runs=200)
+    assert 0 < total and all(s > 0 for s in samples)
+    # The loop holds the same work; its mean call cannot take more than the slowest sample.
+    assert total / 200 <= max(samples)
+    assert shared_harness.peak_memory_kib() > 10_000  # libtorch alone takes tens of MiB

@@ -46,11 +46,12 @@ reason = "a trace has no prim::If"
 '''
 
 MATRIX = "def test_check(conformance_cell):\n    conformance_cell.check()\n"
+LATENCY = "def test_latency(latency_cell, benchmark):\n    latency_cell.measure(benchmark)\n"
 
 
 @pytest.fixture
 def suite(pytester):
-    pytester.makepyfile(my_models=USER_CASES, test_matrix=MATRIX)
+    pytester.makepyfile(my_models=USER_CASES, test_matrix=MATRIX, test_timing=LATENCY)
     pytester.makefile(".toml", expectations=TRACE_BAKES_BRANCH)
 
     def run(*args, expectations=True):
@@ -267,3 +268,49 @@ def test_a_separated_directory_option_that_would_move_the_rootdir_is_refused(
     result = pytester.runpytest("--co", "--artifacts-dir", str(elsewhere))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"write --artifacts-dir={elsewhere}" in result.stderr.str()
+
+
+QUICK_LATENCY = ("--latency", "--latency-warmup=1", "--latency-min-rounds=5",
+                 "--latency-max-rounds=5")
+
+
+def test_latency_cells_run_only_with_the_option(suite):
+    result = suite("--co", "-q", "-k", "small and cpu and (trace or eager)")
+    assert "latency" not in result.stdout.str()
+    result = suite("--co", "-q", "-k", "small and cpu and (trace or eager)", "--latency")
+    result.stdout.fnmatch_lines(["test_timing.py::test_latency[small-eager-torch-cpu-latency]",
+                                 "test_timing.py::test_latency[small-trace-torch-cpu-latency]",
+                                 "test_timing.py::test_latency[small-trace-libtorch-cpu-latency]"])
+    assert "test_check[" not in result.stdout.str()
+
+
+def test_a_latency_run_records_samples_budget_and_prints_the_table(suite, pytester):
+    result = suite("-k", "cpu and (trace or eager) and not libtorch", "--threads=1",
+                   *QUICK_LATENCY)
+    # branchy's trace is timed: on the example it takes the branch it baked, and matches
+    result.assert_outcomes(passed=4)
+    written = records(pytester)
+    assert {r["check"] for r in written} == {"latency"}
+    assert all(r["metrics"]["first_call_s"] > 0 for r in written)
+    small = next(r for r in written if r["target"] == "trace-torch-cpu" and r["case"] == "small")
+    assert len(small["metrics"]["samples_s"]) == 5 and small["metrics"]["speedup"] > 0
+    assert small["budget"] == {"threads": 1, "flush_denormal": False}
+    result.stdout.fnmatch_lines(["*conformance latency*", "case*target*median ms*speedup*",
+                                 "*geometric mean of the speedup over eager*"])
+
+
+def test_a_latency_run_refuses_parallel_workers(suite):
+    result = suite("--latency", "-n", "2", "--co")
+    result.stderr.fnmatch_lines(["*--latency runs in one process*"])
+    assert result.ret != 0
+
+
+def test_the_gate_fails_a_cell_slower_than_the_baseline(suite, pytester):
+    baseline = {"case": "small", "target": "trace-torch-cpu", "path": "trace",
+                "check": "latency", "metrics": {"median_s": 1e-6, "speedup": 1000.0}}
+    (pytester.path / "baseline.jsonl").write_text(json.dumps(baseline) + "\n")
+    result = suite("-k", "small and trace and cpu and not libtorch", *QUICK_LATENCY,
+                   "--latency-baseline=baseline.jsonl")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*latency regression against baseline.jsonl: case small, "
+                                 "target trace-torch-cpu: speedup over eager *x, was 1000.000x*"])

@@ -13,15 +13,20 @@
 //   load <kind> <device> <file>                 -> ok <handle>    kind: torchscript | aoti
 //   run <handle> <qengine> <inputs> <outputs>   -> ok <seconds>
 //   time <handle> <qengine> <inputs> <warmup> <runs> -> ok <seconds> <seconds> ...
+//   loop <handle> <qengine> <inputs> <runs>     -> ok <seconds>   (all runs, one clock pair)
+//   settings <threads> <flush denormal 0|1>     -> ok <threads> <flush denormal>
+//   memory                                      -> ok <peak resident set size in KiB>
 //   unload <handle>                             -> ok
 // qengine is the quantized engine to set first ("-" leaves it as it is).
 // Stray prints of a model go to stderr: the protocol has its own descriptor.
+#include <ATen/Parallel.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/serialize.h>
 #include <torch/version.h>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -211,11 +216,18 @@ std::string run(const std::vector<std::string>& fields) {
 
 // Timed runs: warm-up first, then one sample per run; only forward (and, on
 // CUDA, the wait for its kernels) is inside the timed region.
-std::string time_runs(const std::vector<std::string>& fields) {
-  need(fields, 6);
+// A timing request's model and inputs: <handle> <qengine> <inputs> come first.
+std::pair<Model*, std::vector<c10::IValue>> prepare(const std::vector<std::string>& fields,
+                                                    size_t count) {
+  need(fields, count);
   Model& model = find(fields[1]);
   set_quantized_engine(fields[2]);
-  auto inputs = read_inputs(fields[3], model.device);
+  return {&model, read_inputs(fields[3], model.device)};
+}
+
+std::string time_runs(const std::vector<std::string>& fields) {
+  auto [model_ptr, inputs] = prepare(fields, 6);
+  Model& model = *model_ptr;
   long warmup = std::stol(fields[4]), runs = std::stol(fields[5]);
   for (long i = 0; i < warmup; ++i) forward(model, inputs);
   synchronize(model);
@@ -231,6 +243,39 @@ std::string time_runs(const std::vector<std::string>& fields) {
   return samples.str();
 }
 
+// The bare timing loop: `runs` calls between two clock reads, nothing else inside.
+// Against the per-run samples of `time` it shows what taking one sample per run costs.
+std::string loop_runs(const std::vector<std::string>& fields) {
+  auto [model_ptr, inputs] = prepare(fields, 5);
+  Model& model = *model_ptr;
+  long runs = std::stol(fields[4]);
+  auto started = Clock::now();
+  for (long i = 0; i < runs; ++i) forward(model, inputs);
+  synchronize(model);
+  std::chrono::duration<double> seconds = Clock::now() - started;
+  std::ostringstream reply;
+  reply.precision(9);
+  reply << seconds.count();
+  return reply.str();
+}
+
+// The thread budget and denormal policy, the same as the suite gives Python and
+// ONNX Runtime; 0 threads leaves libtorch's default.
+std::string settings(const std::vector<std::string>& fields) {
+  need(fields, 3);
+  long threads = std::stol(fields[1]);
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  if (!at::globalContext().setFlushDenormal(fields[2] == "1") && fields[2] == "1")
+    throw std::runtime_error("this CPU cannot flush denormals");
+  return std::to_string(at::get_num_threads()) + "\t" + fields[2];
+}
+
+std::string peak_memory() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return std::to_string(usage.ru_maxrss);  // KiB on Linux
+}
+
 std::string answer(const std::vector<std::string>& fields) {
   const std::string& verb = fields.at(0);
   if (verb == "info")
@@ -238,6 +283,9 @@ std::string answer(const std::vector<std::string>& fields) {
   if (verb == "load") return load(fields);
   if (verb == "run") return run(fields);
   if (verb == "time") return time_runs(fields);
+  if (verb == "loop") return loop_runs(fields);
+  if (verb == "settings") return settings(fields);
+  if (verb == "memory") return peak_memory();
   if (verb == "unload") {
     need(fields, 2);
     models.erase(std::stol(fields[1]));
