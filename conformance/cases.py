@@ -151,6 +151,18 @@ class Registry:
         return list(self._cases)
 
 
+def build_registry(builtin: bool, user_cases: Iterable[tuple[str, list[Case]]]) -> Registry:
+    """The built-in cases (imported here, on first need) and the users' own."""
+    registry = Registry()
+    if builtin:
+        from conformance.fixtures import BUILTIN_CASES
+
+        registry.extend(BUILTIN_CASES, origin="conformance.fixtures")
+    for origin, cases in user_cases:
+        registry.extend(cases, origin=origin)
+    return registry
+
+
 def load_cases_module(spec: str) -> tuple[str, list[Case]]:
     """Import a user's cases from a file path or a module name.
 

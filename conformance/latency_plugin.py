@@ -39,6 +39,9 @@ def add_latency_options(group) -> None:
     group.addoption("--latency-time", type=float, default=Method.max_time_s, metavar="SECONDS",
                     help="sampling time each side aims at, within the round bounds "
                          "(default %(default)s)")
+    group.addoption("--latency-memory", action="store_true",
+                    help="also measure each target's peak memory, in a new process per cell "
+                         "(a process start each: seconds per cell)")
     group.addoption("--latency-baseline", default=None, metavar="RECORDS",
                     help="the records of an earlier latency run: a cell whose speedup over "
                          "eager fell by more than --latency-max-slowdown fails")
@@ -65,7 +68,7 @@ def latency_options(config):
     baseline = Path(opt.latency_baseline) if opt.latency_baseline else None
     if baseline and not baseline.is_file():
         raise LatencyUsageError(f"--latency-baseline {baseline}: no such file")
-    return LatencyOptions(method, baseline, opt.latency_max_slowdown)
+    return LatencyOptions(method, baseline, opt.latency_max_slowdown, opt.latency_memory)
 
 
 def install_budget(config) -> None:
@@ -127,6 +130,9 @@ class LatencyCell:
             latency.ensure_correct(subject, row.reason if row else None)
             self.metrics = run_or_fail(subject, "latency", "timing the artifact",
                                        lambda: latency.measure(subject, options.method))
+            if options.memory:
+                self.metrics["peak_rss_mib"] = run_or_fail(
+                    subject, "latency", "measuring peak memory", lambda: self.peak_memory(subject))
         except NotBenchmarked as exc:
             pytest.skip(str(exc))
         except CheckFailure as exc:
@@ -136,6 +142,15 @@ class LatencyCell:
             self.artifact = _artifact_summary(subject) if self.spec.target.path != "eager" else {}
         feed_benchmark(benchmark, self.spec, self.metrics)
         self.gate(options)
+
+    def peak_memory(self, subject) -> float:
+        from conformance.cache import harness_build_dir
+        from conformance.memory import peak_rss_mib
+
+        opts = self.session.options
+        return peak_rss_mib(subject, opts.cases, opts.builtin_cases,
+                            opts.harness_build_dir or harness_build_dir(),
+                            opts.fresh_process_timeout)
 
     def gate(self, options) -> None:
         if options.baseline is None or self.spec.target.path == "eager":

@@ -49,7 +49,7 @@ def _cold(metrics: dict) -> str:
 
 
 COLUMNS = ("case", "target", "median ms", "p90 ms", "p99 ms", "IQR/med", "speedup",
-           "first ms", "load ms", "make s", "rounds")
+           "first ms", "load ms", "make s", "peak MiB", "rounds")
 
 
 def table_rows(records: list[dict]) -> list[tuple]:
@@ -61,7 +61,8 @@ def table_rows(records: list[dict]) -> list[tuple]:
         spread = f"{m['iqr_over_median']:.3f}" + (" !" if m.get("unstable") else "")
         rows.append((r["case"], r["target"], _ms(m["median_s"]), _ms(m.get("p90_s")),
                      _ms(m.get("p99_s")), spread, _ratio(m.get("speedup")),
-                     _ms(m.get("first_call_s")), _ms(m.get("load_s")), _cold(m), str(m["n"])))
+                     _ms(m.get("first_call_s")), _ms(m.get("load_s")), _cold(m),
+                     f"{m['peak_rss_mib']:.0f}" if m.get("peak_rss_mib") else "-", str(m["n"])))
     return rows
 
 

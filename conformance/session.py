@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conformance import budget
 from conformance import expectations as expect
-from conformance.cases import Case, Registry, load_cases_module
+from conformance.cases import Case, Registry, build_registry, load_cases_module
 from conformance.cache import harness_build_dir
 from conformance.checks import CHECKS, applies
 from conformance.harness import Harness
@@ -55,6 +55,7 @@ class LatencyOptions:
     method: Method
     baseline: Path | None = None  # the records of an earlier run, for the regression gate
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN
+    memory: bool = False  # measure peak memory, one new process per cell
 
 
 class ConformanceSession:
@@ -82,14 +83,7 @@ class ConformanceSession:
         return self._registry
 
     def _load_registry(self) -> Registry:
-        registry = Registry()
-        if self.options.builtin_cases:
-            from conformance.fixtures import BUILTIN_CASES
-
-            registry.extend(BUILTIN_CASES, origin="conformance.fixtures")
-        for origin, cases in self.user_cases:
-            registry.extend(cases, origin=origin)
-        return registry
+        return build_registry(self.options.builtin_cases, self.user_cases)
 
     def cells(self) -> list[CellSpec]:
         """The matrix, case-major so one case's model is built once and then dropped."""

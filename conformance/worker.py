@@ -63,6 +63,14 @@ class FreshProcess(PersistentProcess):
         out_file.unlink(missing_ok=True)
         return outputs, reply["timings"]
 
+    def build_and_run(self, case_request: dict) -> dict:
+        """Build a case here (its eager model, or torch.compile of it) and run its example
+        once; the reply's timings. See `handle_case` for the request."""
+        reply = json.loads(self.exchange(json.dumps(case_request)))
+        if not reply.get("ok"):
+            raise WorkerError(reply.get("error", "no error text"))
+        return reply["timings"]
+
 
 def serve() -> None:
     """The worker's loop: answer requests until stdin closes."""
@@ -82,6 +90,8 @@ def handle(request: dict) -> dict:
 
     from conformance import runtimes
 
+    if "case" in request:
+        return handle_case(request)
     if request.get("quantized_engine"):
         torch.backends.quantized.engine = request["quantized_engine"]
     started = time.perf_counter()
@@ -93,7 +103,47 @@ def handle(request: dict) -> dict:
     outputs = runtimes.run(loaded, inputs)
     ran_at = time.perf_counter()
     torch.save(to_cpu(outputs), request["outputs"])
-    return {"load_s": loaded_at - started, "run_s": ran_at - loaded_at}
+    return {"load_s": loaded_at - started, "run_s": ran_at - loaded_at,
+            "peak_rss_kib": peak_rss_kib()}
+
+
+def handle_case(request: dict) -> dict:
+    """Build the case named in the request from its registry (the built-in cases and
+    the modules given), seeded as the suite seeds it, and run the example once:
+    through eager, or through torch.compile with the given backend."""
+    from conformance import budget
+    from conformance.cases import build_registry, load_cases_module
+    from conformance.subject import CaseState
+    from conformance.targets import Target
+
+    if request.get("threads"):
+        budget.install(budget.Budget(request["threads"], request.get("flush_denormal", False)))
+    registry = build_registry(request.get("builtin", True),
+                              [load_cases_module(spec) for spec in request.get("case_modules", [])])
+    state = CaseState(registry[request["case"]], request["device"], Path(request["scratch"]))
+    started = time.perf_counter()
+    if request["path"] == "compile":
+        state.loaded(Target("compile", request["runtime"], request["device"]))
+    else:
+        state.run(state.model, state.example)
+    return {"build_and_run_s": time.perf_counter() - started, "peak_rss_kib": peak_rss_kib()}
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB.
+
+    Linux's VmHWM, not getrusage's ru_maxrss: the latter survives exec, so a process
+    started from a large one (the suite) reports at least its parent's size at fork.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    import resource  # elsewhere: the best there is
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def to_cpu(obj: Any) -> Any:

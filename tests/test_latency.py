@@ -177,3 +177,37 @@ def test_summary_lists_each_measured_cell_and_geometric_means(tmp_path):
     assert latency_summary.main([str(file)]) == 0
     assert latency_summary.main([str(file), "--baseline", str(old), "--max-slowdown", "60"]) == 0
     assert latency_summary.main([str(file), "--baseline", str(old)]) == 1
+
+
+class Wide(torch.nn.Module):
+    """64 MiB of weights: a peak that a tiny model does not have."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4096, 4096)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "libtorch"])
+def test_peak_memory_comes_from_a_process_of_its_own_and_sees_the_weights(tmp_path, runtime):
+    from conformance import harness
+    from conformance.cache import harness_build_dir
+    from conformance.cases import Case, random_inputs
+    from conformance.memory import peak_rss_mib
+
+    if runtime == "libtorch" and harness.toolchain_problem():
+        pytest.skip(harness.toolchain_problem())
+    process = harness.Harness(harness_build_dir(), timeout_s=300)
+    try:
+        peaks = {}
+        for case in (broken_models.linear_case(), Case("wide", Wide, random_inputs((2, 4096)))):
+            state = CaseState(case, "cpu", tmp_path, harness=lambda: process)
+            subject = Subject(state, Target("trace", runtime, "cpu"))
+            peaks[case.name] = peak_rss_mib(subject, [], False, harness_build_dir(), 300)
+    finally:
+        process.close()
+    # The suite's own process is far larger than either: a figure inherited from it
+    # (getrusage's maxrss survives exec) would make both equal.
+    assert 60 < peaks["wide"] - peaks["linear"] < 200, peaks

@@ -286,12 +286,15 @@ def test_latency_cells_run_only_with_the_option(suite):
 
 def test_a_latency_run_records_samples_budget_and_prints_the_table(suite, pytester):
     result = suite("-k", "cpu and (trace or eager) and not libtorch", "--threads=1",
-                   *QUICK_LATENCY)
+                   "--latency-memory", *QUICK_LATENCY)
     # branchy's trace is timed: on the example it takes the branch it baked, and matches
     result.assert_outcomes(passed=4)
     written = records(pytester)
     assert {r["check"] for r in written} == {"latency"}
     assert all(r["metrics"]["first_call_s"] > 0 for r in written)
+    # torch alone takes hundreds of MiB; eager's figure comes from a process that
+    # built the user's case from its module
+    assert all(r["metrics"]["peak_rss_mib"] > 100 for r in written)
     small = next(r for r in written if r["target"] == "trace-torch-cpu" and r["case"] == "small")
     assert len(small["metrics"]["samples_s"]) == 5 and small["metrics"]["speedup"] > 0
     assert small["budget"] == {"threads": 1, "flush_denormal": False}

@@ -1,0 +1,76 @@
+"""Peak memory of a target: the peak resident set size of a new process that does
+nothing but load the target's artifact (or build the case) and run its example once.
+
+A long-lived process cannot tell one target's peak from another's (the peak only
+grows), so each figure comes from a process of its own: a Python process for the
+Python runtimes (torch imported: what any Python deployment pays), a new libtorch
+harness for libtorch. Eager and torch.compile have no artifact; their process
+builds the case from its registry, seeded as the suite builds it. Each figure
+costs a process start, so the latency run measures it only with --latency-memory.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from conformance import budget
+from conformance.subject import Subject
+
+BUILT_IN_PROCESS = frozenset({"eager", "compile"})
+
+
+def peak_rss_mib(subject: Subject, case_modules: list[str], builtin: bool,
+                 harness_build_root: Path, timeout_s: float) -> float:
+    """The peak resident set size, in MiB, of a process that ran the target once."""
+    target = subject.target
+    if target.runtime == "libtorch":
+        kib = _libtorch_peak(subject, harness_build_root, timeout_s)
+    elif target.path in BUILT_IN_PROCESS:
+        kib = _built_case_peak(subject, case_modules, builtin, timeout_s)
+    else:
+        kib = _artifact_peak(subject, timeout_s)
+    return kib / 1024
+
+
+def _libtorch_peak(subject: Subject, build_root: Path, timeout_s: float) -> int:
+    from conformance.harness import Harness, LibtorchModel
+
+    process = Harness(build_root, timeout_s, budget.installed())
+    try:
+        with subject.state.context():
+            LibtorchModel(process, subject.artifact.file, subject.state.device)(
+                *subject.state.example)
+        return process.peak_memory_kib()
+    finally:
+        process.close()
+
+
+def _artifact_peak(subject: Subject, timeout_s: float) -> int:
+    from conformance.worker import FreshProcess
+
+    state, target = subject.state, subject.target
+    process = FreshProcess(timeout_s)
+    try:
+        _, timings = process.run(target.runtime, subject.artifact.file, state.example,
+                                 state.device, subject.case.quantized_engine, target.path)
+        return timings["peak_rss_kib"]
+    finally:
+        process.close()
+
+
+def _built_case_peak(subject: Subject, case_modules: list[str], builtin: bool,
+                     timeout_s: float) -> int:
+    from conformance.worker import FreshProcess
+
+    installed = budget.installed()
+    process = FreshProcess(timeout_s)
+    try:
+        with tempfile.TemporaryDirectory(prefix="conformance-memory-") as scratch:
+            timings = process.build_and_run({
+                "case": subject.case.name, "case_modules": case_modules, "builtin": builtin,
+                "path": subject.target.path, "runtime": subject.target.runtime,
+                "device": subject.state.device, "scratch": scratch,
+                **(installed.describe() if installed else {})})
+        return timings["peak_rss_kib"]
+    finally:
+        process.close()
