@@ -32,6 +32,9 @@ class ExportOptions:
     # The batch size of the inputs the exporter sees, when not the example's own:
     # torch.export specializes a dimension whose example size is 1.
     export_batch: int | None = None
+    # Inductor writes its thread count into the C++ it generates (`omp parallel
+    # num_threads(N)`): an AOTInductor package is made for the threads it was built with.
+    inductor_threads: int | None = None
 
 
 @dataclasses.dataclass

@@ -127,7 +127,8 @@ class CaseState:
         return paths.ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
                                    dynamic_batch=dynamic,
                                    script_first=path == "onnx" and self.case.has_control_flow,
-                                   export_batch=2 if path in DYNAMO_PATHS and batch_one else None)
+                                   export_batch=2 if path in DYNAMO_PATHS and batch_one else None,
+                                   inductor_threads=_inductor_threads() if path == "aoti" else None)
 
     def export_example(self, options: paths.ExportOptions) -> Inputs:
         if options.export_batch is None:
@@ -222,6 +223,12 @@ class Subject:
 
     def eager_probe(self, index: int, probe: Probe) -> Any:
         return self.expected(self.state.eager(f"probe{index}", probe.inputs))
+
+
+def _inductor_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def tensor_leaves(outputs: Any) -> list:
