@@ -67,13 +67,15 @@ class PythonSide:
 
 
 class HarnessSide:
-    """A model loaded in the libtorch harness, which times its own calls in C++."""
+    """A model loaded in the libtorch harness, which times its own calls in C++; the
+    case's context sets the quantized engine that each request hands the harness."""
 
-    def __init__(self, model, inputs: tuple):
-        self.model, self.inputs = model, inputs
+    def __init__(self, model, inputs: tuple, context: Callable):
+        self.model, self.inputs, self.context = model, inputs, context
 
     def samples(self, count: int) -> list[float]:
-        return self.model.time(self.inputs, warmup=0, runs=count)
+        with self.context():
+            return self.model.time(self.inputs, warmup=0, runs=count)
 
 
 def interleaved(eager, other, method: Method) -> tuple[list[float], list[float]]:
@@ -106,7 +108,7 @@ def target_side(subject: Subject):
 
     loaded, state = subject.loaded, subject.state
     if isinstance(loaded, LibtorchModel):
-        return HarnessSide(loaded, state.example)
+        return HarnessSide(loaded, state.example, state.context)
     return PythonSide(loaded, state.example, state.context, state.device)
 
 

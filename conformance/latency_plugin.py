@@ -6,14 +6,14 @@ deselected, so the conformance run never pays for them.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 
 from conformance import budget
 from conformance.latency import Method, NotBenchmarked
-from conformance.latency_summary import DEFAULT_MAX_SLOWDOWN, regression, speedups
+from conformance.latency_summary import (DEFAULT_MAX_SLOWDOWN, budget_mismatch, regression,
+                                         speedups)
 from conformance.stash import SESSION
 
 
@@ -66,9 +66,29 @@ def latency_options(config):
         raise LatencyUsageError(f"latency rounds must satisfy 1 <= min <= max and warm-up "
                                 f">= 0, got {method}")
     baseline = Path(opt.latency_baseline) if opt.latency_baseline else None
-    if baseline and not baseline.is_file():
+    return LatencyOptions(method, baseline, opt.latency_max_slowdown, opt.latency_memory,
+                          _baseline_speedups(baseline, Path(opt.conformance_results))
+                          if baseline else {})
+
+
+def _baseline_speedups(baseline: Path, results: Path) -> dict:
+    """The baseline's speedups, read before this run writes its own records (which
+    must go elsewhere), from a run with this run's thread budget."""
+    from conformance.records import read_records
+
+    if not baseline.is_file():
         raise LatencyUsageError(f"--latency-baseline {baseline}: no such file")
-    return LatencyOptions(method, baseline, opt.latency_max_slowdown, opt.latency_memory)
+    if baseline.resolve() == results.resolve():
+        raise LatencyUsageError(f"--latency-baseline {baseline} is this run's own results "
+                                f"file, which the run empties: copy it elsewhere first")
+    records = read_records(baseline)
+    installed = budget.installed()
+    mismatch = budget_mismatch(records, installed.describe() if installed else None)
+    if mismatch:
+        raise LatencyUsageError(f"--latency-baseline {baseline}: {mismatch}")
+    return speedups(records)
+
+
 
 
 def install_budget(config) -> None:
@@ -101,13 +121,6 @@ def latency_record_fields(config) -> dict:
             "method": options.method.describe() if options else None}
 
 
-@functools.lru_cache(maxsize=None)
-def _baseline_speedups(file: Path) -> dict:
-    from conformance.records import read_records
-
-    return speedups(read_records(file))
-
-
 class LatencyCell:
     """A latency cell being measured: keeps what the record needs, like a check's Cell."""
 
@@ -123,6 +136,8 @@ class LatencyCell:
         from conformance.plugin import _artifact_summary
 
         options = self.session.options.latency
+        if benchmark is not None:
+            benchmark._mode = "conformance latency"  # used, even when skipped or failed
         subject = self.session.subject(self.spec, self.reproduce)
         row = self.session.expectations.lookup(self.spec.case, self.spec.target.id,
                                                "matches_eager")
@@ -156,7 +171,7 @@ class LatencyCell:
         if options.baseline is None or self.spec.target.path == "eager":
             return
         message = regression(self.spec.case, self.spec.target.id, self.metrics["speedup"],
-                             _baseline_speedups(options.baseline), options.max_slowdown)
+                             options.baseline_speedups, options.max_slowdown)
         if message:
             pytest.fail(f"latency regression against {options.baseline}: {message}\n"
                         f"  reproduce: {self.reproduce}", pytrace=False)
@@ -170,7 +185,6 @@ def feed_benchmark(benchmark, spec, metrics: dict) -> None:
     stats = benchmark._make_stats(1)  # one call per sample
     for sample in metrics["samples_s"]:
         stats.update(sample)
-    benchmark._mode = "conformance latency"  # the fixture counts as used
     benchmark.group = spec.case
     benchmark.extra_info.update({
         "target": spec.target.id, "speedup": metrics["speedup"],

@@ -3,8 +3,9 @@
     python -m conformance.latency_summary results/latency-records.jsonl
     python -m conformance.latency_summary NEW.jsonl --baseline OLD.jsonl --max-slowdown 10
 
-The second form exits 1 when a target's speedup over eager fell by more than the
-threshold since the baseline run. Speedups, not absolute times, are compared:
+The second form exits 1 when a target got more than the threshold slower relative
+to eager since the baseline run (baseline speedup / new speedup - 1, in percent),
+or when a cell the baseline measured is now failing or not benchmarked. Speedups, not absolute times, are compared:
 eager is measured interleaved with each target in the same run, so a machine
 that is busier or slower tonight moves both and leaves the ratio alone.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 from pathlib import Path
 
@@ -25,8 +27,8 @@ PI4_REFERENCE_FPS = {"mobilenet_v2": 33.7, "resnet18": 9.2, "resnet50": 4.3,
                      "shufflenet_v2_x0_5": 46.7}
 # The cases whose frames per second are listed beside that reference.
 FPS_CASES = ("quantized_mobilenet_v2_x86", "quantized_mobilenet_v2_qnnpack")
-# Default threshold of the gate, in percent of the baseline's speedup; the README
-# gives the run-to-run noise it is set against.
+# Default threshold of the gate: how much slower relative to eager a target may get,
+# in percent; the README gives the run-to-run noise it is set against.
 DEFAULT_MAX_SLOWDOWN = 10.0
 
 
@@ -100,7 +102,7 @@ def summary_lines(records: list[dict]) -> list[str]:
     lines = format_table(COLUMNS, rows)
     lines += ["", "geometric mean of the speedup over eager, per backend:"]
     lines += format_table(("backend", "speedup", "cases"), geomean_rows(records))
-    budget = next((r.get("budget") for r in measured(records) if r.get("budget")), None)
+    budget = run_budget(records)
     if budget:
         lines.append(f"thread budget {budget.get('threads')}, flush denormal "
                      f"{budget.get('flush_denormal')}; '!' marks IQR/median above 0.1")
@@ -145,6 +147,35 @@ def regressions(records: list[dict], baseline_records: list[dict], max_slowdown:
     return [message for message in found if message]
 
 
+def lost(records: list[dict], baseline_records: list[dict]) -> list[str]:
+    """Cells the baseline measured that this run recorded without a measurement: now
+    failing, or skipped as not matching eager. Cells this run did not select are no loss."""
+    now = speedups(records)
+    recorded = {(r["case"], r["target"]): r for r in records if r.get("check") == CHECK}
+    found = []
+    for case, target in sorted(speedups(baseline_records)):
+        record = recorded.get((case, target))
+        if record and (case, target) not in now:
+            why = (record.get("message") or "").strip().splitlines()[:1]
+            found.append(f"case {case}, target {target}: measured in the baseline, "
+                         f"{record['outcome']} now" + (f": {why[0]}" if why else ""))
+    return found
+
+
+def budget_mismatch(records: list[dict], wanted: dict | None) -> str | None:
+    """Why these records cannot be compared with a run on the `wanted` thread budget."""
+    seen = {json.dumps(r["budget"], sort_keys=True) for r in records if r.get("budget")}
+    other = sorted(b for b in seen if b != json.dumps(wanted, sort_keys=True))
+    if other:
+        return f"the baseline ran with thread budget {', '.join(other)}, this run with {wanted}"
+    return None
+
+
+def run_budget(records: list[dict]) -> dict | None:
+    return next((r["budget"] for r in records if r.get("check") == CHECK and r.get("budget")),
+                None)
+
+
 def comparison_rows(records: list[dict], baseline_records: list[dict]) -> list[tuple]:
     baseline = speedups(baseline_records)
     return [(case, target, _ratio(baseline[(case, target)]), _ratio(value),
@@ -170,10 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.baseline:
         return 0
     before = read_records(args.baseline)
+    mismatch = budget_mismatch(before, run_budget(records))
+    if mismatch:
+        print(f"cannot compare: {mismatch}")
+        return 2
     print("\nspeedup over eager, baseline -> this run:")
     print("\n".join(format_table(("case", "target", "baseline", "now", "change"),
                                  comparison_rows(records, before))))
-    found = regressions(records, before, args.max_slowdown)
+    found = regressions(records, before, args.max_slowdown) + lost(records, before)
     for message in found:
         print("REGRESSION " + message)
     return 1 if found else 0

@@ -73,8 +73,8 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
     _check_rootdir(config)
     try:
-        session = ConformanceSession(_options(config))
         install_budget(config)
+        session = ConformanceSession(_options(config))
     except (CaseError, expect.ExpectationError, LatencyUsageError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION] = session

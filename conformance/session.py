@@ -56,6 +56,7 @@ class LatencyOptions:
     baseline: Path | None = None  # the records of an earlier run, for the regression gate
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN
     memory: bool = False  # measure peak memory, one new process per cell
+    baseline_speedups: dict = dataclasses.field(default_factory=dict)  # (case, target) -> x
 
 
 class ConformanceSession:

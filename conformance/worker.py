@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conformance import budget
 from conformance.process import PersistentProcess, ProcessError
 
 
@@ -53,9 +54,11 @@ class FreshProcess(PersistentProcess):
         in_file = self.dir / f"in-{self._requests}.pt"
         out_file = self.dir / f"out-{self._requests}.pt"
         torch.save(tuple(i.cpu() if torch.is_tensor(i) else i for i in inputs), in_file)
+        installed = budget.installed()
         reply = json.loads(self.exchange(json.dumps(
             {"runtime": runtime, "path": path, "artifact": str(artifact), "inputs": str(in_file),
-             "outputs": str(out_file), "device": device, "quantized_engine": quantized_engine})))
+             "outputs": str(out_file), "device": device, "quantized_engine": quantized_engine,
+             **(installed.describe() if installed else {})})))
         in_file.unlink(missing_ok=True)
         if not reply.get("ok"):
             raise WorkerError(reply.get("error", "no error text"))
@@ -90,6 +93,7 @@ def handle(request: dict) -> dict:
 
     from conformance import runtimes
 
+    install_budget(request)
     if "case" in request:
         return handle_case(request)
     if request.get("quantized_engine"):
@@ -111,13 +115,10 @@ def handle_case(request: dict) -> dict:
     """Build the case named in the request from its registry (the built-in cases and
     the modules given), seeded as the suite seeds it, and run the example once:
     through eager, or through torch.compile with the given backend."""
-    from conformance import budget
     from conformance.cases import build_registry, load_cases_module
     from conformance.subject import CaseState
     from conformance.targets import Target
 
-    if request.get("threads"):
-        budget.install(budget.Budget(request["threads"], request.get("flush_denormal", False)))
     registry = build_registry(request.get("builtin", True),
                               [load_cases_module(spec) for spec in request.get("case_modules", [])])
     state = CaseState(registry[request["case"]], request["device"], Path(request["scratch"]))
@@ -127,6 +128,12 @@ def handle_case(request: dict) -> dict:
     else:
         state.run(state.model, state.example)
     return {"build_and_run_s": time.perf_counter() - started, "peak_rss_kib": peak_rss_kib()}
+
+
+def install_budget(request: dict) -> None:
+    """The suite's thread budget, when it has one, for this process too."""
+    if request.get("threads"):
+        budget.install(budget.Budget(request["threads"], request.get("flush_denormal", False)))
 
 
 def peak_rss_kib() -> int:

@@ -243,11 +243,11 @@ def test_the_thread_budget_reaches_the_harness_at_every_start(tmp_path):
     process = Harness(harness_build_dir(), timeout_s=120, budget=Budget(threads=1))
     try:
         process.ensure_started()
-        assert process.request("settings", 0, 0) == ["1", "0"]  # 0 threads: leave as set
-        assert process.request("settings", 2, 0) == ["2", "0"]
+        assert process.request("settings", 0, 0) == ["1"]  # 0 threads: leave as set
+        assert process.request("settings", 2, 0) == ["2"]
         process.close()
         process.ensure_started()  # a restart applies the budget again
-        assert process.request("settings", 0, 0) == ["1", "0"]
+        assert process.request("settings", 0, 0) == ["1"]
     finally:
         process.close()
 
@@ -258,6 +258,9 @@ def test_the_bare_loop_and_the_per_run_samples_time_the_same_calls(tmp_path, sha
     samples = model.time(inputs, warmup=20, runs=200)
     total = model.loop(inputs, runs=200)
     assert 0 < total and all(s > 0 for s in samples)
-    # The loop holds the same work; its mean call cannot take more than the slowest sample.
-    assert total / 200 <= max(samples)
+    # The same calls, with and without a clock pair each: one figure within a factor
+    # of the other (a sample that timed something else, a whole request or nothing,
+    # would be orders of magnitude off).
+    bare, sampled = total / 200, sorted(samples)[100]
+    assert bare / 2 < sampled < bare * 2, (bare, sampled)
     assert shared_harness.peak_memory_kib() > 10_000  # libtorch alone takes tens of MiB

@@ -175,8 +175,24 @@ def test_summary_lists_each_measured_cell_and_geometric_means(tmp_path):
     old = tmp_path / "old.jsonl"
     old.write_text(json.dumps(record("a", "trace-torch-cpu", "trace", 3.0, 0.003)))
     assert latency_summary.main([str(file)]) == 0
+    # a: 3.0x then 2.0x is 50% slower relative to eager
     assert latency_summary.main([str(file), "--baseline", str(old), "--max-slowdown", "60"]) == 0
     assert latency_summary.main([str(file), "--baseline", str(old)]) == 1
+    other_budget = record("a", "trace-torch-cpu", "trace", 2.0, 0.005)
+    other_budget["budget"] = {"threads": 2, "flush_denormal": False}
+    old.write_text(json.dumps(other_budget))
+    assert latency_summary.main([str(file), "--baseline", str(old)]) == 2
+
+
+def test_a_cell_the_baseline_measured_and_this_run_could_not_is_lost():
+    baseline = [{"case": "a", "target": "t", "path": "trace", "check": "latency",
+                 "metrics": {"median_s": 0.01, "speedup": 1.0}}]
+    now = [{"case": "a", "target": "t", "path": "trace", "check": "latency", "metrics": {},
+            "outcome": "skipped", "message": "not benchmarked: the artifact does not match"}]
+    assert latency_summary.lost(now, baseline) == [
+        "case a, target t: measured in the baseline, skipped now: not benchmarked: the "
+        "artifact does not match"]
+    assert latency_summary.lost([], baseline) == []  # not selected this time: no loss
 
 
 class Wide(torch.nn.Module):

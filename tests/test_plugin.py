@@ -317,3 +317,16 @@ def test_the_gate_fails_a_cell_slower_than_the_baseline(suite, pytester):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*latency regression against baseline.jsonl: case small, "
                                  "target trace-torch-cpu: speedup over eager *x, was 1000.000x*"])
+
+
+def test_a_baseline_from_another_budget_or_the_runs_own_file_is_refused(suite, pytester):
+    other = {"case": "small", "target": "trace-torch-cpu", "path": "trace", "check": "latency",
+             "metrics": {"median_s": 1e-3, "speedup": 1.0},
+             "budget": {"threads": 2, "flush_denormal": False}}
+    (pytester.path / "two_threads.jsonl").write_text(json.dumps(other) + "\n")
+    result = suite("--co", *QUICK_LATENCY, "--latency-baseline=two_threads.jsonl")
+    result.stderr.fnmatch_lines(["*the baseline ran with thread budget*threads*: 2*, this run "
+                                 "with*threads*: 1*"])
+    (pytester.path / "records.jsonl").write_text(json.dumps(other) + "\n")
+    result = suite("--co", *QUICK_LATENCY, "--latency-baseline=records.jsonl")
+    result.stderr.fnmatch_lines(["*is this run's own results file*"])

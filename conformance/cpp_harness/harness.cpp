@@ -14,7 +14,7 @@
 //   run <handle> <qengine> <inputs> <outputs>   -> ok <seconds>
 //   time <handle> <qengine> <inputs> <warmup> <runs> -> ok <seconds> <seconds> ...
 //   loop <handle> <qengine> <inputs> <runs>     -> ok <seconds>   (all runs, one clock pair)
-//   settings <threads> <flush denormal 0|1>     -> ok <threads> <flush denormal>
+//   settings <threads> <flush denormal 0|1>     -> ok <threads now>
 //   memory                                      -> ok <peak resident set size in KiB>
 //   unload <handle>                             -> ok
 // qengine is the quantized engine to set first ("-" leaves it as it is).
@@ -267,7 +267,7 @@ std::string settings(const std::vector<std::string>& fields) {
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
   if (!at::globalContext().setFlushDenormal(fields[2] == "1") && fields[2] == "1")
     throw std::runtime_error("this CPU cannot flush denormals");
-  return std::to_string(at::get_num_threads()) + "\t" + fields[2];
+  return std::to_string(at::get_num_threads());
 }
 
 // Linux's VmHWM of this image; getrusage's ru_maxrss survives exec and would report
