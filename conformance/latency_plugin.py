@@ -43,8 +43,8 @@ def add_latency_options(group) -> None:
                     help="also measure each target's peak memory, in a new process per cell "
                          "(a process start each: seconds per cell)")
     group.addoption("--latency-baseline", default=None, metavar="RECORDS",
-                    help="the records of an earlier latency run: a cell whose speedup over "
-                         "eager fell by more than --latency-max-slowdown fails")
+                    help="the records of an earlier latency run: a cell that got more than "
+                         "--latency-max-slowdown percent slower relative to eager fails")
     group.addoption("--latency-max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
                     metavar="PERCENT", help="the regression gate's threshold (default "
                     "%(default)s)")

@@ -1,0 +1,59 @@
+"""What changed between two runs, from their records: new failures, fixes, cells that
+need an expectation row, rows to remove, latency regressions. A nightly job gates
+on `Changes.gate_failures`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from conformance import latency_summary
+
+BAD = frozenset({"failed", "error"})
+GOOD = frozenset({"passed", "xfailed"})  # an expected failure is the table's verdict
+
+
+def cell_key(record: dict) -> tuple[str, str, str]:
+    return record["case"], record["target"], record["check"]
+
+
+def by_cell(records: list[dict]) -> dict[tuple, dict]:
+    return {cell_key(r): r for r in records}
+
+
+@dataclasses.dataclass
+class Changes:
+    new_failures: list[dict]  # failing now, not failing in the previous run
+    fixes: list[dict]  # passing now, failing in the previous run
+    need_expectation: list[dict]  # failing with no expectation row: fix it or add a row
+    stale_expectations: list[dict]  # an expected failure that passed: remove the row
+    new_cells: list[dict]  # cells the previous run did not have
+    latency_regressions: list[str]
+    previous_run: int | None = None
+
+    @property
+    def gate_failures(self) -> list[str]:
+        """What a nightly job should fail on."""
+        return ([f"new failure: {describe(r)}" for r in self.new_failures]
+                + [f"expectation to remove: {describe(r)}" for r in self.stale_expectations]
+                + [f"latency regression: {m}" for m in self.latency_regressions])
+
+
+def describe(record: dict) -> str:
+    first = (record.get("message") or "").strip().splitlines()[:1]
+    return (f"{record['case']} {record['target']} {record['check']} ({record['outcome']})"
+            + (f": {first[0][:200]}" if first else ""))
+
+
+def compare(previous: list[dict], current: list[dict], max_slowdown: float
+            = latency_summary.DEFAULT_MAX_SLOWDOWN, previous_run: int | None = None) -> Changes:
+    before = by_cell(previous)
+    failing = [r for r in current if r["outcome"] in BAD]
+    return Changes(
+        new_failures=[r for r in failing if before.get(cell_key(r), {}).get("outcome") not in BAD],
+        fixes=[r for r in current if r["outcome"] in GOOD
+               and before.get(cell_key(r), {}).get("outcome") in BAD],
+        need_expectation=[r for r in failing if not r.get("expectation")],
+        stale_expectations=[r for r in current if r["outcome"] == "xpassed"],
+        new_cells=[r for r in current if cell_key(r) not in before] if previous else [],
+        latency_regressions=latency_summary.regressions(current, previous, max_slowdown),
+        previous_run=previous_run)
