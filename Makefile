@@ -3,6 +3,8 @@
 #   make check   run the project's own tests: the self-tests, then the fast tier of the matrix
 # and the latency benchmark of the fast tier (one process, one thread per runtime):
 #   make bench   records go to results/latency-records.jsonl
+# and the nightly job: the whole matrix, then its report and history entry:
+#   make nightly results/report/report.html, summary.md, report.json; results/history.sqlite
 # Each creates (or reuses) .venv and installs the pinned dependencies into it.
 
 PYTHON ?= python3.11
@@ -14,7 +16,7 @@ ARGS ?=
 # One cell may build, export and run a large model several times; a hang still ends.
 TIMEOUT := --timeout 1800
 
-.PHONY: suite check selftest ci-tier bench venv clean
+.PHONY: suite check selftest ci-tier bench report nightly venv clean
 
 suite: $(STAMP)
 	$(BIN)/pytest $(TIMEOUT) --conformance-results=results/records.jsonl $(ARGS)
@@ -33,6 +35,21 @@ bench: $(STAMP)
 	$(BIN)/pytest --latency -m "not slow" $(TIMEOUT) \
 		--conformance-results=results/latency-records.jsonl \
 		--benchmark-columns=median,iqr,rounds --benchmark-group-by=group $(ARGS)
+
+# The report of the records in results/ (the latency records too, when there are any),
+# compared with the previous run of the same stack in the history; exits 1 on new
+# failures, expectation rows to remove or latency regressions.
+RECORDS ?= results/records.jsonl $(wildcard results/latency-records.jsonl)
+report: $(STAMP)
+	$(BIN)/python -m conformance.report $(RECORDS) --out results/report \
+		--history results/history.sqlite $(REPORT_ARGS)
+
+# The nightly tier (every cell), then its report, made even when cells failed; the
+# exit status is pytest's, or the report's gate when pytest passed.
+nightly: $(STAMP)
+	$(BIN)/pytest -m nightly $(TIMEOUT) --conformance-results=results/records.jsonl $(ARGS); \
+	tests=$$?; $(MAKE) report RECORDS=results/records.jsonl; report=$$?; \
+	exit $$(( tests ? tests : report ))
 
 venv: $(STAMP)
 

@@ -217,7 +217,8 @@ class LibtorchModel:
         self._request_start()
         if self._handle is None or self._loaded_in != self.harness.starts:
             self._handle = None
-            (handle,) = self._request("load", self.kind, self.device, self.file.resolve())
+            (handle,) = self._request("load", self.kind, self.device, self.file.resolve(),
+                                      _quantized_engine())
             self._handle, self._loaded_in = handle, self.harness.starts
         return self._handle
 

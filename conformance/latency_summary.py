@@ -79,14 +79,19 @@ def backend(record: dict) -> str:
     return record["target"]
 
 
-def geomean_rows(records: list[dict]) -> list[tuple]:
+def geomean_values(records: list[dict]) -> list[tuple[str, float, int]]:
     """Per backend, the geometric mean of its speedups over eager across cases."""
     speedups = collections.defaultdict(list)
     for r in measured(records):
         if r["path"] != "eager":
             speedups[backend(r)].append(r["metrics"]["speedup"])
-    return [(target, _ratio(geometric_mean(values)), str(len(values)))
+    return [(target, geometric_mean(values), len(values))
             for target, values in sorted(speedups.items())]
+
+
+def geomean_rows(records: list[dict]) -> list[tuple]:
+    return [(target, _ratio(value), str(count))
+            for target, value, count in geomean_values(records)]
 
 
 def fps_rows(records: list[dict]) -> list[tuple]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conformance import expectations as expect
+from conformance import shard
 from conformance.cases import CaseError
 from conformance.records import RecordWriter, make_record
 from conformance.session import BUILTIN_EXPECTATIONS, CellSpec, ConformanceSession, Options
@@ -20,7 +21,7 @@ from conformance.cache import default_dir
 from conformance.stash import CELL, SESSION
 from conformance.latency_plugin import (LatencyCell, LatencyUsageError, add_latency_options,
                                         install_budget, latency_options, latency_record_fields,
-                                        select_latency_or_conformance)
+                                        other_run_items)
 from conformance.latency_summary import summary_lines
 from conformance.targets import missing, slow_cell
 from conformance.versions import header_line, torch_release
@@ -62,6 +63,10 @@ def pytest_addoption(parser):
                     help="fail, instead of skip, the cells of a device or runtime (cuda, "
                          "libtorch, onnxruntime, ..., or compiler for Inductor's) that this "
                          "machine lacks; for CI that must have it")
+    group.addoption("--shard", default=None, metavar="K/N",
+                    help="run only the cases of shard K of N (by a hash of the case name: "
+                         "the same split on every machine); merge the shards' records with "
+                         "python -m conformance.report")
     add_latency_options(group)
 
 
@@ -69,13 +74,17 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "conformance_check: a (case, target, check) cell")
     config.addinivalue_line("markers", "slow: left out of the CI tier (-m 'not slow')")
     config.addinivalue_line("markers", "latency: a latency benchmark cell (run with --latency)")
+    config.addinivalue_line("markers", "ci: the CI tier, every cell not marked slow (-m ci)")
+    config.addinivalue_line("markers", "nightly: the nightly tier, every cell (-m nightly)")
     # Every torch.jit call warns that TorchScript is deprecated; the suite tests it on purpose.
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
     _check_rootdir(config)
     try:
+        if config.option.shard:
+            shard.parse(config.option.shard)
         install_budget(config)
         session = ConformanceSession(_options(config))
-    except (CaseError, expect.ExpectationError, LatencyUsageError) as exc:
+    except (CaseError, expect.ExpectationError, LatencyUsageError, shard.ShardError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION] = session
     if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
@@ -147,8 +156,11 @@ def _case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     for tag in sorted(case.tags):
         config.addinivalue_line("markers", f"{tag}: cases tagged {tag!r}")
         marks.append(getattr(pytest.mark, tag))
-    if slow_cell(case.tags, spec.target) and "slow" not in case.tags:
+    slow = slow_cell(case.tags, spec.target)
+    if slow and "slow" not in case.tags:
         marks.append(pytest.mark.slow)  # compile and aoti cells outside the pt2-ci set
+    # The tiers: `-m ci` is minutes on two cores, `-m nightly` the whole matrix.
+    marks += [pytest.mark.nightly] + ([] if slow else [pytest.mark.ci])
     return marks
 
 
@@ -161,11 +173,20 @@ def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     return marks
 
 
+def _deselect(config, items: list, dropped: list) -> None:
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        gone = set(dropped)
+        items[:] = [item for item in items if item not in gone]
+
+
 def pytest_collection_modifyitems(session, config, items):
     conformance = config.stash.get(SESSION, None)
     if not conformance:
         return
-    select_latency_or_conformance(config, items)
+    _deselect(config, items, other_run_items(config, items))
+    if config.option.shard:
+        _deselect(config, items, shard.outside(items, *shard.parse(config.option.shard)))
     if not conformance.generated:
         return
     for row in conformance.expectations.unmatched():

@@ -162,7 +162,8 @@ class CaseState:
             if harness.build and not harness.build.cached:
                 self.timings.setdefault("harness_build_s", harness.build.seconds)
         started = time.perf_counter()
-        loaded = runtimes.load(target.runtime, file, self.device, harness, path=target.path)
+        with self.context():  # quantized TorchScript packs its weights for the engine at load
+            loaded = runtimes.load(target.runtime, file, self.device, harness, path=target.path)
         self.timings[f"load_{target.path_id}_{target.runtime}_s"] = time.perf_counter() - started
         return loaded
 

@@ -330,3 +330,40 @@ def test_a_baseline_from_another_budget_or_the_runs_own_file_is_refused(suite, p
     (pytester.path / "records.jsonl").write_text(json.dumps(other) + "\n")
     result = suite("--co", *QUICK_LATENCY, "--latency-baseline=records.jsonl")
     result.stderr.fnmatch_lines(["*is this run's own results file*"])
+
+
+SHARDED_CASES = '''
+import torch
+from conformance import Case, random_inputs
+
+CASES = [Case(name, lambda: torch.nn.Linear(4, 2), example=random_inputs((3, 4)))
+         for name in ("alpha", "beta")]  # shard 1 and shard 2 of 2
+'''
+
+
+def test_two_shards_merge_into_the_report_of_the_unsharded_run(pytester):
+    from conformance import report_data
+    from conformance.records import read_records
+
+    pytester.makepyfile(sharded=SHARDED_CASES, test_matrix=MATRIX)
+
+    def run(results, *args):
+        pytester.runpytest("--no-builtin-cases", "--cases", "sharded.py", "-p", "no:randomly",
+                           "-k", "cpu and (trace or script) and not libtorch",
+                           f"--conformance-results={results}", "--artifacts-dir=artifacts",
+                           *args).assert_outcomes(passed=12 if not args else 6)
+        return read_records(pytester.path / results)
+
+    whole = run("whole.jsonl")
+    shards = [run(f"shard{k}.jsonl", f"--shard={k}/2") for k in (1, 2)]
+    assert {r["case"] for r in shards[0]} == {"alpha"}
+    assert {r["case"] for r in shards[1]} == {"beta"}
+    merged, alone = (report_data.summarize(report_data.merge(sets))
+                     for sets in (shards, [whole]))
+    for part in ("grid", "counts", "pass_rates"):
+        assert merged[part] == alone[part]
+
+
+def test_a_malformed_shard_is_a_usage_error(suite):
+    result = suite("--co", "--shard=3/2")
+    result.stderr.fnmatch_lines(["*--shard 3/2: K must be between 1 and N*"])

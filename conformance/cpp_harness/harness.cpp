@@ -10,7 +10,7 @@
 // per line, "ok\t<fields>" or "error\t<message>" (newlines in the message are
 // written as \n). Requests:
 //   info                                        -> ok <torch version> <cuda 0|1>
-//   load <kind> <device> <file>                 -> ok <handle>    kind: torchscript | aoti
+//   load <kind> <device> <file> <qengine>       -> ok <handle>    kind: torchscript | aoti
 //   run <handle> <qengine> <inputs> <outputs>   -> ok <seconds>
 //   time <handle> <qengine> <inputs> <warmup> <runs> -> ok <seconds> <seconds> ...
 //   loop <handle> <qengine> <inputs> <runs>     -> ok <seconds>   (all runs, one clock pair)
@@ -171,8 +171,11 @@ void synchronize(const Model& model) {
   if (model.device.is_cuda()) torch::cuda::synchronize();
 }
 
+// The quantized engine is set before loading: a quantized TorchScript module packs
+// its weights for the engine active when it is loaded, and keeps those kernels.
 std::string load(const std::vector<std::string>& fields) {
-  need(fields, 4);
+  need(fields, 5);
+  set_quantized_engine(fields[4]);
   const std::string& kind = fields[1];
   Model model{kind, c10::Device(fields[2]), std::nullopt, nullptr};
   if (kind != "torchscript" && kind != "aoti")

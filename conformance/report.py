@@ -1,0 +1,129 @@
+"""Turn a run's records into the nightly report, and keep the run in the history.
+
+    python -m conformance.report results/records.jsonl [more.jsonl ...] \\
+        --out results/report --history results/history.sqlite
+
+writes `report.html` (one self-contained page), `summary.md` (for a CI step summary)
+and `report.json` into --out, stores the run in the SQLite history, compares it with
+the latest earlier run of the same stack, and exits 1 when that comparison finds new
+failures, expectation rows to remove or latency regressions. Several records files
+(xdist, CI shards, machines) are merged into one run first. With --by-torch each file
+is one environment instead (one tox env per torch version), and the report shows the
+matrix side by side per torch version.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from conformance import changes as changes_mod
+from conformance import history, report_data, report_html
+from conformance.latency_summary import DEFAULT_MAX_SLOWDOWN
+from conformance.records import read_records
+
+
+def markdown(summary: dict, changes: dict | None, title: str) -> str:
+    counts = " · ".join(f"{n} {o}" for o, n in summary["counts"].items() if n)
+    lines = [f"# {title}", "", counts, ""]
+    if changes is not None:
+        lines += [f"## Changes since run {changes['previous_run']}", ""]
+        for key, label in (("new_failures", "new failures"), ("fixes", "fixed"),
+                           ("need_expectation", "failing without an expectation row"),
+                           ("stale_expectations", "expectation rows to remove"),
+                           ("latency_regressions", "latency regressions")):
+            items = changes.get(key) or []
+            lines.append(f"- **{label}**: {len(items)}")
+            lines += [f"  - {item}" for item in items[:20]]
+        lines.append("")
+    lines += ["## Pass rate per target", "", "| target | ran | passed | failed | xfailed | "
+              "xpassed | skipped |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['target']} | {r['ran']} | {r['passed']} | {r['failed'] + r['error']} | "
+              f"{r['xfailed']} | {r['xpassed']} | {r['skipped']} |" for r in summary["pass_rates"]]
+    if summary["latency"]["geomeans"]:
+        lines += ["", "## Geometric mean of the speedup over eager", "",
+                  "| backend | speedup | cases |", "|---|---:|---:|"]
+        lines += [f"| {g['backend']} | {g['speedup']:.2f}x | {g['cases']} |"
+                  for g in summary["latency"]["geomeans"]]
+    versions = summary["environment"].get("versions") or {}
+    lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))]
+    return "\n".join(lines) + "\n"
+
+
+def change_lists(found: changes_mod.Changes) -> dict:
+    """The changes as plain lists of one-line descriptions, for the three renderings."""
+    described = {f.name: [changes_mod.describe(r) if isinstance(r, dict) else r
+                          for r in getattr(found, f.name)]
+                 for f in dataclasses.fields(found) if f.name != "previous_run"}
+    return {**described, "previous_run": found.previous_run,
+            "gate_failures": found.gate_failures}
+
+
+def compare_with_history(db_file: Path, records: list[dict], label: str,
+                         max_slowdown: float) -> tuple[int, dict | None]:
+    """Store the run; the changes since the previous comparable run (None if none)."""
+    db = history.connect(db_file)
+    run_id = history.store(db, records, label)
+    before = history.previous(db, run_id)
+    if before is None:
+        return run_id, None
+    found = changes_mod.compare(history.records_of(db, before), records, max_slowdown, before)
+    return run_id, change_lists(found)
+
+
+def write_report(out: Path, summary: dict, changes: dict | None, title: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.html").write_text(report_html.render(summary, changes, title))
+    (out / "summary.md").write_text(markdown(summary, changes, title))
+    (out / "report.json").write_text(json.dumps({"title": title, "changes": changes,
+                                                 **summary}, indent=1, default=str))
+
+
+def write_cross_version(out: Path, record_sets: list[list[dict]]) -> int:
+    matrix = report_data.cross_version(record_sets)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "versions.html").write_text(report_html.render_cross_version(
+        matrix, "conformance across torch versions"))
+    (out / "versions.json").write_text(json.dumps(matrix, indent=1))
+    print(f"report: {out / 'versions.html'}, {out / 'versions.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The nightly report of a conformance run")
+    parser.add_argument("records", nargs="+", type=Path, help="records files of one run")
+    parser.add_argument("--out", type=Path, default=Path("results/report"))
+    parser.add_argument("--history", type=Path, help="SQLite run history to add the run to "
+                        "and compare it with")
+    parser.add_argument("--label", default="", help="a name for the run (e.g. the date)")
+    parser.add_argument("--max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
+                        metavar="PERCENT", help="latency gate threshold (default %(default)s)")
+    parser.add_argument("--by-torch", action="store_true",
+                        help="each records file is one environment (a tox env): write the "
+                             "matrix side by side per torch version instead of one run")
+    args = parser.parse_args(argv)
+    if args.by_torch:
+        return write_cross_version(args.out, [read_records(f) for f in args.records])
+    try:
+        records = report_data.merge([read_records(f) for f in args.records])
+    except report_data.MergeConflict as exc:
+        print(f"cannot merge: {exc}", file=sys.stderr)
+        return 2
+    title = "conformance report" + (f": {args.label}" if args.label else "")
+    changes = None
+    if args.history:
+        run_id, changes = compare_with_history(args.history, records, args.label,
+                                               args.max_slowdown)
+        title += f" (run {run_id})"
+    write_report(args.out, report_data.summarize(records), changes, title)
+    print(f"report: {args.out / 'report.html'}, {args.out / 'summary.md'}, "
+          f"{args.out / 'report.json'}")
+    for line in (changes or {}).get("gate_failures", []):
+        print(line)
+    return 1 if changes and changes["gate_failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""What a report shows, computed from records alone: the matrix of outcomes, pass
+rates, export and compile times, latency, the environment. The HTML page, the
+Markdown summary and the JSON report are three renderings of this one summary.
+"""
+from __future__ import annotations
+
+import collections
+
+from conformance import latency_summary
+from conformance.history import environment
+
+# Worst first: a cell of the grid takes the worst outcome of its checks.
+SEVERITY = ("error", "failed", "xpassed", "xfailed", "passed", "skipped")
+COST_TIMINGS = {"export_export_s": "torch.export", "export_aoti_s": "AOTInductor package",
+                "compile_inductor_s": "torch.compile (Inductor)",
+                "compile_aot_eager_s": "torch.compile (aot_eager)"}
+
+
+class MergeConflict(Exception):
+    """Two record files disagree about the same cell."""
+
+
+def merge(record_sets: list[list[dict]]) -> list[dict]:
+    """Records of several processes or shards as one run: one record per cell.
+
+    A cell found twice with the same outcome is kept once (a file given twice); a cell
+    found with two outcomes is an error, not something to pick a winner for.
+    """
+    merged: dict[str, dict] = {}
+    for records in record_sets:
+        for record in records:
+            seen = merged.get(record["nodeid"])
+            if seen and seen["outcome"] != record["outcome"]:
+                raise MergeConflict(f"{record['nodeid']} is {seen['outcome']} in one file and "
+                                    f"{record['outcome']} in another")
+            merged.setdefault(record["nodeid"], record)
+    return sorted(merged.values(), key=lambda r: (r["case"], r["target"], r["check"]))
+
+
+def worst(outcomes: list[str]) -> str:
+    return min(outcomes, key=SEVERITY.index)
+
+
+def conformance_records(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("check") != latency_summary.CHECK]
+
+
+def grid(records: list[dict]) -> dict:
+    """cases x targets, each cell with its worst outcome and its checks."""
+    cells = collections.defaultdict(list)
+    for r in conformance_records(records):
+        cells[(r["case"], r["target"])].append(r)
+    cases = sorted({case for case, _ in cells})
+    targets = sorted({target for _, target in cells}, key=_target_order)
+    return {"cases": cases, "targets": targets,
+            "cells": {f"{case}|{target}": _cell(checks)
+                      for (case, target), checks in cells.items()}}
+
+
+def _target_order(target: str) -> tuple:
+    return (target.endswith("-cuda"), target)
+
+
+def _cell(checks: list[dict]) -> dict:
+    return {"outcome": worst([c["outcome"] for c in checks]),
+            "max_abs": max((c.get("metrics", {}).get("max_abs") or 0 for c in checks),
+                           default=0),
+            "checks": [{"check": c["check"], "outcome": c["outcome"],
+                        "max_abs": c.get("metrics", {}).get("max_abs"),
+                        "max_rel": c.get("metrics", {}).get("max_rel"),
+                        "message": (c.get("message") or "")[:2000],
+                        "expectation": (c.get("expectation") or {}).get("reason")}
+                       for c in sorted(checks, key=lambda c: c["check"])]}
+
+
+def outcome_counts(records: list[dict]) -> dict[str, int]:
+    counts = collections.Counter(r["outcome"] for r in records)
+    return {outcome: counts[outcome] for outcome in SEVERITY}
+
+
+def pass_rates(records: list[dict]) -> list[dict]:
+    """Per target: passed / (cells that ran), with xfailed counted as known failures."""
+    by_target = collections.defaultdict(collections.Counter)
+    for r in conformance_records(records):
+        by_target[r["target"]][r["outcome"]] += 1
+    rows = []
+    for target in sorted(by_target, key=_target_order):
+        counts = by_target[target]
+        ran = sum(counts[o] for o in SEVERITY if o != "skipped")
+        rows.append({"target": target, "ran": ran, **{o: counts[o] for o in SEVERITY},
+                     "pass_rate": counts["passed"] / ran if ran else None})
+    return rows
+
+
+def costs(records: list[dict]) -> list[dict]:
+    """Per case, the longest export and compile times its records saw."""
+    found = collections.defaultdict(dict)
+    for r in records:
+        for key, label in COST_TIMINGS.items():
+            value = r.get("timings", {}).get(key)
+            if value:
+                found[r["case"]][label] = max(value, found[r["case"]].get(label, 0))
+    return [{"case": case, **times} for case, times in sorted(found.items())]
+
+
+def latency(records: list[dict]) -> dict:
+    measured = latency_summary.measured(records)
+    return {"rows": [{"case": r["case"], "target": r["target"], "path": r["path"],
+                      **{k: r["metrics"].get(k) for k in ("median_s", "p90_s", "p99_s",
+                                                          "iqr_over_median", "speedup",
+                                                          "first_call_s", "load_s",
+                                                          "peak_rss_mib", "n")}}
+                     for r in measured],
+            "geomeans": [{"backend": b, "speedup": s, "cases": n}
+                         for b, s, n in latency_summary.geomean_values(records)],
+            "budget": latency_summary.run_budget(records)}
+
+
+def summarize(records: list[dict]) -> dict:
+    return {"environment": environment(records), "counts": outcome_counts(records),
+            "pass_rates": pass_rates(records), "grid": grid(records), "costs": costs(records),
+            "latency": latency(records)}
+
+
+def cross_version(record_sets: list[list[dict]]) -> dict:
+    """The matrix side by side per environment (a tox env, a torch version): for each
+    (case, target), the worst outcome in each environment."""
+    columns, cells = [], collections.defaultdict(dict)
+    for records in record_sets:
+        column = environment(records)["versions"].get("torch", "?")
+        columns.append(column)
+        for key, cell in grid(records)["cells"].items():
+            cells[key][column] = cell["outcome"]
+    rows = [{"case": key.split("|")[0], "target": key.split("|")[1], "outcomes": outcomes}
+            for key, outcomes in sorted(cells.items())]
+    return {"versions": columns, "rows": rows}

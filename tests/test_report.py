@@ -1,0 +1,146 @@
+"""The nightly report: built from records alone, its HTML structure, the history and
+the changes it gates on, and the merge of shards."""
+import html.parser
+import json
+
+import pytest
+
+from conformance import changes, history, report, report_data
+
+
+def record(case, target, check, outcome, max_abs=None, message="", expectation=None,
+           torch="2.14.1"):
+    return {"case": case, "target": target, "path": target.split("-")[0],
+            "runtime": target.split("-")[-2], "device": target.split("-")[-1], "check": check,
+            "outcome": outcome, "message": message,
+            "nodeid": f"conformance/test_conformance.py::test_check[{case}-{target}-{check}]",
+            "metrics": {"max_abs": max_abs} if max_abs is not None else {},
+            "timings": {"export_export_s": 1.5} if target.startswith("export") else {},
+            "expectation": {"reason": expectation} if expectation else None,
+            "versions": {"torch": torch, "onnx": "1.23.2", "machine": "Linux x86_64"}}
+
+
+def night(outcome_of_b_trace="passed"):
+    return [record("a", "trace-torch-cpu", "matches_eager", "passed", 0.0),
+            record("a", "trace-torch-cpu", "generalizes", "xfailed", 1.9, "diverges",
+                   "the trace baked a branch"),
+            record("a", "export-torch-cpu", "matches_eager", "passed", 1e-6),
+            record("b", "trace-torch-cpu", "matches_eager", outcome_of_b_trace, 2.0,
+                   "" if outcome_of_b_trace == "passed" else "case b, target trace: differs"),
+            record("b", "trace-torch-cuda", "matches_eager", "skipped", message="no CUDA")]
+
+
+class Page(html.parser.HTMLParser):
+    """The parts of the page a reader relies on."""
+
+    def __init__(self):
+        super().__init__()
+        self.grid_cells, self.external, self.ids, self.in_grid = {}, [], set(), False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.ids.add(attrs.get("id"))
+        if tag == "table" and attrs.get("id") == "grid":
+            self.in_grid = True
+        if self.in_grid and tag == "td" and "data-key" in attrs:
+            self.grid_cells[attrs["data-key"]] = (attrs["data-outcome"], attrs.get("title", ""))
+        if attrs.get("src") or (attrs.get("href") or "").startswith("http"):
+            self.external.append((tag, attrs))
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.in_grid = False
+
+
+def parsed(records, found=None) -> Page:
+    page = Page()
+    page.feed(report_html_of(records, found))
+    return page
+
+
+def report_html_of(records, found=None):
+    from conformance import report_html
+
+    return report_html.render(report_data.summarize(records), found, "nightly")
+
+
+def test_the_grid_has_a_cell_per_case_and_target_with_its_worst_outcome_and_reasons():
+    page = parsed(night("failed"))
+    assert page.grid_cells["a|trace-torch-cpu"][0] == "xfailed"  # passed + xfailed
+    assert page.grid_cells["b|trace-torch-cpu"][0] == "failed"
+    assert page.grid_cells["b|trace-torch-cuda"][0] == "skipped"
+    assert "generalizes: xfailed, max abs 1.9 (diverges)" in page.grid_cells["a|trace-torch-cpu"][1]
+    assert set(page.grid_cells) == {"a|trace-torch-cpu", "a|export-torch-cpu",
+                                    "b|trace-torch-cpu", "b|trace-torch-cuda"}
+    assert {"grid", "detail", "cells", "counts"} <= page.ids
+    assert page.external == []  # self-contained: nothing fetched from elsewhere
+
+
+def test_the_summary_counts_pass_rates_and_costs():
+    summary = report_data.summarize(night("failed"))
+    assert summary["counts"]["failed"] == 1 and summary["counts"]["xfailed"] == 1
+    trace = next(r for r in summary["pass_rates"] if r["target"] == "trace-torch-cpu")
+    assert (trace["ran"], trace["passed"], trace["pass_rate"]) == (3, 1, pytest.approx(1 / 3))
+    assert summary["costs"] == [{"case": "a", "torch.export": 1.5}]
+
+
+def test_merging_shards_gives_the_unsharded_run_and_refuses_conflicts():
+    whole = night()
+    first, second = whole[:2], whole[2:]
+    assert report_data.merge([second, first, first]) == report_data.merge([whole])
+    conflicting = [dict(whole[0], outcome="failed")]
+    with pytest.raises(report_data.MergeConflict, match="passed in one file and failed"):
+        report_data.merge([whole, conflicting])
+
+
+def test_the_history_compares_a_run_with_the_last_run_of_the_same_stack(tmp_path):
+    db = history.connect(tmp_path / "history.sqlite")
+    first = history.store(db, night())
+    other_torch = history.store(db, [dict(r, versions={"torch": "2.9.1"}) for r in night()])
+    second = history.store(db, night("failed"))
+    assert history.previous(db, second) == first
+    assert history.previous(db, other_torch) is None
+    assert history.records_of(db, first) == night()
+
+
+def test_changes_name_new_failures_fixes_and_rows_to_remove():
+    found = changes.compare(night(), night("failed"))
+    assert [r["case"] for r in found.new_failures] == ["b"]
+    assert [r["case"] for r in found.need_expectation] == ["b"]
+    assert found.gate_failures == ["new failure: b trace-torch-cpu matches_eager (failed): "
+                                   "case b, target trace: differs"]
+    fixed = changes.compare(night("failed"), night())
+    assert [r["case"] for r in fixed.fixes] == ["b"] and not fixed.gate_failures
+    unexpected = night()
+    unexpected[1] = dict(unexpected[1], outcome="xpassed")
+    assert changes.compare(night(), unexpected).stale_expectations == [unexpected[1]]
+
+
+def test_one_command_writes_the_page_the_summary_and_the_history_and_gates(tmp_path):
+    (tmp_path / "one.jsonl").write_text("\n".join(json.dumps(r) for r in night()))
+    (tmp_path / "two.jsonl").write_text("\n".join(json.dumps(r) for r in night("failed")))
+    args = ["--out", str(tmp_path / "out"), "--history", str(tmp_path / "h.sqlite")]
+    assert report.main([str(tmp_path / "one.jsonl"), *args]) == 0
+    assert report.main([str(tmp_path / "two.jsonl"), *args]) == 1
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["changes"]["previous_run"] == 1
+    assert len(written["changes"]["new_failures"]) == 1
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "- **new failures**: 1" in summary and "| trace-torch-cpu | 3 | 1 | 1 | 1 |" in summary
+    page = Page()
+    page.feed((tmp_path / "out" / "report.html").read_text())
+    assert page.grid_cells["b|trace-torch-cpu"][0] == "failed"
+
+
+def test_the_cross_version_report_puts_each_torch_side_by_side(tmp_path):
+    older = [dict(r, versions={"torch": "2.9.1"}) for r in night("failed")]
+    files = []
+    for name, records in (("new", night()), ("old", older)):
+        files.append(tmp_path / f"{name}.jsonl")
+        files[-1].write_text("\n".join(json.dumps(r) for r in records))
+    assert report.main([*map(str, files), "--by-torch", "--out", str(tmp_path)]) == 0
+    matrix = json.loads((tmp_path / "versions.json").read_text())
+    assert matrix["versions"] == ["2.14.1", "2.9.1"]
+    row = next(r for r in matrix["rows"] if (r["case"], r["target"]) == ("b", "trace-torch-cpu"))
+    assert row["outcomes"] == {"2.14.1": "passed", "2.9.1": "failed"}
+    assert "torch 2.9.1" in (tmp_path / "versions.html").read_text()
