@@ -48,3 +48,8 @@ def install(budget: Budget | None) -> None:
 
 def installed() -> Budget | None:
     return _installed
+
+
+def described() -> dict | None:
+    """The installed budget as record data, or None when every runtime has its default."""
+    return _installed.describe() if _installed else None

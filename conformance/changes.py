@@ -30,6 +30,16 @@ class Changes:
     latency_regressions: list[str]
     previous_run: int | None = None
 
+    RECORD_LISTS = ("new_failures", "fixes", "need_expectation", "stale_expectations",
+                    "new_cells")
+
+    def as_lists(self) -> dict:
+        """One-line descriptions instead of records, for the page, the summary and JSON."""
+        return {**{name: [describe(r) for r in getattr(self, name)]
+                   for name in self.RECORD_LISTS},
+                "latency_regressions": self.latency_regressions,
+                "previous_run": self.previous_run, "gate_failures": self.gate_failures}
+
     @property
     def gate_failures(self) -> list[str]:
         """What a nightly job should fail on."""

@@ -42,8 +42,7 @@ def environment(records: list[dict]) -> dict:
     """The environment of a run, as its records give it."""
     versions = next((r.get("versions") for r in records if r.get("versions")), {}) or {}
     budget = next((r.get("budget") for r in records if r.get("budget")), None)
-    return {"versions": versions, "budget": budget,
-            "cpu": next((r.get("cpu") for r in records if r.get("cpu")), None)}
+    return {"versions": versions, "budget": budget}
 
 
 def comparable_key(env: dict) -> str:

@@ -82,13 +82,10 @@ def _baseline_speedups(baseline: Path, results: Path) -> dict:
         raise LatencyUsageError(f"--latency-baseline {baseline} is this run's own results "
                                 f"file, which the run empties: copy it elsewhere first")
     records = read_records(baseline)
-    installed = budget.installed()
-    mismatch = budget_mismatch(records, installed.describe() if installed else None)
+    mismatch = budget_mismatch(records, budget.described())
     if mismatch:
         raise LatencyUsageError(f"--latency-baseline {baseline}: {mismatch}")
     return speedups(records)
-
-
 
 
 def install_budget(config) -> None:
@@ -111,9 +108,8 @@ def other_run_items(config, items: list) -> list:
 
 
 def latency_record_fields(config) -> dict:
-    installed = budget.installed()
     options = config.stash[SESSION].options.latency
-    return {"budget": installed.describe() if installed else None,
+    return {"budget": budget.described(),
             "method": options.method.describe() if options else None}
 
 
@@ -129,7 +125,6 @@ class LatencyCell:
     def measure(self, benchmark=None) -> None:
         from conformance import latency
         from conformance.checks import CheckFailure, run_or_fail
-        from conformance.plugin import _artifact_summary
 
         options = self.session.options.latency
         if benchmark is not None:
@@ -150,7 +145,7 @@ class LatencyCell:
             pytest.fail(str(exc), pytrace=False)
         finally:
             self.timings = dict(subject.state.timings)
-            self.artifact = _artifact_summary(subject) if self.spec.target.path != "eager" else {}
+            self.artifact = subject.artifact_summary()
         feed_benchmark(benchmark, self.spec, self.metrics)
         self.gate(options)
 
@@ -186,4 +181,4 @@ def feed_benchmark(benchmark, spec, metrics: dict) -> None:
         "target": spec.target.id, "speedup": metrics["speedup"],
         "eager_median_s": metrics["eager_median_s"], "p90_s": metrics.get("p90_s"),
         "p99_s": metrics.get("p99_s"), "iqr_over_median": metrics["iqr_over_median"],
-        **(budget.installed().describe() if budget.installed() else {})})
+        **(budget.described() or {})})

@@ -5,9 +5,10 @@
 
 The second form exits 1 when a target got more than the threshold slower relative
 to eager since the baseline run (baseline speedup / new speedup - 1, in percent),
-or when a cell the baseline measured is now failing or not benchmarked. Speedups, not absolute times, are compared:
-eager is measured interleaved with each target in the same run, so a machine
-that is busier or slower tonight moves both and leaves the ratio alone.
+or when a cell the baseline measured is now failing or not benchmarked. Speedups,
+not absolute times, are compared: eager is measured interleaved with each target in
+the same run, so a machine that is busier or slower tonight moves both and leaves
+the ratio alone.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from conformance.latency_stats import geometric_mean
+from conformance.latency_stats import UNSTABLE_SPREAD, geometric_mean
 
 CHECK = "latency"
 # What the Raspberry Pi tutorial measured for qnnpack-quantized models on a Pi 4
@@ -33,11 +34,12 @@ DEFAULT_MAX_SLOWDOWN = 10.0
 
 
 def measured(records: list[dict]) -> list[dict]:
-    """The latency records that carry a measurement."""
-    return [r for r in records if r.get("check") == CHECK and "median_s" in r.get("metrics", {})]
+    """The latency records that carry a measurement, by case, eager first in each."""
+    found = [r for r in records if r.get("check") == CHECK and "median_s" in r.get("metrics", {})]
+    return sorted(found, key=lambda r: (r["case"], r["path"] != "eager", r["target"]))
 
 
-def _ms(seconds) -> str:
+def ms(seconds) -> str:
     return f"{seconds * 1e3:.3f}" if seconds is not None else "-"
 
 
@@ -55,15 +57,14 @@ COLUMNS = ("case", "target", "median ms", "p90 ms", "p99 ms", "IQR/med", "speedu
 
 
 def table_rows(records: list[dict]) -> list[tuple]:
-    """One row per measured (case, target), grouped by case, eager first."""
+    """One row per measured (case, target)."""
     rows = []
-    for r in sorted(measured(records), key=lambda r: (r["case"], r["path"] != "eager",
-                                                      r["target"])):
+    for r in measured(records):
         m = r["metrics"]
         spread = f"{m['iqr_over_median']:.3f}" + (" !" if m.get("unstable") else "")
-        rows.append((r["case"], r["target"], _ms(m["median_s"]), _ms(m.get("p90_s")),
-                     _ms(m.get("p99_s")), spread, _ratio(m.get("speedup")),
-                     _ms(m.get("first_call_s")), _ms(m.get("load_s")), _cold(m),
+        rows.append((r["case"], r["target"], ms(m["median_s"]), ms(m.get("p90_s")),
+                     ms(m.get("p99_s")), spread, _ratio(m.get("speedup")),
+                     ms(m.get("first_call_s")), ms(m.get("load_s")), _cold(m),
                      f"{m['peak_rss_mib']:.0f}" if m.get("peak_rss_mib") else "-", str(m["n"])))
     return rows
 
@@ -75,16 +76,12 @@ def format_table(header: tuple, rows: list[tuple]) -> list[str]:
     return [line(header)] + [line(row) for row in rows]
 
 
-def backend(record: dict) -> str:
-    return record["target"]
-
-
 def geomean_values(records: list[dict]) -> list[tuple[str, float, int]]:
     """Per backend, the geometric mean of its speedups over eager across cases."""
     speedups = collections.defaultdict(list)
     for r in measured(records):
         if r["path"] != "eager":
-            speedups[backend(r)].append(r["metrics"]["speedup"])
+            speedups[r["target"]].append(r["metrics"]["speedup"])
     return [(target, geometric_mean(values), len(values))
             for target, values in sorted(speedups.items())]
 
@@ -110,7 +107,8 @@ def summary_lines(records: list[dict]) -> list[str]:
     budget = run_budget(records)
     if budget:
         lines.append(f"thread budget {budget.get('threads')}, flush denormal "
-                     f"{budget.get('flush_denormal')}; '!' marks IQR/median above 0.1")
+                     f"{budget.get('flush_denormal')}; '!' marks IQR/median above "
+                     f"{UNSTABLE_SPREAD:g}")
     fps = fps_rows(records)
     if fps:
         lines += ["", "quantized mobilenet_v2, frames per second on this machine:"]

@@ -62,15 +62,13 @@ def _built_case_peak(subject: Subject, case_modules: list[str], builtin: bool,
                      timeout_s: float) -> int:
     from conformance.worker import FreshProcess
 
-    installed = budget.installed()
     process = FreshProcess(timeout_s)
     try:
         with tempfile.TemporaryDirectory(prefix="conformance-memory-") as scratch:
             timings = process.build_and_run({
                 "case": subject.case.name, "case_modules": case_modules, "builtin": builtin,
                 "path": subject.target.path, "runtime": subject.target.runtime,
-                "device": subject.state.device, "scratch": scratch,
-                **(installed.describe() if installed else {})})
+                "device": subject.state.device, "scratch": scratch})
         return timings["peak_rss_kib"]
     finally:
         process.close()

@@ -217,19 +217,10 @@ class Cell:
             failure, self.metrics = str(exc), exc.metrics
         finally:
             self.timings = dict(subject.state.timings)
-            self.artifact = _artifact_summary(subject)
+            self.artifact = subject.artifact_summary()
         if failure:
             # The message explains the failure; a traceback into the suite would not.
             pytest.fail(failure, pytrace=False)
-
-
-def _artifact_summary(subject) -> dict:
-    try:
-        artifact = subject.artifact
-    except Exception:  # no artifact: the export failure is the check's message
-        return {}
-    return {"file": artifact.file.name if artifact.file else None, "cached": artifact.cached,
-            "export_s": artifact.export_seconds, "warnings": artifact.warnings}
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ matrix side by side per torch version.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -52,15 +51,6 @@ def markdown(summary: dict, changes: dict | None, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def change_lists(found: changes_mod.Changes) -> dict:
-    """The changes as plain lists of one-line descriptions, for the three renderings."""
-    described = {f.name: [changes_mod.describe(r) if isinstance(r, dict) else r
-                          for r in getattr(found, f.name)]
-                 for f in dataclasses.fields(found) if f.name != "previous_run"}
-    return {**described, "previous_run": found.previous_run,
-            "gate_failures": found.gate_failures}
-
-
 def compare_with_history(db_file: Path, records: list[dict], label: str,
                          max_slowdown: float) -> tuple[int, dict | None]:
     """Store the run; the changes since the previous comparable run (None if none)."""
@@ -70,7 +60,7 @@ def compare_with_history(db_file: Path, records: list[dict], label: str,
     if before is None:
         return run_id, None
     found = changes_mod.compare(history.records_of(db, before), records, max_slowdown, before)
-    return run_id, change_lists(found)
+    return run_id, found.as_lists()
 
 
 def write_report(out: Path, summary: dict, changes: dict | None, title: str) -> None:

@@ -63,8 +63,6 @@ def _target_order(target: str) -> tuple:
 
 def _cell(checks: list[dict]) -> dict:
     return {"outcome": worst([c["outcome"] for c in checks]),
-            "max_abs": max((c.get("metrics", {}).get("max_abs") or 0 for c in checks),
-                           default=0),
             "checks": [{"check": c["check"], "outcome": c["outcome"],
                         "max_abs": c.get("metrics", {}).get("max_abs"),
                         "max_rel": c.get("metrics", {}).get("max_rel"),

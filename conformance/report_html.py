@@ -5,6 +5,8 @@ import html
 import json
 import math
 
+from conformance.latency_summary import ms
+
 COLOURS = {"error": "#b71c1c", "failed": "#e53935", "xpassed": "#fb8c00", "xfailed": "#fdd835",
            "passed": "#43a047", "skipped": "#e0e0e0", None: "#ffffff"}
 SYMBOLS = {"error": "E", "failed": "F", "xpassed": "X!", "xfailed": "x", "passed": "",
@@ -135,12 +137,10 @@ def _speedup_bar(speedup: float | None) -> str:
 def latency_section(latency: dict) -> str:
     if not latency["rows"]:
         return ""
-    ms = lambda v: f"{v * 1e3:.3f}" if v is not None else "-"  # noqa: E731
     rows = [[r["case"], r["target"], ms(r["median_s"]), ms(r["p90_s"]),
              f"{r['iqr_over_median']:.3f}", _speedup_bar(r["speedup"]), ms(r["first_call_s"]),
              f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "-"]
-            for r in sorted(latency["rows"], key=lambda r: (r["case"], r["path"] != "eager",
-                                                            r["target"]))]
+            for r in latency["rows"]]
     means = [[g["backend"], _speedup_bar(g["speedup"]), g["cases"]] for g in latency["geomeans"]]
     return ("<h2>Latency</h2>" + (f"<p>thread budget: {esc(latency['budget'])}</p>"
                                   if latency["budget"] else "")

@@ -48,7 +48,7 @@ def load_onnxruntime(file: Path, device: str, optimize: bool = True) -> Callable
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
-    if budget.installed():
+    if budget.installed():  # the latency run's; a conformance run leaves ORT its default
         budget.installed().onnxruntime_options(options)
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     session = ort.InferenceSession(str(file), options, providers=[provider])

@@ -213,6 +213,18 @@ class Subject:
             self.state.timings[timing] = loaded.last_run_s
         return outputs
 
+    def artifact_summary(self) -> dict:
+        """What a record says of the artifact; {} when there is none (eager, or an export
+        that failed, which the check's message reports)."""
+        if self.target.path not in paths.EXPORTERS and self.target.path not in IN_PROCESS_PATHS:
+            return {}
+        try:
+            artifact = self.artifact
+        except Exception:  # the export failure is the check's message
+            return {}
+        return {"file": artifact.file.name if artifact.file else None, "cached": artifact.cached,
+                "export_s": artifact.export_seconds, "warnings": artifact.warnings}
+
     def expected(self, eager_outputs: Any) -> Any:
         """Eager outputs as this target returns them: ONNX runtimes give a flat list."""
         if flat_outputs(self.target):

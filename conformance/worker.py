@@ -54,22 +54,24 @@ class FreshProcess(PersistentProcess):
         in_file = self.dir / f"in-{self._requests}.pt"
         out_file = self.dir / f"out-{self._requests}.pt"
         torch.save(tuple(i.cpu() if torch.is_tensor(i) else i for i in inputs), in_file)
-        installed = budget.installed()
-        reply = json.loads(self.exchange(json.dumps(
-            {"runtime": runtime, "path": path, "artifact": str(artifact), "inputs": str(in_file),
-             "outputs": str(out_file), "device": device, "quantized_engine": quantized_engine,
-             **(installed.describe() if installed else {})})))
-        in_file.unlink(missing_ok=True)
-        if not reply.get("ok"):
-            raise WorkerError(reply.get("error", "no error text"))
+        try:
+            timings = self.ask({"runtime": runtime, "path": path, "artifact": str(artifact),
+                                "inputs": str(in_file), "outputs": str(out_file),
+                                "device": device, "quantized_engine": quantized_engine})
+        finally:
+            in_file.unlink(missing_ok=True)
         outputs = torch.load(out_file, weights_only=False)
         out_file.unlink(missing_ok=True)
-        return outputs, reply["timings"]
+        return outputs, timings
 
     def build_and_run(self, case_request: dict) -> dict:
         """Build a case here (its eager model, or torch.compile of it) and run its example
         once; the reply's timings. See `handle_case` for the request."""
-        reply = json.loads(self.exchange(json.dumps(case_request)))
+        return self.ask(case_request)
+
+    def ask(self, request: dict) -> dict:
+        """One request, with the suite's thread budget; the reply's timings."""
+        reply = json.loads(self.exchange(json.dumps({**request, **(budget.described() or {})})))
         if not reply.get("ok"):
             raise WorkerError(reply.get("error", "no error text"))
         return reply["timings"]

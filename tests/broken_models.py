@@ -100,3 +100,34 @@ class CondBranchy(torch.nn.Module):
 def cond_branchy_case() -> Case:
     return Case("cond_branchy", CondBranchy, example=lambda: (torch.ones(2, 3),),
                 probes=lambda: [(-torch.ones(2, 3),)], tags={"control-flow"})
+
+
+class QnnpackConv(torch.nn.Module):
+    """A convolution quantized for qnnpack. TorchScript packs its weights for the
+    engine active when the module is loaded: loaded under x86 and run under qnnpack,
+    it is one quantization step off eager."""
+
+    def __init__(self):
+        super().__init__()
+        from torch.ao import quantization
+
+        self.quant, self.dequant = quantization.QuantStub(), quantization.DeQuantStub()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        previous = torch.backends.quantized.engine
+        torch.backends.quantized.engine = "qnnpack"
+        try:
+            self.eval().qconfig = quantization.get_default_qconfig("qnnpack")
+            quantization.prepare(self, inplace=True)
+            for _ in range(4):
+                self(torch.randn(2, 3, 16, 16))
+            quantization.convert(self, inplace=True)
+        finally:
+            torch.backends.quantized.engine = previous
+
+    def forward(self, x):
+        return self.dequant(self.conv(self.quant(x)))
+
+
+def qnnpack_conv_case() -> Case:
+    return Case("qnnpack_conv", QnnpackConv, example=random_inputs((1, 3, 16, 16)),
+                quantized_engine="qnnpack")

@@ -132,3 +132,25 @@ ONNX_NOOPT = Target("onnx", "onnxruntime-noopt", "cpu", 17)
 ])
 def test_which_checks_apply_to_which_targets(check, case, target, applies):
     assert checks.applies(check, case, target) == applies
+
+
+@pytest.mark.parametrize("runtime", ["torch", "libtorch"])
+def test_a_quantized_artifact_is_loaded_under_its_cases_engine(tmp_path, monkeypatch, runtime):
+    import torch
+
+    from conformance import harness
+    from conformance.cache import harness_build_dir
+
+    if runtime == "libtorch" and harness.toolchain_problem():
+        pytest.skip(harness.toolchain_problem())
+    # Another engine all around, as when the session's last case used x86: an artifact
+    # loaded outside the case's engine would pack its weights for x86.
+    monkeypatch.setattr(torch.backends.quantized, "engine", "x86")
+    process = harness.Harness(harness_build_dir(), timeout_s=300)
+    try:
+        state = CaseState(broken_models.qnnpack_conv_case(), "cpu", tmp_path,
+                          harness=lambda: process)
+        subject = Subject(state, Target("trace", runtime, "cpu"))
+        assert checks.matches_eager(subject)["max_abs"] == 0
+    finally:
+        process.close()
