@@ -2,9 +2,10 @@
 
 The public API for declaring cases::
 
-    from conformance import Case, Tolerance, random_inputs
+    from conformance import Case, Dim, TensorSpace, Tolerance, random_inputs
 """
 from conformance.cases import Case, CaseError, Registry, Tolerance, random_inputs
+from conformance.spaces import Dim, TensorSpace
 
-__all__ = ["Case", "CaseError", "Registry", "Tolerance", "random_inputs"]
+__all__ = ["Case", "CaseError", "Dim", "Registry", "TensorSpace", "Tolerance", "random_inputs"]
 __version__ = "0.1.0"

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from conformance.spaces import TensorSpace, space_dims
+
 Inputs = tuple  # a tuple of positional arguments, usually tensors
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
@@ -55,6 +57,10 @@ class Case:
         the batch-2 inputs the dynamo exporter sees when the example has batch 1 (seed + 5).
     input_names, output_names: the names an exported graph must give its inputs and
         (flattened) outputs; default `input_0, ...` and `output_0, ...`.
+    input_space: per input, a `TensorSpace` (its shape with `Dim`s for the dynamic
+        dimensions, and its value range) or None to keep the example's input. The
+        exporters make the Dims dynamic, and the `agrees_on_drawn_inputs` check draws
+        inputs from the space with Hypothesis. The example must lie in the space.
     """
 
     name: str
@@ -68,17 +74,23 @@ class Case:
     seed: int = 0
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    input_space: tuple[TensorSpace | None, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "tags", frozenset(self.tags))
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
         object.__setattr__(self, "input_names", tuple(self.input_names))
         object.__setattr__(self, "output_names", tuple(self.output_names))
+        object.__setattr__(self, "input_space", tuple(self.input_space))
         problem = name_problem(self.name)
         if problem:
             raise ValueError(f"case name {self.name!r}: {problem}")
         if not callable(self.build) or not callable(self.example):
             raise TypeError(f"case {self.name!r}: build and example must be callables")
+        try:
+            space_dims(self.input_space)
+        except ValueError as exc:
+            raise ValueError(f"case {self.name!r}: input_space: {exc}") from None
 
     @property
     def has_control_flow(self) -> bool:

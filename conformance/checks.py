@@ -127,6 +127,90 @@ def generalizes(subject: Subject) -> dict:
     return worst
 
 
+def agrees_on_drawn_inputs(subject: Subject) -> dict:
+    """The artifact agrees with eager on inputs Hypothesis draws from the case's input
+    space: every size within each Dim's range, values from zeros to the range's ends.
+    A failing input is shrunk to the smallest one Hypothesis can find."""
+    from conformance import spaces
+
+    check, state, space = "agrees_on_drawn_inputs", subject.state, subject.case.input_space
+    problem = run_or_fail(subject, check, "making the example",
+                          lambda: spaces.example_problem(space, state.example))
+    if problem:
+        fail(subject, check, "the case's example lies outside its input space", problem)
+    run_or_fail(subject, check, "exporting and loading", lambda: subject.loaded)
+
+    def inputs_of(drawn):
+        return state.to_device(drawn.tensors(space, state.example))
+
+    result = _search(subject, spaces.drawn_inputs(space),
+                     lambda drawn: _disagreement(subject, inputs_of(drawn)))
+    if result.failure:
+        drawn = result.minimal
+        _found(subject, check, result, "the artifact differs from eager on an input drawn "
+               f"from the case's input space ({drawn.describe()})", drawn.code(space),
+               _blame(subject, inputs_of(drawn)))
+    return {**result.metrics(), "search": subject.search.describe()}
+
+
+def generated_models(subject) -> dict:
+    """Every model a family draws (conformance.families) matches eager through the target,
+    on its example and its probes. A failing model is shrunk to the smallest one found;
+    its source is the reproduction. `subject` is a FamilySubject."""
+    from conformance.families import reproduction
+
+    result = _search(subject, subject.family.strategy(subject.target), subject.failure_of)
+    if result.failure:
+        model = result.minimal
+        _found(subject, "generated_models", result, f"a generated model fails through "
+               f"{subject.target.id} ({model.describe()})", reproduction(model))
+    return {**result.metrics(), "search": subject.search.describe()}
+
+
+def _search(subject: Subject, strategy, failure_of):
+    from conformance.properties import search
+
+    return search(strategy, failure_of, repr, subject.search)
+
+
+def _disagreement(subject: Subject, inputs) -> str | None:
+    """What goes wrong when the artifact and eager run on these inputs, or None."""
+    try:
+        expected = subject.expected(subject.state.run(subject.state.model, inputs))
+    except Exception as exc:  # the space holds inputs the model itself rejects
+        return (f"eager raised {type(exc).__name__}: the input space holds inputs the model "
+                f"rejects: {_first_lines(exc, 3)}")
+    try:
+        actual = subject.run_artifact(inputs)
+    except Exception as exc:  # an artifact that refuses a declared input fails the property
+        return f"the artifact raised {type(exc).__name__}: {_first_lines(exc, 4)}"
+    result = _compare(subject, actual, expected)
+    return None if result.ok else result.summary()
+
+
+def _blame(subject: Subject, inputs) -> str:
+    """The runtime's second opinion on the minimal input, when it has one."""
+    try:
+        expected = subject.expected(subject.state.run(subject.state.model, inputs))
+        result = _compare(subject, subject.run_artifact(inputs), expected)
+    except Exception:  # the failure itself is already described
+        return ""
+    return "" if result.ok else _second_opinion(subject, inputs, result, expected)
+
+
+def _found(subject: Subject, check: str, result, what: str, reproduction: str,
+           blame: str = "") -> None:
+    """Fail with the minimal example, its reproduction and the search that found it."""
+    found = (f"Hypothesis found it in {result.examples} example(s) ({subject.search.describe()})"
+             f" and shrank it to:")
+    details = "\n".join([found, *("  " + line for line in reproduction.splitlines()),
+                         result.failure] + ([blame] if blame else []))
+    again = subject.reproduce and subject.reproduce + subject.search.reproduce_options()
+    fail(dataclasses.replace(subject, reproduce=again), check, what, details,
+         {**result.metrics(), "reproduction": reproduction, "failure": result.failure,
+          "search": subject.search.describe()})
+
+
 def _worse(a: dict, b: dict) -> dict:
     return b if not a or b.get("max_abs", 0) > a.get("max_abs", 0) else a
 
@@ -281,6 +365,8 @@ CHECKS: dict[str, Callable[..., dict]] = {
     "io_names": io_names,
     "matches_eager": matches_eager,
     "generalizes": generalizes,
+    "agrees_on_drawn_inputs": agrees_on_drawn_inputs,
+    "generated_models": generated_models,
     "fresh_process": fresh_process,
     "keeps_branches": keeps_branches,
     "compiles_fullgraph": compiles_fullgraph,
@@ -299,6 +385,10 @@ def applies(check: str, case, target: Target) -> bool:
     if check == "keeps_branches":
         return case.has_control_flow and (target.runtime == "torch" and target.path != "aoti"
                                           or onnx_file_check)
+    if check == "agrees_on_drawn_inputs":
+        return bool(case.input_space)
+    if check == "generated_models":  # the cells of a family, not of a case
+        return False
     if check == "compiles_fullgraph":  # once per case: a property of capture, not of a backend
         return (target.path, target.runtime) == ("compile", "inductor")
     return True

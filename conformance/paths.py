@@ -24,7 +24,9 @@ class ExportOptions:
     opset: int | None = None
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
-    dynamic_batch: bool = False
+    # (input index, axis, name, min, max) for each dynamic axis; max None is unbounded.
+    # One name on several axes is one size. A dynamic batch is named "batch".
+    dynamic_dims: tuple[tuple[int, int, str, int, int | None], ...] = ()
     # The TorchScript-based ONNX exporter traces a plain module, which bakes a
     # data-dependent branch; a control-flow case is scripted first, as the ONNX
     # tutorial does, so the branch becomes an ONNX If node.
@@ -69,28 +71,45 @@ def export_onnx(model: Callable, example: tuple, file: Path, options: ExportOpti
     import torch
 
     source = torch.jit.script(model) if options.script_first else model
-    names = options.input_names + options.output_names
-    axes = {name: {0: "batch"} for name in names} if options.dynamic_batch else None
     torch.onnx.export(source, example, str(file), dynamo=False, opset_version=options.opset,
                       input_names=list(options.input_names),
-                      output_names=list(options.output_names), dynamic_axes=axes)
+                      output_names=list(options.output_names), dynamic_axes=onnx_axes(options))
 
 
-def batch_shapes(example: tuple, options: ExportOptions) -> tuple | None:
-    """torch.export's dynamic_shapes for a dynamic batch axis on every tensor input."""
+def onnx_axes(options: ExportOptions) -> dict | None:
+    """The TorchScript-based exporter's dynamic_axes: each input's dynamic axes by name,
+    and axis 0 of every output when the batch is dynamic (other output sizes follow
+    from shape inference)."""
+    if not options.dynamic_dims:
+        return None
+    axes: dict[str, dict[int, str]] = {}
+    for index, axis, name, _, _ in options.dynamic_dims:
+        axes.setdefault(options.input_names[index], {})[axis] = name
+    if any(axis == 0 and name == "batch" for _, axis, name, _, _ in options.dynamic_dims):
+        axes.update({name: {0: "batch"} for name in options.output_names})
+    return axes
+
+
+def dynamic_shapes(example: tuple, options: ExportOptions) -> tuple | None:
+    """torch.export's dynamic_shapes: one torch.export.Dim per name, shared by its axes."""
     import torch
 
-    if not options.dynamic_batch:
+    if not options.dynamic_dims:
         return None
-    batch = torch.export.Dim("batch", min=1)
-    return tuple({0: batch} if torch.is_tensor(i) else None for i in example)
+    dims = {name: torch.export.Dim(name, min=low, max=high) if high else
+            torch.export.Dim(name, min=low)
+            for _, _, name, low, high in options.dynamic_dims}
+    shapes: list = [{} if torch.is_tensor(i) else None for i in example]
+    for index, axis, name, _, _ in options.dynamic_dims:
+        shapes[index][axis] = dims[name]
+    return tuple(s or None for s in shapes)
 
 
 def export_program(model: Callable, example: tuple, options: ExportOptions):
     import torch
 
     return torch.export.export(_as_module(model), example,
-                               dynamic_shapes=batch_shapes(example, options))
+                               dynamic_shapes=dynamic_shapes(example, options))
 
 
 def export_export(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
@@ -110,7 +129,7 @@ def export_onnx_dynamo(model: Callable, example: tuple, file: Path,
                        options: ExportOptions) -> None:
     import torch
 
-    shapes = batch_shapes(example, options)
+    shapes = dynamic_shapes(example, options)
     program = torch.onnx.export(_as_module(model), example, dynamo=True,
                                 opset_version=options.opset, verbose=False,
                                 input_names=list(options.input_names),

@@ -23,6 +23,7 @@ from conformance.latency_plugin import (LatencyCell, LatencyUsageError, add_late
                                         install_budget, latency_options, latency_record_fields,
                                         other_run_items)
 from conformance.latency_summary import summary_lines
+from conformance.properties import DEFAULT_PROFILE, PROFILES, search_settings
 from conformance.targets import missing, slow_cell
 from conformance.versions import header_line, torch_release
 
@@ -67,6 +68,13 @@ def pytest_addoption(parser):
                     help="run only the cases of shard K of N (by a hash of the case name: "
                          "the same split on every machine); merge the shards' records with "
                          "python -m conformance.report")
+    group.addoption("--property-profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                    help="how hard the property checks search (inputs drawn from input spaces, "
+                         "generated models): ci is few examples, the same on every run, bounded "
+                         "time; nightly is many, from a new seed (default: %(default)s)")
+    group.addoption("--property-seed", type=int, default=None, metavar="N",
+                    help="the seed of the property searches, to repeat a run's findings exactly "
+                         "(a nightly run prints its seed in the header and records)")
     add_latency_options(group)
 
 
@@ -119,7 +127,21 @@ def _options(config) -> Options:
                    fresh_process_timeout=opt.fresh_process_timeout, required=opt.require,
                    harness_timeout=opt.harness_timeout,
                    harness_build_dir=Path(opt.harness_build_dir) if opt.harness_build_dir
-                   else None, latency=latency_options(config))
+                   else None, latency=latency_options(config),
+                   search=search_settings(opt.property_profile, _property_seed(config)))
+
+
+def _property_seed(config) -> int | None:
+    """The command line's seed; on an xdist worker, the one the controller drew."""
+    worker = getattr(config, "workerinput", {})
+    return worker.get("conformance_property_seed", config.option.property_seed)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: every worker searches from the controller's seed, the one the header prints."""
+    node.workerinput["conformance_property_seed"] = \
+        node.config.stash[SESSION].options.search.seed
 
 
 def pytest_unconfigure(config):
@@ -130,7 +152,9 @@ def pytest_unconfigure(config):
 def pytest_report_header(config):
     lines = [f"conformance: {header_line()}"]
     if SESSION in config.stash:
-        lines.append(f"conformance records: {config.stash[SESSION].options.results}")
+        options = config.stash[SESSION].options
+        lines.append(f"conformance records: {options.results}")
+        lines.append(f"conformance property search: {options.search.describe()}")
     return lines
 
 
@@ -151,7 +175,7 @@ def pytest_generate_tests(metafunc):
 
 def _case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     """The case's tags as markers, and `slow` for the compiled paths outside pt2-ci."""
-    case = session.registry[spec.case]
+    case = session.entry(spec.case)
     marks = []
     for tag in sorted(case.tags):
         config.addinivalue_line("markers", f"{tag}: cases tagged {tag!r}")
@@ -216,7 +240,7 @@ class Cell:
         except CheckFailure as exc:
             failure, self.metrics = str(exc), exc.metrics
         finally:
-            self.timings = dict(subject.state.timings)
+            self.timings = subject.timings
             self.artifact = subject.artifact_summary()
         if failure:
             # The message explains the failure; a traceback into the suite would not.
@@ -249,7 +273,7 @@ def _cell(request, spec: CellSpec, kind):
 
 def _lacking(session: ConformanceSession, spec: CellSpec) -> tuple[str, str] | None:
     """Why the cell cannot run here, and the name `--require` would give it."""
-    case = session.registry[spec.case]
+    case = session.entry(spec.case)
     if case.quantized_engine and spec.target.device != "cpu":
         return "quantized", "eager-mode quantized kernels run on the CPU only"
     return missing(spec.target.runtime, spec.target.device, spec.target.path)

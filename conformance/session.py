@@ -14,6 +14,8 @@ from conformance.checks import CHECKS, applies
 from conformance.harness import Harness
 from conformance.latency import EAGER_PATH, NOT_TIMED, Method
 from conformance.latency_summary import DEFAULT_MAX_SLOWDOWN
+from conformance.families import FAMILIES, Family, FamilySubject, scratch_dir
+from conformance.properties import SearchSettings
 from conformance.subject import CaseState, Subject
 from conformance.targets import Target, targets_for
 from conformance.versions import torch_release
@@ -48,6 +50,7 @@ class Options:
     harness_timeout: float = 600.0
     harness_build_dir: Path | None = None
     latency: LatencyOptions | None = None  # set when the run is a latency run
+    search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
 
 
 @dataclasses.dataclass
@@ -74,6 +77,7 @@ class ConformanceSession:
         self._worker: FreshProcess | None = None
         self._harness: Harness | None = None
         self._state: CaseState | None = None
+        self._generated_dir: Path | None = None
         self.generated = False
 
     @property
@@ -86,12 +90,24 @@ class ConformanceSession:
     def _load_registry(self) -> Registry:
         return build_registry(self.options.builtin_cases, self.user_cases)
 
+    @property
+    def families(self) -> dict[str, Family]:
+        """The generated families: built in, so they go with the built-in cases."""
+        return {f.name: f for f in FAMILIES} if self.options.builtin_cases else {}
+
+    def entry(self, name: str) -> Case | Family:
+        """The case or family of a cell (both have tags and a quantized engine)."""
+        return self.families.get(name) or self.registry[name]
+
     def cells(self) -> list[CellSpec]:
-        """The matrix, case-major so one case's model is built once and then dropped."""
+        """The matrix, case-major so one case's model is built once and then dropped;
+        then the families' cells, one per target."""
         return [CellSpec(case.name, target, check)
                 for case in self.registry
                 for target in targets_for(case.tags)
-                for check in CHECKS if applies(check, case, target)]
+                for check in CHECKS if applies(check, case, target)] + [
+                CellSpec(family.name, target, "generated_models")
+                for family in self.families.values() for target in targets_for(family.tags)]
 
     def latency_cells(self) -> list[CellSpec]:
         """One latency cell per case and timed target, and eager's own, per device."""
@@ -103,9 +119,12 @@ class ConformanceSession:
             cells += [CellSpec(case.name, target, "latency") for target in eager + targets]
         return cells
 
-    def subject(self, spec: CellSpec, reproduce: str) -> Subject:
+    def subject(self, spec: CellSpec, reproduce: str) -> Subject | FamilySubject:
+        if spec.case in self.families:
+            return FamilySubject(self.families[spec.case], spec.target, self.scratch(),
+                                 lambda: self.harness, reproduce, self.options.search)
         return Subject(self.state(self.registry[spec.case], spec.target.device), spec.target,
-                       self.worker, reproduce)
+                       self.worker, reproduce, self.options.search)
 
     def state(self, case: Case, device: str) -> CaseState:
         """The state of the current case; moving to another case frees the previous one."""
@@ -117,6 +136,12 @@ class ConformanceSession:
                                     use_cache=self.options.artifact_cache,
                                     harness=lambda: self.harness)
         return self._state
+
+    def scratch(self) -> Path:
+        """Where drawn models and their artifacts live while they are checked."""
+        if self._generated_dir is None:
+            self._generated_dir = scratch_dir()
+        return self._generated_dir
 
     @property
     def worker(self) -> FreshProcess:
@@ -135,5 +160,6 @@ class ConformanceSession:
         for process in (self._worker, self._harness):
             if process:
                 process.close()
-        if self._scratch:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+        for directory in (self._scratch, self._generated_dir):
+            if directory:
+                shutil.rmtree(directory, ignore_errors=True)

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from conformance import paths, runtimes
+from conformance import paths, runtimes, spaces
 from conformance.cases import Case, Inputs
 from conformance.cache import artifact_key
 from conformance.compare import flatten
+from conformance.properties import SearchSettings
 from conformance.targets import DYNAMO_PATHS, IN_PROCESS_PATHS, Target, flat_outputs
 from conformance.worker import FreshProcess
 
@@ -122,13 +123,24 @@ class CaseState:
         inputs = self.case.input_names or tuple(f"input_{i}" for i in range(len(self.example)))
         outputs = self.case.output_names or tuple(
             f"output_{i}" for i in range(len(tensor_leaves(self.eager("example", self.example)))))
-        dynamic = bool(self.case.batch_sizes)
-        batch_one = dynamic and all(getattr(i, "shape", (0,))[:1] == (1,) for i in self.example)
+        dims = self.dynamic_dims()
+        # torch.export specializes a dimension whose example size is 1.
+        batch_one = any(name == "batch" and self.example[index].shape[axis] == 1
+                        for index, axis, name, _, _ in dims)
         return paths.ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
-                                   dynamic_batch=dynamic,
+                                   dynamic_dims=dims,
                                    script_first=path == "onnx" and self.case.has_control_flow,
                                    export_batch=2 if path in DYNAMO_PATHS and batch_one else None,
                                    inductor_threads=_inductor_threads() if path == "aoti" else None)
+
+    def dynamic_dims(self) -> tuple:
+        """The Dims of the case's input space; else, with batch sizes, axis 0 of every tensor."""
+        if self.case.input_space:
+            return spaces.dynamic_dims(self.case.input_space)
+        if not self.case.batch_sizes:
+            return ()
+        return tuple((index, 0, "batch", 1, None) for index, value in enumerate(self.example)
+                     if hasattr(value, "shape"))
 
     def export_example(self, options: paths.ExportOptions) -> Inputs:
         if options.export_batch is None:
@@ -191,6 +203,7 @@ class Subject:
     target: Target
     worker: FreshProcess | None = None
     reproduce: str = ""
+    search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
 
     @property
     def case(self) -> Case:
@@ -203,6 +216,10 @@ class Subject:
     @property
     def loaded(self) -> Callable:
         return self.state.loaded(self.target)
+
+    @property
+    def timings(self) -> dict:
+        return dict(self.state.timings)
 
     def run_artifact(self, inputs: Inputs, timed: bool = False) -> Any:
         timing = f"run_{self.target.path_id}_{self.target.runtime}_s" if timed else None

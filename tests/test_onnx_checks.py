@@ -67,7 +67,7 @@ def export_ignoring(monkeypatch, **overrides) -> None:
 
 
 def test_a_dropped_dynamic_axis_fails_generalizes(tmp_path, monkeypatch):
-    export_ignoring(monkeypatch, dynamic_batch=False)
+    export_ignoring(monkeypatch, dynamic_dims=())
     subject = onnx_subject(broken_models.linear_case(), tmp_path)
     checks.matches_eager(subject)
     with pytest.raises(CheckFailure, match=r"batch size 5(.|\n)*(dimension|Got: 5)"):

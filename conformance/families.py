@@ -1,0 +1,122 @@
+"""Families: cases that Hypothesis draws instead of a person writing them.
+
+A family turns each model its strategy draws into an ordinary `Case` and puts
+it through a target's `matches_eager` and `generalizes` checks. Its cells in
+the matrix read `<family>-<target>-generated_models`; a failure is shrunk to the
+smallest model Hypothesis finds, whose source is the reproduction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from conformance.cases import Case, random_inputs
+from conformance.properties import SearchSettings
+from conformance.targets import Target
+
+# How a generated model writes a data-dependent branch for each path, or None.
+BRANCH_SPELLING = {
+    # A trace records the branch its example took: by design, so not a finding.
+    "trace": None,
+    "script": "if",
+    "onnx": "if",      # exported from the script (a control-flow case), so an ONNX If
+    "compile": "if",   # Dynamo breaks the graph at the branch and guards on it
+    # torch.export cannot follow a Python `if` on a tensor's value; torch.cond it is.
+    "onnx-dynamo": "cond",
+    "export": "cond",
+    "aoti": "cond",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """Generated small convolutional models (conformance.generated) on 4-D images."""
+
+    name: str
+    tags: frozenset[str]
+    max_layers: int = 4
+    quantized_engine: str | None = None
+
+    def strategy(self, target: Target):
+        from conformance.generated import models
+
+        return models(branch=BRANCH_SPELLING.get(target.path), max_layers=self.max_layers)
+
+    def case(self, model, directory: Path) -> Case:
+        """The drawn model as a case: its example, the example negated (the other side of
+        a branch on the sign of a mean), and the suite's new-values probe."""
+        example = random_inputs(model.input_shape)
+        control_flow = {"control-flow"} if model.has_branch() else set()
+        return Case(self.name, lambda: model.build(directory), example,
+                    probes=lambda: [tuple(-t for t in example())],
+                    tags=self.tags | control_flow)
+
+
+FAMILIES = (Family("convnets", frozenset({"generated", "small"})),)
+
+
+def reproduction(model) -> str:
+    """The drawn model's source and the lines that make its weights and input."""
+    return "\n".join([model.source().rstrip(), "",
+                      "torch.manual_seed(0)  # the suite seeds building with the case's seed",
+                      "model = Generated().eval()",
+                      "torch.manual_seed(1)  # and the example with seed + 1",
+                      "x = torch.randn(INPUT_SHAPE)"])
+
+
+@dataclasses.dataclass
+class FamilySubject:
+    """A family seen through one target: what the generated_models check looks at."""
+
+    family: Family
+    target: Target
+    scratch: Path
+    harness: Callable[[], Any] | None = None
+    reproduce: str = ""
+    search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
+    timings: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def case(self) -> Family:  # what failure messages name
+        return self.family
+
+    def artifact_summary(self) -> dict:
+        return {}
+
+    def failure_of(self, model) -> str | None:
+        """What fails when this drawn model goes through the target, or None."""
+        from conformance import checks
+        from conformance.subject import CaseState, Subject
+
+        directory = Path(tempfile.mkdtemp(dir=self.scratch))
+        state = CaseState(self.family.case(model, directory), self.target.device, directory,
+                          use_cache=False, harness=self.harness)
+        subject = Subject(state, self.target, search=self.search)
+        try:
+            checks.matches_eager(subject)
+            checks.generalizes(subject)
+        except checks.CheckFailure as exc:
+            return re.sub(r"^case \S+, target \S+, ", "", str(exc))  # the cell's own
+        except Exception as exc:  # the suite's own trouble with a drawn model still fails it
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            _release(state, self.target)
+            shutil.rmtree(directory, ignore_errors=True)
+        return None
+
+
+def _release(state, target: Target) -> None:
+    """Unload the model from the harness, and forget Dynamo's compiled code of it."""
+    state.close()
+    if target.path == "compile":
+        import torch
+
+        torch._dynamo.reset()
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="conformance-generated-"))
