@@ -44,10 +44,11 @@ report: $(STAMP)
 	$(BIN)/python -m conformance.report $(RECORDS) --out results/report \
 		--history results/history.sqlite $(REPORT_ARGS)
 
-# The nightly tier (every cell), then its report, made even when cells failed; the
+# The nightly tier (every cell, the nightly property search), then its report, made even when cells failed; the
 # exit status is pytest's, or the report's gate when pytest passed.
 nightly: $(STAMP)
-	$(BIN)/pytest -m nightly $(TIMEOUT) --conformance-results=results/records.jsonl $(ARGS); \
+	$(BIN)/pytest -m nightly $(TIMEOUT) --property-profile nightly \
+		--conformance-results=results/records.jsonl $(ARGS); \
 	tests=$$?; $(MAKE) report RECORDS=results/records.jsonl; report=$$?; \
 	exit $$(( tests ? tests : report ))
 

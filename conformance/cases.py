@@ -213,8 +213,13 @@ def _import_spec(spec: str):
 
 
 def _import_file(path: Path):
-    name = "conformance_user_cases_" + re.sub(r"\W", "_", path.resolve().stem)
-    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    return import_file_as(path, "conformance_user_cases_" + re.sub(r"\W", "_",
+                                                                   path.resolve().stem))
+
+
+def import_file_as(path: Path, name: str):
+    """Import a .py file as module `name`, kept in sys.modules."""
+    spec = importlib.util.spec_from_file_location(name, Path(path).resolve())
     module = importlib.util.module_from_spec(spec)
     # TorchScript needs the source of scripted functions: keep the module findable.
     sys.modules[name] = module

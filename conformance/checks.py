@@ -201,8 +201,8 @@ def _blame(subject: Subject, inputs) -> str:
 def _found(subject: Subject, check: str, result, what: str, reproduction: str,
            blame: str = "") -> None:
     """Fail with the minimal example, its reproduction and the search that found it."""
-    found = (f"Hypothesis found it in {result.examples} example(s) ({subject.search.describe()})"
-             f" and shrank it to:")
+    found = (f"Hypothesis ran {result.examples} example(s), shrinking included "
+             f"({subject.search.describe()}), and shrank the failure to:")
     details = "\n".join([found, *("  " + line for line in reproduction.splitlines()),
                          result.failure] + ([blame] if blame else []))
     again = subject.reproduce and subject.reproduce + subject.search.reproduce_options()

@@ -32,6 +32,27 @@ BRANCH_SPELLING = {
 }
 
 
+# Layers a path cannot export at all, left out of that path's drawn models so that its
+# cells go on looking for wrong results instead of finding one known gap every time.
+# Each gap also has a fixed case with an expectation row (fixtures/findings.py), which
+# fails loudly when the gap is closed. (path, layer class, attribute, value) -> reason
+KNOWN_GAPS = {
+    ("onnx", "Interpolate", "mode", "nearest-exact"):
+        "the TorchScript-based exporter at opset 17 has no symbolic for "
+        "aten::_upsample_nearest_exact2d (case nearest_exact_upsample)",
+}
+
+
+def known_gap(path: str, model) -> str | None:
+    """The reason a drawn model is not for this path, or None."""
+    for (gap_path, kind, attribute, value), reason in KNOWN_GAPS.items():
+        if gap_path == path and any(type(layer).__name__ == kind and
+                                    getattr(layer, attribute, None) == value
+                                    for layer in model.layers):
+            return reason
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """Generated small convolutional models (conformance.generated) on 4-D images."""
@@ -44,7 +65,8 @@ class Family:
     def strategy(self, target: Target):
         from conformance.generated import models
 
-        return models(branch=BRANCH_SPELLING.get(target.path), max_layers=self.max_layers)
+        drawn = models(branch=BRANCH_SPELLING.get(target.path), max_layers=self.max_layers)
+        return drawn.filter(lambda model: not known_gap(target.path, model))
 
     def case(self, model, directory: Path) -> Case:
         """The drawn model as a case: its example, the example negated (the other side of
@@ -60,8 +82,10 @@ FAMILIES = (Family("convnets", frozenset({"generated", "small"})),)
 
 
 def reproduction(model) -> str:
-    """The drawn model's source and the lines that make its weights and input."""
-    return "\n".join([model.source().rstrip(), "",
+    """The drawn model's source and the lines that make its weights and input as the
+    suite made them."""
+    source = model.source().split('\nif __name__ == "__main__":')[0]
+    return "\n".join([source.rstrip(), "",
                       "torch.manual_seed(0)  # the suite seeds building with the case's seed",
                       "model = Generated().eval()",
                       "torch.manual_seed(1)  # and the example with seed + 1",

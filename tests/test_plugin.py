@@ -367,3 +367,39 @@ def test_two_shards_merge_into_the_report_of_the_unsharded_run(pytester):
 def test_a_malformed_shard_is_a_usage_error(suite):
     result = suite("--co", "--shard=3/2")
     result.stderr.fnmatch_lines(["*--shard 3/2: K must be between 1 and N*"])
+
+
+SPACE_CASES = '''
+import torch
+from conformance import Case, Dim, TensorSpace, random_inputs
+
+
+class Double(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+SPACE = (TensorSpace((Dim("rows", 1, 6), 3)),)
+CASES = [Case(f"double{i}", Double, random_inputs((2, 3)), input_space=SPACE) for i in range(4)]
+'''
+
+
+def test_xdist_workers_search_from_the_seed_the_header_prints(pytester):
+    pytester.makepyfile(space_models=SPACE_CASES, test_matrix=MATRIX)
+    result = pytester.runpytest("--no-builtin-cases", "--cases", "space_models.py", "-n", "2",
+                                "--conformance-results", "records.jsonl", "--property-profile",
+                                "nightly", "-k", "trace-torch-cpu and agrees_on_drawn_inputs")
+    result.assert_outcomes(passed=4)
+    header = [line for line in result.stdout.lines if "property search" in line]
+    assert len(header) == 1 and "profile nightly" in header[0] and "seed " in header[0]
+    seed = header[0].split("seed ")[1].rstrip(")")
+    searches = {r["metrics"]["search"] for r in records(pytester)}
+    assert len(searches) == 1 and f"seed {seed})" in searches.pop()
+
+
+def test_the_families_go_with_the_builtin_cases(pytester):
+    pytester.makepyfile(test_matrix=MATRIX)
+    listed = pytester.runpytest("--co", "-q", "-k", "convnets and trace-torch-cpu")
+    listed.stdout.fnmatch_lines(["*test_check?convnets-trace-torch-cpu-generated_models?*"])
+    alone = pytester.runpytest("--co", "-q", "--no-builtin-cases", "-k", "convnets")
+    assert "convnets" not in alone.stdout.str()

@@ -1,0 +1,63 @@
+"""The generated_models check finds a planted exporter bug and shrinks the model."""
+import copy
+
+import pytest
+import torch
+from hypothesis import find
+from hypothesis.errors import NoSuchExample
+
+from conformance import checks, paths
+from conformance.checks import CheckFailure
+from conformance.families import FAMILIES, FamilySubject, known_gap
+from conformance.properties import Profile, SearchSettings, search_settings
+from conformance.targets import Target
+
+# Room enough for the planted bug to be drawn (grouped convolutions are a small share
+# of the models) and shrunk within a self-test.
+THOROUGH = SearchSettings(Profile("thorough", max_examples=150, budget_s=240.0,
+                                  shrink_s=240.0, derandomize=True))
+
+
+def family_subject(tmp_path, path="trace", runtime="torch", search=THOROUGH) -> FamilySubject:
+    return FamilySubject(FAMILIES[0], Target(path, runtime, "cpu"), tmp_path,
+                         reproduce="pytest <nodeid>", search=search)
+
+
+def trace_negating_grouped_convolutions(model, example, file, options):
+    """A trace exporter with a planted bug: grouped convolutions lose their weights' sign."""
+    broken = copy.deepcopy(model)  # the eager model stays sound
+    for module in broken.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.groups > 1:
+            with torch.no_grad():
+                module.weight.neg_()
+    paths.export_trace(broken, example, file, options)
+
+
+def test_an_exporter_wrong_for_grouped_convolutions_is_found_and_shrunk(tmp_path, monkeypatch):
+    monkeypatch.setitem(paths.EXPORTERS, "trace", trace_negating_grouped_convolutions)
+    with pytest.raises(CheckFailure) as failure:
+        checks.generated_models(family_subject(tmp_path))
+    message, reproduction = str(failure.value), failure.value.metrics["reproduction"]
+    # The smallest model with the bug: one convolution with 2 groups, kernel, stride and
+    # dilation 1, on the smallest input that has 2 channels.
+    assert "(1 layer: conv2d(k1,s1,p0,d1,g2); input (1, 2, 1, 1))" in message
+    assert "nn.Conv2d(2, 2, kernel_size=1, stride=1, padding=0, dilation=1, groups=2" \
+        in reproduction
+    assert "INPUT_SHAPE = (1, 2, 1, 1)" in reproduction
+    assert "check matches_eager: the artifact's outputs differ from eager" in message
+    # The reproduction runs as it stands.
+    namespace: dict = {}
+    exec(compile(reproduction, "<reproduction>", "exec"), namespace)
+    assert namespace["model"](namespace["x"]).shape == (1, 2, 1, 1)
+
+
+def test_sound_traces_pass_the_ci_profile(tmp_path):
+    metrics = checks.generated_models(family_subject(tmp_path, search=search_settings("ci", None)))
+    assert metrics["examples"] == 8 and not metrics["out_of_time"]
+
+
+def test_a_known_gap_is_left_out_of_its_path_only():
+    family, uses_gap = FAMILIES[0], lambda model: known_gap("onnx", model) is not None
+    assert uses_gap(find(family.strategy(Target("trace", "torch")), uses_gap))
+    with pytest.raises(NoSuchExample):
+        find(family.strategy(Target("onnx", "onnxruntime", opset=17)), uses_gap)
