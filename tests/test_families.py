@@ -8,8 +8,11 @@ from hypothesis.errors import NoSuchExample
 
 from conformance import checks, paths
 from conformance.checks import CheckFailure
-from conformance.families import FAMILIES, FamilySubject, known_gap
+from conformance.expectations import load_table
+from conformance.families import FAMILIES, KNOWN_GAPS, FamilySubject, known_gap
+from conformance.fixtures import findings
 from conformance.properties import Profile, SearchSettings, search_settings
+from conformance.session import BUILTIN_EXPECTATIONS
 from conformance.targets import Target
 
 # Room enough for the planted bug to be drawn (grouped convolutions are a small share
@@ -56,8 +59,17 @@ def test_sound_traces_pass_the_ci_profile(tmp_path):
     assert metrics["examples"] == 8 and not metrics["out_of_time"]
 
 
-def test_a_known_gap_is_left_out_of_its_path_only():
-    family, uses_gap = FAMILIES[0], lambda model: known_gap("onnx", model) is not None
+def test_a_known_gap_is_left_out_of_its_targets_only():
+    onnx = Target("onnx", "onnxruntime", opset=17)
+    family, uses_gap = FAMILIES[0], lambda model: known_gap(onnx, model) is not None
     assert uses_gap(find(family.strategy(Target("trace", "torch")), uses_gap))
     with pytest.raises(NoSuchExample):
-        find(family.strategy(Target("onnx", "onnxruntime", opset=17)), uses_gap)
+        find(family.strategy(onnx), uses_gap)
+
+
+def test_every_known_gap_has_its_finding_case_and_expectation_row():
+    rows = load_table(BUILTIN_EXPECTATIONS)
+    cases = {case.name: case for case in findings.CASES}
+    for gap in KNOWN_GAPS:
+        assert "finding" in cases[gap.case].tags
+        assert any(row.case == gap.case and row.target == gap.targets for row in rows), gap.case
