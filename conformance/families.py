@@ -35,7 +35,8 @@ BRANCH_SPELLING = {
 
 @dataclasses.dataclass(frozen=True)
 class Gap:
-    """A layer that a path cannot export at all, found by a search and kept as a case."""
+    """Layers that a target gets wrong or cannot export, found by a search and kept as a
+    fixed case."""
 
     targets: str  # fnmatch pattern over target ids
     case: str     # the finding's fixed case in fixtures/findings.py
