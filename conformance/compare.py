@@ -189,6 +189,10 @@ class Comparison:
     def summary(self) -> str:
         headline = self.headline()
         lines = [headline] + [f"  {p}" for p in self.problems if p != headline]
+        if not self.total and self.structural_problems:
+            # Errors over no compared element would read as a match.
+            return "\n".join(lines + ["no element was compared: the outputs' structure, "
+                                       "shapes or dtypes differ"])
         lines += [
             f"max abs error: {self.max_abs:.6g}",
             f"max rel error: {self.max_rel:.6g}",

@@ -365,3 +365,9 @@ def test_flatten_leaves():
     assert flatten(UNIT)[0][1] is UNIT
     assert flatten("text", prefix="y") == [("y", "text")]
     assert flatten(torch.max(UNIT, 1), prefix="m")[1][0] == "m.indices"
+
+
+def test_summary_of_a_shape_mismatch_claims_no_errors():
+    result = compare(torch.ones(2, 3), torch.ones(3, 2))
+    text = result.summary()
+    assert "no element was compared" in text and "max abs error" not in text
