@@ -157,13 +157,11 @@ def generated_models(subject) -> dict:
     """Every model a family draws (conformance.families) matches eager through the target,
     on its example and its probes. A failing model is shrunk to the smallest one found;
     its source is the reproduction. `subject` is a FamilySubject."""
-    from conformance.families import reproduction
-
     result = _search(subject, subject.family.strategy(subject.target), subject.failure_of)
     if result.failure:
         model = result.minimal
         _found(subject, "generated_models", result, f"a generated model fails through "
-               f"{subject.target.id} ({model.describe()})", reproduction(model))
+               f"{subject.target.id} ({model.describe()})", model.source())
     return {**result.metrics(), "search": subject.search.describe()}
 
 
@@ -173,26 +171,34 @@ def _search(subject: Subject, strategy, failure_of):
     return search(strategy, failure_of, repr, subject.search)
 
 
+class _EagerRejects(Exception):
+    """The model itself raised on inputs of its input space."""
+
+
+def _compare_on(subject: Subject, inputs) -> tuple[Comparison, Any]:
+    """The artifact against eager on these inputs: the comparison and eager's outputs."""
+    try:
+        expected = subject.expected(subject.state.run(subject.state.model, inputs))
+    except Exception as exc:
+        raise _EagerRejects(f"{type(exc).__name__}: {_first_lines(exc, 3)}") from exc
+    return _compare(subject, subject.run_artifact(inputs), expected), expected
+
+
 def _disagreement(subject: Subject, inputs) -> str | None:
     """What goes wrong when the artifact and eager run on these inputs, or None."""
     try:
-        expected = subject.expected(subject.state.run(subject.state.model, inputs))
-    except Exception as exc:  # the space holds inputs the model itself rejects
-        return (f"eager raised {type(exc).__name__}: the input space holds inputs the model "
-                f"rejects: {_first_lines(exc, 3)}")
-    try:
-        actual = subject.run_artifact(inputs)
+        result, _ = _compare_on(subject, inputs)
+    except _EagerRejects as exc:  # the space holds inputs the model itself rejects
+        return f"eager raised {exc}: the input space holds inputs the model rejects"
     except Exception as exc:  # an artifact that refuses a declared input fails the property
         return f"the artifact raised {type(exc).__name__}: {_first_lines(exc, 4)}"
-    result = _compare(subject, actual, expected)
     return None if result.ok else result.summary()
 
 
 def _blame(subject: Subject, inputs) -> str:
     """The runtime's second opinion on the minimal input, when it has one."""
     try:
-        expected = subject.expected(subject.state.run(subject.state.model, inputs))
-        result = _compare(subject, subject.run_artifact(inputs), expected)
+        result, expected = _compare_on(subject, inputs)
     except Exception:  # the failure itself is already described
         return ""
     return "" if result.ok else _second_opinion(subject, inputs, result, expected)

@@ -118,17 +118,6 @@ class Family:
 FAMILIES = (Family("convnets", frozenset({"generated", "small"})),)
 
 
-def reproduction(model) -> str:
-    """The drawn model's source and the lines that make its weights and input as the
-    suite made them."""
-    source = model.source().split('\nif __name__ == "__main__":')[0]
-    return "\n".join([source.rstrip(), "",
-                      "torch.manual_seed(0)  # the suite seeds building with the case's seed",
-                      "model = Generated().eval()",
-                      "torch.manual_seed(1)  # and the example with seed + 1",
-                      "x = torch.randn(INPUT_SHAPE)"])
-
-
 @dataclasses.dataclass
 class FamilySubject:
     """A family seen through one target: what the generated_models check looks at."""

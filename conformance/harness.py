@@ -210,6 +210,7 @@ class LibtorchModel:
         self._handle: str | None = None
         self._loaded_in = 0
         self.last_run_s: float | None = None
+        self._timed: tuple[tuple, Path] | None = None  # (inputs, their file) being timed
         self._ensure_loaded()
 
     def _ensure_loaded(self) -> str:
@@ -247,24 +248,29 @@ class LibtorchModel:
 
     def time(self, inputs: tuple, warmup: int, runs: int) -> list[float]:
         """`runs` timed calls inside the harness, after `warmup` untimed ones, in seconds."""
-        inputs_file = self._save_inputs(inputs)
-        try:
-            samples = self._request("time", self._ensure_loaded(), _quantized_engine(),
-                                    inputs_file, warmup, runs)
-        finally:
-            inputs_file.unlink(missing_ok=True)
+        samples = self._request("time", self._ensure_loaded(), _quantized_engine(),
+                                self._timing_inputs(inputs), warmup, runs)
         return [float(s) for s in samples]
 
     def loop(self, inputs: tuple, runs: int) -> float:
         """Seconds for `runs` calls between two clock reads inside the harness: the bare
         timing loop that `time`'s per-run samples are measured against."""
-        inputs_file = self._save_inputs(inputs)
-        try:
-            (seconds,) = self._request("loop", self._ensure_loaded(), _quantized_engine(),
-                                       inputs_file, runs)
-        finally:
-            inputs_file.unlink(missing_ok=True)
+        (seconds,) = self._request("loop", self._ensure_loaded(), _quantized_engine(),
+                                   self._timing_inputs(inputs), runs)
         return float(seconds)
+
+    def _timing_inputs(self, inputs: tuple) -> Path:
+        """The file of the inputs being timed, saved once for the same inputs object: a
+        latency run asks for one sample at a time, hundreds of times."""
+        if self._timed is None or self._timed[0] is not inputs or not self._timed[1].exists():
+            self._forget_timing_inputs()
+            self._timed = (inputs, self._save_inputs(inputs))
+        return self._timed[1]
+
+    def _forget_timing_inputs(self) -> None:
+        if self._timed is not None:
+            self._timed[1].unlink(missing_ok=True)
+            self._timed = None
 
     def _save_inputs(self, inputs: tuple) -> Path:
         import torch
@@ -274,6 +280,7 @@ class LibtorchModel:
         return file
 
     def close(self) -> None:
+        self._forget_timing_inputs()
         if self._handle is not None and self._loaded_in == self.harness.starts:
             with contextlib.suppress(ProcessError):
                 self.harness.request("unload", self._handle)

@@ -14,6 +14,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from conformance.latency_summary import run_budget
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -33,7 +35,8 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (run_id, nodeid)
 );
 """
-# What makes two runs comparable: the same stack on the same kind of machine.
+# What makes two runs comparable: the same stack on the same kind of machine, and the
+# same thread budget (speedups measured with 1 thread and with 4 are not comparable).
 COMPARABLE = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "python",
               "compiler", "machine")
 
@@ -41,13 +44,12 @@ COMPARABLE = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "pyth
 def environment(records: list[dict]) -> dict:
     """The environment of a run, as its records give it."""
     versions = next((r.get("versions") for r in records if r.get("versions")), {}) or {}
-    budget = next((r.get("budget") for r in records if r.get("budget")), None)
-    return {"versions": versions, "budget": budget}
+    return {"versions": versions, "budget": run_budget(records)}
 
 
 def comparable_key(env: dict) -> str:
     versions = env.get("versions", {})
-    parts = {k: versions.get(k) for k in COMPARABLE}
+    parts = {k: versions.get(k) for k in COMPARABLE} | {"budget": env.get("budget")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -87,8 +89,3 @@ def records_of(db: sqlite3.Connection, run_id: int) -> list[dict]:
     rows = db.execute("SELECT record FROM records WHERE run_id = ? ORDER BY rowid", (run_id,))
     return [json.loads(text) for (text,) in rows]
 
-
-def runs(db: sqlite3.Connection) -> list[dict]:
-    rows = db.execute("SELECT id, stored, label, comparable, environment FROM runs ORDER BY id")
-    return [{"id": i, "stored": s, "label": label, "comparable": c, "environment": json.loads(e)}
-            for i, s, label, c, e in rows]

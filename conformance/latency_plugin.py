@@ -56,8 +56,7 @@ def latency_options(config):
     opt = config.option
     if not opt.latency:
         return None
-    if (getattr(opt, "numprocesses", None) or 0) not in (0, None) or \
-            getattr(opt, "dist", "no") != "no":
+    if getattr(opt, "numprocesses", None) or getattr(opt, "dist", "no") != "no":
         raise LatencyUsageError("--latency runs in one process: parallel workers (-n, "
                                 "pytest-xdist) would take each other's cores; drop -n")
     method = Method(warmup=opt.latency_warmup, min_rounds=opt.latency_min_rounds,
@@ -144,7 +143,7 @@ class LatencyCell:
         except CheckFailure as exc:
             pytest.fail(str(exc), pytrace=False)
         finally:
-            self.timings = dict(subject.state.timings)
+            self.timings = subject.timings
             self.artifact = subject.artifact_summary()
         feed_benchmark(benchmark, self.spec, self.metrics)
         self.gate(options)

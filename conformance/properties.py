@@ -53,14 +53,10 @@ class SearchSettings:
                 f"{seed})")
 
 
-class UsageError(Exception):
-    """A property option that cannot be used."""
-
-
 def search_settings(profile: str, seed: int | None) -> SearchSettings:
     """The settings of a session: a nightly profile without a seed gets a new one."""
     if profile not in PROFILES:
-        raise UsageError(f"--property-profile {profile}: the profiles are {sorted(PROFILES)}")
+        raise ValueError(f"property profile {profile!r}: the profiles are {sorted(PROFILES)}")
     chosen = PROFILES[profile]
     if seed is None and not chosen.derandomize:
         seed = random.SystemRandom().randrange(2**32)
@@ -90,6 +86,7 @@ class _Budget:
         self.deadline = self.started + profile.budget_s
         self.outcomes: dict[str, str | None] = {}
         self.out_of_time = False
+        self.found = False  # a failure was found: the deadline is the shrinking one
 
     def fails(self, value: Any) -> bool:
         key = self.key(value)
@@ -98,12 +95,10 @@ class _Budget:
                 self.out_of_time = True
                 return False
             self.outcomes[key] = self.failure_of(value)
-            if self.outcomes[key] is not None and len(self.failed()) == 1:
-                self.deadline = time.monotonic() + self.profile.shrink_s  # the first failure
+            if self.outcomes[key] is not None and not self.found:
+                self.found = True
+                self.deadline = time.monotonic() + self.profile.shrink_s
         return self.outcomes[key] is not None
-
-    def failed(self) -> list[str]:
-        return [k for k, v in self.outcomes.items() if v is not None]
 
 
 def search(strategy, failure_of: Callable[[Any], str | None], key: Callable[[Any], str],

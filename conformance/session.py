@@ -78,6 +78,9 @@ class ConformanceSession:
         self._harness: Harness | None = None
         self._state: CaseState | None = None
         self._generated_dir: Path | None = None
+        # The generated families are built in, so they go with the built-in cases.
+        self.families: dict[str, Family] = (
+            {f.name: f for f in FAMILIES} if options.builtin_cases else {})
         self.generated = False
 
     @property
@@ -89,11 +92,6 @@ class ConformanceSession:
 
     def _load_registry(self) -> Registry:
         return build_registry(self.options.builtin_cases, self.user_cases)
-
-    @property
-    def families(self) -> dict[str, Family]:
-        """The generated families: built in, so they go with the built-in cases."""
-        return {f.name: f for f in FAMILIES} if self.options.builtin_cases else {}
 
     def entry(self, name: str) -> Case | Family:
         """The case or family of a cell (both have tags and a quantized engine)."""

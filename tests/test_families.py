@@ -49,7 +49,7 @@ def test_an_exporter_wrong_for_grouped_convolutions_is_found_and_shrunk(tmp_path
     assert "INPUT_SHAPE = (1, 2, 1, 1)" in reproduction
     assert "check matches_eager: the artifact's outputs differ from eager" in message
     # The reproduction runs as it stands.
-    namespace: dict = {}
+    namespace: dict = {"__name__": "__main__"}
     exec(compile(reproduction, "<reproduction>", "exec"), namespace)
     assert namespace["model"](namespace["x"]).shape == (1, 2, 1, 1)
 

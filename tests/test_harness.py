@@ -74,6 +74,17 @@ def test_timed_runs_return_one_positive_sample_per_run(tmp_path, shared_harness)
     assert len(samples) == 5 and all(s > 0 for s in samples)
 
 
+def test_timing_the_same_inputs_again_saves_them_once(tmp_path, shared_harness):
+    model = LibtorchModel(shared_harness, scripted(tmp_path, broken_models.Linear()), "cpu")
+    inputs, before = (torch.randn(2, 4),), set(shared_harness.dir.glob("in-*.pt"))
+    for _ in range(3):
+        model.time(inputs, warmup=0, runs=1)
+    model.loop(inputs, runs=1)
+    assert len(set(shared_harness.dir.glob("in-*.pt")) - before) == 1
+    model.close()
+    assert set(shared_harness.dir.glob("in-*.pt")) <= before
+
+
 def test_a_crash_fails_its_request_and_the_next_request_restarts_the_harness(tmp_path):
     process = Harness(harness_build_dir(), timeout_s=120)
     try:
@@ -240,14 +251,15 @@ def test_a_failed_build_fails_every_libtorch_cell_with_the_build_log(tmp_path, m
 def test_the_thread_budget_reaches_the_harness_at_every_start(tmp_path):
     from conformance.budget import Budget
 
-    process = Harness(harness_build_dir(), timeout_s=120, budget=Budget(threads=1))
+    # 3: neither libtorch's default on a 2-core machine nor the 2 set below.
+    process = Harness(harness_build_dir(), timeout_s=120, budget=Budget(threads=3))
     try:
         process.ensure_started()
-        assert process.request("settings", 0, 0) == ["1"]  # 0 threads: leave as set
+        assert process.request("settings", 0, 0) == ["3"]  # 0 threads: leave as set
         assert process.request("settings", 2, 0) == ["2"]
         process.close()
         process.ensure_started()  # a restart applies the budget again
-        assert process.request("settings", 0, 0) == ["1"]
+        assert process.request("settings", 0, 0) == ["3"]
     finally:
         process.close()
 

@@ -103,6 +103,17 @@ def test_the_history_compares_a_run_with_the_last_run_of_the_same_stack(tmp_path
     assert history.records_of(db, first) == night()
 
 
+def test_runs_with_another_thread_budget_are_not_compared(tmp_path):
+    def timed(threads):
+        return [dict(r, check="latency", budget={"threads": threads, "flush_denormal": False})
+                for r in night()]
+
+    db = history.connect(tmp_path / "history.sqlite")
+    one_thread = history.store(db, timed(1))
+    history.store(db, timed(4))
+    assert history.previous(db, history.store(db, timed(1))) == one_thread
+
+
 def test_changes_name_new_failures_fixes_and_rows_to_remove():
     found = changes.compare(night(), night("failed"))
     assert [r["case"] for r in found.new_failures] == ["b"]

@@ -217,8 +217,6 @@ std::string run(const std::vector<std::string>& fields) {
   return reply.str();
 }
 
-// Timed runs: warm-up first, then one sample per run; only forward (and, on
-// CUDA, the wait for its kernels) is inside the timed region.
 // A timing request's model and inputs: <handle> <qengine> <inputs> come first.
 std::pair<Model*, std::vector<c10::IValue>> prepare(const std::vector<std::string>& fields,
                                                     size_t count) {
@@ -228,6 +226,8 @@ std::pair<Model*, std::vector<c10::IValue>> prepare(const std::vector<std::strin
   return {&model, read_inputs(fields[3], model.device)};
 }
 
+// Timed runs: warm-up first, then one sample per run; only forward (and, on
+// CUDA, the wait for its kernels) is inside the timed region.
 std::string time_runs(const std::vector<std::string>& fields) {
   auto [model_ptr, inputs] = prepare(fields, 6);
   Model& model = *model_ptr;
