@@ -53,7 +53,8 @@ def case_fingerprint(case: Case) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def artifact_key(case: Case, path: str, options: Any, device: str) -> str:
+def artifact_key(case: Case, path: str, options: Any, device: str, model: Any = None,
+                 example: tuple = ()) -> str:
     from conformance import __version__
 
     stack = {k: versions()[k] for k in ("torch", "torchvision", "onnx", "onnxscript")}

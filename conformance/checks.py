@@ -17,22 +17,38 @@ from conformance.process import ProcessError
 from conformance.worker import to_cpu
 
 
-class CheckFailure(AssertionError):
-    """The property does not hold; `metrics` carries what was measured."""
+# What kind of failure a check met, in the words expectation rows use (`kind = ...`).
+FAILURE_KINDS = {
+    "export-error": "the path's exporter raised",
+    "runtime-error": "loading or running the artifact raised",
+    "crash": "a helper process (the fresh process, the libtorch harness) died",
+    "timeout": "the cell, a helper process or eager itself ran past its time limit",
+    "mismatch": "the artifact's outputs (or inputs after the call) differ from eager's",
+    "property": "the check's own property does not hold (no branch node, a graph break, "
+                "an invalid graph, other input names)",
+    "eager-error": "eager PyTorch itself raised or hung on the case's inputs",
+    "inconclusive": "a property search ran fewer examples than its profile's minimum",
+}
 
-    def __init__(self, message: str, metrics: dict | None = None):
+
+class CheckFailure(AssertionError):
+    """The property does not hold; `metrics` carries what was measured, `kind` which
+    of FAILURE_KINDS the failure is."""
+
+    def __init__(self, message: str, metrics: dict | None = None, kind: str = "mismatch"):
         super().__init__(message)
         self.metrics = metrics or {}
+        self.kind = kind
 
 
 def fail(subject: Subject, check: str, what: str, details: str = "",
-         metrics: dict | None = None):
+         metrics: dict | None = None, kind: str = "mismatch"):
     lines = [f"case {subject.case.name}, target {subject.target.id}, check {check}: {what}"]
     if details:
         lines += ["  " + line for line in details.splitlines()]
     if subject.reproduce:
         lines.append(f"  reproduce: {subject.reproduce}")
-    raise CheckFailure("\n".join(lines), metrics)
+    raise CheckFailure("\n".join(lines), metrics, kind)
 
 
 def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], Any]) -> Any:
@@ -42,11 +58,13 @@ def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], An
     except CheckFailure:
         raise
     except ExportError as exc:
-        fail(subject, check, "the path could not export the model", str(exc))
+        fail(subject, check, "the path could not export the model", str(exc),
+             kind="export-error")
     except ProcessError as exc:  # the fresh process or the libtorch harness
-        fail(subject, check, f"{what} failed in {exc.where}", str(exc))
+        fail(subject, check, f"{what} failed in {exc.where}", str(exc), kind=exc.kind)
     except Exception as exc:  # any runtime error is this cell's failure, not the session's
-        fail(subject, check, f"{what} raised {type(exc).__name__}", _first_lines(exc))
+        fail(subject, check, f"{what} raised {type(exc).__name__}", _first_lines(exc),
+             kind="runtime-error")
 
 
 def _first_lines(exc: BaseException, count: int = 8) -> str:
@@ -274,7 +292,7 @@ def keeps_branches(subject: Subject) -> dict:
         kinds = " or ".join(found)
         fail(subject, "keeps_branches", f"the {subject.target.path_id} artifact's graph has no "
              f"{kinds} node: the eager model's data-dependent control flow was reduced to the "
-             "single branch the example input took")
+             "single branch the example input took", kind="property")
     return dict(found)
 
 
@@ -294,7 +312,7 @@ def compiles_fullgraph(subject: Subject) -> dict:
         fail(subject, "compiles_fullgraph", f"torch.compile(fullgraph=True) refuses the model "
              f"({metrics['graph_breaks']} graph break(s) without fullgraph, "
              f"{metrics['graphs']} graph(s) captured)",
-             _break_reasons(explained) or _first_lines(exc), metrics)
+             _break_reasons(explained) or _first_lines(exc), metrics, kind="property")
     return metrics
 
 
@@ -339,7 +357,7 @@ def graph_valid(subject: Subject) -> dict:
                                                      strict_mode=True)
     except Exception as exc:  # the checker's own message says what is malformed
         fail(subject, "graph_valid", f"the ONNX model is not valid: {type(exc).__name__}",
-             _first_lines(exc))
+             _first_lines(exc), kind="property")
     return {"nodes": len(inferred.graph.node),
             "opset": next((o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")),
                           None)}
@@ -362,7 +380,7 @@ def io_names(subject: Subject) -> dict:
                 if list(got) != list(want)]
     if problems:
         fail(subject, "io_names", "the graph's input or output names are not the declared ones",
-             "\n".join(problems))
+             "\n".join(problems), kind="property")
     return {"inputs": inputs, "outputs": outputs}
 
 

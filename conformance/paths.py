@@ -196,7 +196,10 @@ def _write_export_facts(artifact: Artifact) -> None:
     _facts_file(artifact.file).write_text(json.dumps(facts))
 
 
-def cached_artifact(path: str, file: Path) -> Artifact:
+def cached_artifact(path: str, file: Path) -> Artifact | None:
+    """The cached artifact in `file`, or None when there is none to reuse."""
+    if not file.exists():
+        return None
     try:
         facts = json.loads(_facts_file(file).read_text())
     except (OSError, ValueError):  # a cache written before the facts were kept

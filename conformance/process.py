@@ -16,9 +16,17 @@ from pathlib import Path
 
 
 class ProcessError(Exception):
-    """A helper process failed to do what was asked, or died doing it."""
+    """A helper process failed to do what was asked, or died doing it.
+
+    `kind` says which, in the words of expectation rows: `runtime-error` (it
+    answered with an error), `crash` (it died) or `timeout` (it hung and was killed).
+    """
 
     where = "a helper process"
+
+    def __init__(self, message: str, kind: str = "runtime-error"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class PersistentProcess:
@@ -80,12 +88,12 @@ class PersistentProcess:
         self._proc = None
         try:
             code = proc.wait(timeout=10 if answered else 0.1)
-            what = f"exited with {describe_exit(code)}"
+            what, kind = f"exited with {describe_exit(code)}", "crash"
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            what = f"gave no answer in {self.timeout_s:g} s and was killed"
-        raise self.error(f"{self.name} {what}; its stderr ends with:\n{self.stderr_tail()}")
+            what, kind = f"gave no answer in {self.timeout_s:g} s and was killed", "timeout"
+        raise self.error(f"{self.name} {what}; its stderr ends with:\n{self.stderr_tail()}", kind)
 
     def stderr_tail(self, chars: int = 2000) -> str:
         if self._stderr is None or self._stderr.closed:

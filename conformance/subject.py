@@ -152,10 +152,12 @@ class CaseState:
         if path in IN_PROCESS_PATHS:  # compiled when loaded; nothing is written
             return paths.Artifact(path, None, 0.0, [])
         options = self.export_options(path, opset)
-        key = artifact_key(self.case, path, options, self.device)
+        key = self.memo(("key", path, opset), lambda: artifact_key(
+            self.case, path, options, self.device, self.model, self.export_example(options)))
         file = self.artifact_dir / f"{self.case.name}-{path}-{key}{paths.SUFFIXES[path]}"
-        if self.use_cache and file.exists():
-            return paths.cached_artifact(path, file)
+        cached = paths.cached_artifact(path, file) if self.use_cache else None
+        if cached is not None:
+            return cached
         with self.context():
             artifact = paths.export(path, self.model, self.export_example(options), file, options)
         self.timings[f"export_{path}{opset or ''}_s"] = artifact.export_seconds
