@@ -14,6 +14,7 @@ from conformance.paths import ExportError
 from conformance.subject import Subject
 from conformance.targets import ONNX_PATHS, Target
 from conformance.process import ProcessError
+from conformance.time_limit import TimeLimitExceeded, time_limit
 from conformance.worker import to_cpu
 
 
@@ -395,6 +396,29 @@ CHECKS: dict[str, Callable[..., dict]] = {
     "keeps_branches": keeps_branches,
     "compiles_fullgraph": compiles_fullgraph,
 }
+
+def run_check(subject, check: str, seconds: float | None) -> dict:
+    """One check of a cell, under the cell's time limit: a hang fails this cell with a
+    message that names it, and the session goes on."""
+    try:
+        with time_limit(seconds, f"check {check}"):
+            return CHECKS[check](subject)
+    except TimeLimitExceeded as exc:
+        fail(subject, check, f"the cell ran past its limit of {exc.seconds:g} s "
+             "(--cell-timeout) and was stopped", "what it was doing: "
+             + _where_it_stopped(exc), kind="timeout")
+
+
+def _where_it_stopped(exc: BaseException) -> str:
+    """The innermost frame of the traceback, which names the code that hung."""
+    tb = exc.__traceback__
+    while tb and tb.tb_next:
+        tb = tb.tb_next
+    if tb is None:
+        return "unknown"
+    code = tb.tb_frame.f_code
+    return f"{code.co_name} ({code.co_filename}:{tb.tb_lineno})"
+
 
 # Checks of the exported file itself run once per ONNX artifact, on its ONNX Runtime
 # target; fresh_process is for the in-process runtimes whose artifact could silently

@@ -51,6 +51,13 @@ def pytest_addoption(parser):
                          "artifacts, or under $XDG_CACHE_HOME)")
     group.addoption("--no-artifact-cache", action="store_true",
                     help="export every artifact again, into a temporary directory")
+    group.addoption("--cell-timeout", type=float, default=900.0, metavar="SECONDS",
+                    help="how long one cell (export, load, every run of its check) may take; "
+                         "a cell past it fails with a message naming the case, target and check "
+                         "(default: %(default)s; 0 for none)")
+    group.addoption("--eager-timeout", type=float, default=300.0, metavar="SECONDS",
+                    help="how long eager PyTorch may take on one input of a case; a hang fails "
+                         "every cell of the case at once (default: %(default)s; 0 for none)")
     group.addoption("--fresh-process-timeout", type=float, default=600.0, metavar="SECONDS",
                     help="how long the fresh process may take to load and run one artifact")
     group.addoption("--harness-timeout", type=float, default=600.0, metavar="SECONDS",
@@ -125,6 +132,7 @@ def _options(config) -> Options:
                    artifact_dir=Path(opt.artifacts_dir) if opt.artifacts_dir else default_dir(),
                    artifact_cache=not opt.no_artifact_cache,
                    fresh_process_timeout=opt.fresh_process_timeout, required=opt.require,
+                   cell_timeout=opt.cell_timeout, eager_timeout=opt.eager_timeout,
                    harness_timeout=opt.harness_timeout,
                    harness_build_dir=Path(opt.harness_build_dir) if opt.harness_build_dir
                    else None, latency=latency_options(config),
@@ -231,12 +239,13 @@ class Cell:
         self.artifact: dict = {}
 
     def check(self) -> None:
-        from conformance.checks import CHECKS, CheckFailure
+        from conformance.checks import CheckFailure, run_check
 
         subject = self.session.subject(self.spec, self.reproduce)
         failure = None
         try:
-            self.metrics = CHECKS[self.spec.check](subject)
+            self.metrics = run_check(subject, self.spec.check,
+                                     self.session.options.cell_timeout)
         except CheckFailure as exc:
             failure, self.metrics = str(exc), exc.metrics
         finally:

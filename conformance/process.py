@@ -57,8 +57,12 @@ class PersistentProcess:
             proc.stdin.flush()
         except BrokenPipeError:
             self._lost(proc, answered=False)
-        ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
-        reply = proc.stdout.readline() if ready else None
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
+            reply = proc.stdout.readline() if ready else None
+        except BaseException:  # a time limit stopped the wait: the reply would come late
+            self._kill(proc)
+            raise
         if reply:
             return reply.rstrip("\n")
         self._lost(proc, answered=reply is not None)
@@ -82,6 +86,12 @@ class PersistentProcess:
                 self._proc = None
                 raise
         return self._proc
+
+    def _kill(self, proc: subprocess.Popen) -> None:
+        """Stop a process whose request was abandoned; the next request starts a new one."""
+        self._proc = None
+        proc.kill()
+        proc.wait()
 
     def _lost(self, proc: subprocess.Popen, answered: bool):
         """The process closed its output (it died) or hung: stop it and say which."""

@@ -48,6 +48,8 @@ class Options:
     fresh_process_timeout: float
     required: list[str]
     harness_timeout: float = 600.0
+    cell_timeout: float | None = 900.0
+    eager_timeout: float | None = 300.0
     harness_build_dir: Path | None = None
     latency: LatencyOptions | None = None  # set when the run is a latency run
     search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
