@@ -12,7 +12,7 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from conformance.spaces import TensorSpace, space_dims
 
@@ -53,14 +53,19 @@ class Case:
     tolerance: overrides the dtype default for this case.
     quantized_engine: the `torch.backends.quantized.engine` the model needs.
     seed: seeds building (seed), example inputs (seed + 1), the suite's new-values
-        probe (seed + 2), `probes` (seed + 3), the batch-size probes (seed + 4) and
-        the batch-2 inputs the dynamo exporter sees when the example has batch 1 (seed + 5).
+        probe (seed + 2), `probes` (seed + 3), the batch-size probes (seed + 4),
+        the batch-2 inputs the dynamo exporter sees when the example has batch 1
+        (seed + 5) and the derived probes (seed + 6).
     input_names, output_names: the names an exported graph must give its inputs and
         (flattened) outputs; default `input_0, ...` and `output_0, ...`.
     input_space: per input, a `TensorSpace` (its shape with `Dim`s for the dynamic
         dimensions, and its value range) or None to keep the example's input. The
         exporters make the Dims dynamic, and the `agrees_on_drawn_inputs` check draws
         inputs from the space with Hypothesis. The example must lie in the space.
+    skip_probes: derived probes (names in `conformance.probes.DERIVED_PROBES` and
+        `AIMED_PROBES`) the model cannot take, each with the reason. A derived probe
+        on which eager raises is dropped anyway; skipping it saves the eager run and
+        says why in the case itself.
     """
 
     name: str
@@ -75,6 +80,7 @@ class Case:
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
     input_space: tuple[TensorSpace | None, ...] = ()
+    skip_probes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "tags", frozenset(self.tags))
@@ -87,6 +93,10 @@ class Case:
             raise ValueError(f"case name {self.name!r}: {problem}")
         if not callable(self.build) or not callable(self.example):
             raise TypeError(f"case {self.name!r}: build and example must be callables")
+        object.__setattr__(self, "skip_probes", dict(self.skip_probes))
+        problem = skip_probes_problem(self.skip_probes)
+        if problem:
+            raise ValueError(f"case {self.name!r}: skip_probes: {problem}")
         try:
             space_dims(self.input_space)
         except ValueError as exc:
@@ -95,6 +105,19 @@ class Case:
     @property
     def has_control_flow(self) -> bool:
         return "control-flow" in self.tags
+
+
+def skip_probes_problem(skip: Mapping[str, str]) -> str | None:
+    """What is wrong with a case's opt-outs of derived probes, or None."""
+    from conformance.probes import AIMED_PROBES, DERIVED_PROBES
+
+    known = {**DERIVED_PROBES, **AIMED_PROBES}
+    for name, reason in skip.items():
+        if name not in known:
+            return f"{name!r} is not a derived probe; they are {sorted(known)}"
+        if not isinstance(reason, str) or not reason.strip():
+            return f"{name!r} needs a reason (why the model cannot take that input)"
+    return None
 
 
 def name_problem(name: str) -> str | None:

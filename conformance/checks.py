@@ -9,9 +9,10 @@ import collections
 import dataclasses
 from typing import Any, Callable
 
+from conformance import runtimes
 from conformance.compare import Comparison, compare
 from conformance.paths import ExportError
-from conformance.subject import Subject
+from conformance.subject import EagerFailed, Subject
 from conformance.targets import ONNX_PATHS, Target
 from conformance.process import ProcessError
 from conformance.time_limit import TimeLimitExceeded, time_limit
@@ -58,6 +59,9 @@ def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], An
         return action()
     except CheckFailure:
         raise
+    except EagerFailed as exc:
+        fail(subject, check, str(exc).splitlines()[0], "\n".join(str(exc).splitlines()[1:]),
+             kind="eager-error")
     except ExportError as exc:
         fail(subject, check, "the path could not export the model", str(exc),
              kind="export-error")
@@ -79,9 +83,64 @@ def _compare(subject: Subject, actual: Any, expected: Any) -> Comparison:
 
 def _diverged(subject: Subject, check: str, what: str, result: Comparison, inputs,
               expected: Any) -> None:
-    details = result.summary()
-    blame = _second_opinion(subject, inputs, result, expected)
-    fail(subject, check, what, details + (f"\n{blame}" if blame else ""), result.metrics())
+    notes = [_second_opinion(subject, inputs, result, expected),
+             _float64_opinion(subject, inputs, result), _warned(subject)]
+    details = "\n".join([result.summary(), *(note for note in notes if note)])
+    fail(subject, check, what, details, {**result.metrics(), **_warnings_metric(subject)})
+
+
+def _warned(subject: Subject) -> str:
+    """The exporter's own warnings that it froze something of the example."""
+    warned = subject.tracer_warnings() if hasattr(subject, "tracer_warnings") else []
+    if not warned:
+        return ""
+    return "\n".join(["the export warned that it froze something of the example:",
+                      *(f"  {w}" for w in warned[:4])])
+
+
+def _warnings_metric(subject: Subject) -> dict:
+    warned = subject.tracer_warnings() if hasattr(subject, "tracer_warnings") else []
+    return {"tracer_warnings": warned} if warned else {}
+
+
+def _float64_opinion(subject: Subject, inputs, result: Comparison) -> str:
+    """How far eager float32 itself is from eager float64 on these inputs: an artifact
+    error of that size is float32 noise, one far above it is not."""
+    if result.structural_problems or not getattr(subject, "state", None):
+        return ""
+    try:
+        noise = float32_noise(subject.state, inputs)
+    except Exception:  # the model cannot run in float64 (quantized, integer-only, scripted)
+        return ""
+    if noise is None:
+        return ""
+    return (f"eager float32 itself differs from eager float64 by max abs {noise.max_abs:.3g}"
+            f" (max rel {noise.max_rel:.3g}) on this input; the artifact's max abs error is "
+            f"{result.max_abs:.3g}, {_ratio(result.max_abs, noise.max_abs)}")
+
+
+def _ratio(error: float, noise: float) -> str:
+    if noise <= 0:
+        return "where float32 has no error at all"
+    return f"{error / noise:.3g} times float32's own"
+
+
+def float32_noise(state, inputs) -> Comparison | None:
+    """Eager float32's outputs compared with the same model run in float64."""
+    import copy
+
+    import torch
+
+    model = state.model
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return None
+    wide = copy.deepcopy(model).double()
+    wide_inputs = tuple(v.double() if torch.is_tensor(v) and v.is_floating_point() else v
+                        for v in inputs)
+    narrow, reference = state.run(model, inputs), state.run(wide, wide_inputs)
+    narrow = torch.utils._pytree.tree_map(
+        lambda v: v.double() if torch.is_tensor(v) and v.is_floating_point() else v, narrow)
+    return compare(narrow, reference, None)
 
 
 # A runtime's second opinion: the same artifact run with less machinery. When it
@@ -123,19 +182,24 @@ def matches_eager(subject: Subject) -> dict:
     if not result.ok:
         _diverged(subject, "matches_eager", "the artifact's outputs differ from eager on the "
                   "example inputs", result, subject.state.example, expected)
-    return result.metrics()
+    return {**result.metrics(), **_warnings_metric(subject)}
 
 
 def generalizes(subject: Subject) -> dict:
-    """The artifact agrees with eager on every probe: other values, branches, sizes."""
+    """The artifact agrees with eager on every probe: other values, branches, sizes, and
+    the probes the suite derives from the example (signs, magnitudes, shifts, zeros,
+    another distribution, another batch)."""
     worst: dict = {}
-    state = subject.state
+    ran, not_run = [], {}
     run_or_fail(subject, "generalizes", "exporting", lambda: subject.artifact)
-    for index, probe in enumerate(run_or_fail(subject, "generalizes", "making probes",
-                                              lambda: state.probes)):
-        expected = run_or_fail(subject, "generalizes", f"eager on {probe.label}",
-                               lambda: subject.eager_probe(index, probe))
-        actual = run_or_fail(subject, "generalizes", f"running the artifact on {probe.label}",
+    for probe in run_or_fail(subject, "generalizes", "making probes", lambda: subject.probes):
+        if not subject.takes(probe):
+            not_run[probe.label] = "the artifact was exported with these sizes static"
+            continue
+        expected = run_or_fail(subject, "generalizes", f"eager on the {probe.label}",
+                               lambda: subject.eager_probe(probe))
+        actual = run_or_fail(subject, "generalizes",
+                             f"running the artifact on the {probe.label}",
                              lambda: subject.run_artifact(probe.inputs))
         result = _compare(subject, actual, expected)
         if not result.ok:
@@ -143,7 +207,32 @@ def generalizes(subject: Subject) -> dict:
                       f"from eager on the probe input ({probe.label})", result, probe.inputs,
                       expected)
         worst = _worse(worst, result.metrics())
-    return worst
+        ran.append(probe.label)
+    return {**worst, "probes": ran, "probes_not_run": not_run,
+            "probes_eager_rejects": dict(subject.state.dropped_probes),
+            **_warnings_metric(subject)}
+
+
+def mutates_like_eager(subject: Subject) -> dict:
+    """After a call on the example, the inputs hold what eager leaves in them: a model
+    that writes into its inputs must do so in the artifact too, and one that does not
+    must not start to."""
+    state = subject.state
+    eager = run_or_fail(subject, "mutates_like_eager", "eager",
+                        lambda: state.eager_run("example", state.example))
+    call = run_or_fail(subject, "mutates_like_eager", "running the artifact on the example",
+                       lambda: state.call(subject.loaded, state.example))
+    result = _compare(subject, call.inputs_after, eager.inputs_after)
+    if not result.ok:
+        changed = "writes into" if _changed(state.example, eager.inputs_after) else "leaves"
+        fail(subject, "mutates_like_eager", f"the inputs after a call differ from eager's "
+             f"(eager {changed} its inputs)", result.summary().replace("output", "input"),
+             result.metrics())
+    return {**result.metrics(), "eager_mutates": _changed(state.example, eager.inputs_after)}
+
+
+def _changed(before, after) -> bool:
+    return not compare(after, before, None).ok
 
 
 def agrees_on_drawn_inputs(subject: Subject) -> dict:
@@ -169,7 +258,20 @@ def agrees_on_drawn_inputs(subject: Subject) -> dict:
         _found(subject, check, result, "the artifact differs from eager on an input drawn "
                f"from the case's input space ({drawn.describe()})", drawn.code(space),
                _blame(subject, inputs_of(drawn)))
+    _conclusive(subject, check, result)
     return {**result.metrics(), "search": subject.search.describe()}
+
+
+def _conclusive(subject: Subject, check: str, result) -> None:
+    """A search whose time ran out before its profile's minimum proves nothing."""
+    minimum = subject.search.profile.min_examples
+    if result.examples < minimum:
+        fail(subject, check, f"inconclusive: the search ran {result.examples} example(s) of "
+             f"the {minimum} its profile needs at least, before its time ran out",
+             f"search: {subject.search.describe()}; a faster target or a profile with more "
+             "time per cell would finish it", {**result.metrics(),
+                                               "search": subject.search.describe()},
+             kind="inconclusive")
 
 
 def generated_models(subject) -> dict:
@@ -181,6 +283,7 @@ def generated_models(subject) -> dict:
         model = result.minimal
         _found(subject, "generated_models", result, f"a generated model fails through "
                f"{subject.target.id} ({model.describe()})", model.source())
+    _conclusive(subject, "generated_models", result)
     return {**result.metrics(), "search": subject.search.describe()}
 
 
@@ -233,7 +336,20 @@ def _found(subject: Subject, check: str, result, what: str, reproduction: str,
     again = subject.reproduce and subject.reproduce + subject.search.reproduce_options()
     fail(dataclasses.replace(subject, reproduce=again), check, what, details,
          {**result.metrics(), "reproduction": reproduction, "failure": result.failure,
-          "search": subject.search.describe()})
+          "search": subject.search.describe()}, kind=_search_failure_kind(subject, result))
+
+
+def _search_failure_kind(subject, result) -> str:
+    """The kind of the minimal failure: a family remembers its cells' kinds; a drawn
+    input's failure says whether the artifact or eager raised."""
+    known = getattr(subject, "failure_kinds", {})
+    if result.failure in known:
+        return known[result.failure]
+    if result.failure.startswith("the artifact raised"):
+        return "runtime-error"
+    if result.failure.startswith("eager raised"):
+        return "eager-error"
+    return "mismatch"
 
 
 def _worse(a: dict, b: dict) -> dict:
@@ -326,7 +442,7 @@ def explain(state):
 
     torch._dynamo.reset()
     with state.context():
-        return torch._dynamo.explain(state.model)(*state.example)
+        return torch._dynamo.explain(state.model)(*runtimes.copy_inputs(state.example))
 
 
 def count_recompiles(state, probe_inputs: list) -> int:
@@ -393,15 +509,24 @@ CHECKS: dict[str, Callable[..., dict]] = {
     "agrees_on_drawn_inputs": agrees_on_drawn_inputs,
     "generated_models": generated_models,
     "fresh_process": fresh_process,
+    "mutates_like_eager": mutates_like_eager,
     "keeps_branches": keeps_branches,
     "compiles_fullgraph": compiles_fullgraph,
 }
 
+# Runtimes that call the model on the caller's tensors, in this process; ONNX Runtime
+# and the libtorch harness get copies by design (numpy arrays, files).
+MUTATING_RUNTIMES = frozenset({"torch", "inductor", "aot_eager"})
+
+
 def run_check(subject, check: str, seconds: float | None) -> dict:
     """One check of a cell, under the cell's time limit: a hang fails this cell with a
-    message that names it, and the session goes on."""
+    message that names it, and the session goes on. Eager comes first: when it fails
+    on any input of the case, every cell fails with that, at once."""
     try:
         with time_limit(seconds, f"check {check}"):
+            if isinstance(subject, Subject):
+                run_or_fail(subject, check, "eager", subject.state.check_eager)
             return CHECKS[check](subject)
     except TimeLimitExceeded as exc:
         fail(subject, check, f"the cell ran past its limit of {exc.seconds:g} s "
@@ -430,6 +555,8 @@ def applies(check: str, case, target: Target) -> bool:
         return onnx_file_check
     if check == "fresh_process":
         return target.runtime == "torch"
+    if check == "mutates_like_eager":  # runtimes that run on the caller's own tensors
+        return target.runtime in MUTATING_RUNTIMES
     if check == "keeps_branches":
         return case.has_control_flow and (target.runtime == "torch" and target.path != "aoti"
                                           or onnx_file_check)

@@ -1,8 +1,10 @@
 """Comparing an artifact's outputs with eager PyTorch's.
 
-Every numeric element is judged by one rule, `allowed_error`. The rest of this
-module walks nested outputs, checks that their structure lines up, and turns
-what it finds into problems that name the output they are about.
+Every numeric element is judged by one rule, `allowed_error`; integers and
+bools are exact. The rest of this module walks nested outputs (containers,
+pytree nodes such as caches, dataclasses and other objects, by what they
+hold), checks that their structure lines up, and turns what it finds into
+problems that name the output they are about.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 from conformance.cases import Tolerance
 
@@ -33,11 +36,25 @@ DEFAULT_TOLERANCES: dict[torch.dtype, Tolerance] = {
 _COMPLEX_PARTS = {torch.complex64: torch.float32, torch.complex128: torch.float64,
                   torch.complex32: torch.float16}
 
-_RULE = "|a-e| <= atol*max(1,max|e|) + rtol*|e|"
+_RULE = "|a-e| <= atol*max|e| + rtol*|e| (max|e| of the output, 1 if all zero)"
+
+# Longest repr a message quotes: an object's repr can be megabytes.
+_REPR_LIMIT = 200
+
+
+def _is_exact(t: torch.Tensor) -> bool:
+    """Integer and bool tensors: an index or a mask is right or wrong."""
+    return not (t.is_floating_point() or t.is_complex() or t.is_quantized)
 
 
 def tolerance_for(expected: torch.Tensor, override: Tolerance | None) -> Tolerance:
-    """The case's tolerance when it has one, else the default for `expected`'s dtype."""
+    """EXACT for integers and bools; else the case's tolerance, or the dtype's default.
+
+    A case's tolerance is about float rounding, so it never loosens an integer
+    output: argmax 510 for 500 is wrong whatever rtol says.
+    """
+    if _is_exact(expected):
+        return EXACT
     if override is not None:
         return override
     dtype = expected.dtype
@@ -46,16 +63,15 @@ def tolerance_for(expected: torch.Tensor, override: Tolerance | None) -> Toleran
     dtype = _COMPLEX_PARTS.get(dtype, dtype)
     if dtype in DEFAULT_TOLERANCES:
         return DEFAULT_TOLERANCES[dtype]
-    if dtype.is_floating_point:
-        raise ValueError(f"no default tolerance for {dtype}; give the case a tolerance")
-    return EXACT
+    raise ValueError(f"no default tolerance for {dtype}; give the case a tolerance")
 
 
 def allowed_error(expected: torch.Tensor, tol: Tolerance) -> torch.Tensor:
     """The absolute error allowed at each element of `expected` (float64).
 
     allowed = tol.atol * scale + tol.rtol * |expected|,
-    scale = max(1, max |expected| over the finite elements of the tensor).
+    scale = max |expected| over the finite elements of the tensor, or 1 when
+    that is 0 (all zeros, or empty).
 
     A purely absolute tolerance fails models whose outputs are huge:
     inception_v3 with random weights produces logits around 1e11, where
@@ -68,14 +84,17 @@ def allowed_error(expected: torch.Tensor, tol: Tolerance) -> torch.Tensor:
     what float32 can resolve for that tensor: a near-zero element may carry
     the rounding noise of its neighbours, but a sign flip of an element well
     above that noise is caught. rtol still bounds each large element's error
-    by its own size.
+    by its own size. The scale is not held at 1 or above: efficientnet_b0
+    with random weights produces logits that peak at 1.3e-5, and a floor of
+    atol*1 = 1e-5 would pass them halved. An all-zero output keeps scale 1,
+    so rounding noise on an exact zero is not a failure.
     """
     if expected.is_complex():
         expected = torch.view_as_real(expected.resolve_conj())
     magnitude = expected.detach().to(torch.float64).abs()
     finite = magnitude[magnitude.isfinite()]
-    scale = max(1.0, finite.max().item()) if finite.numel() else 1.0
-    return tol.atol * scale + tol.rtol * magnitude
+    scale = finite.max().item() if finite.numel() else 0.0
+    return tol.atol * (scale or 1.0) + tol.rtol * magnitude
 
 
 # ---------------------------------------------------------------- structure
@@ -132,6 +151,17 @@ def _family(obj: Any) -> str:
     return "other"
 
 
+def _short_repr(obj: Any) -> str:
+    """repr(obj) cut to _REPR_LIMIT characters; never raises."""
+    try:
+        text = repr(obj)
+    except Exception as error:  # a broken __repr__ must not hide the verdict
+        return f"<{type(obj).__name__}, repr raised {type(error).__name__}>"
+    if len(text) <= _REPR_LIMIT:
+        return text
+    return f"{text[:_REPR_LIMIT]}... ({len(text)} characters)"
+
+
 def _describe(obj: Any) -> str:
     family = _family(obj)
     if family == "tensor":
@@ -139,12 +169,12 @@ def _describe(obj: Any) -> str:
     if family == "none":
         return "None"
     if family == "mapping":
-        return f"a {type(obj).__name__} with keys {list(obj)}"
+        return f"a {type(obj).__name__} with keys {_short_repr(list(obj))}"
     if family == "sequence":
         kind = "namedtuple " + type(obj).__name__ if _field_names(obj) else type(obj).__name__
         return f"a {kind} of {len(obj)}"
     name = type(obj).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 # ---------------------------------------------------------------- results
@@ -221,6 +251,9 @@ class _Findings:
         self.any_tolerance: Tolerance | None = None
         self.first_tensor_seen = False
         self.topk_pair: tuple[torch.Tensor, torch.Tensor] | None = None
+        # (id(actual), id(expected)) of the objects being compared, so an
+        # object that refers to itself is walked once.
+        self.open_objects: set[tuple[int, int]] = set()
 
     def problem(self, path: str, message: str, structural: bool = False) -> None:
         text = f"{path}: {message}"
@@ -255,16 +288,16 @@ def _verdict(a: torch.Tensor, e: torch.Tensor, tol: Tolerance) -> _Verdict:
     """Judge each element, with assert_close's semantics for NaN and inf.
 
     NaN equals NaN at the same position; an infinity equals only the same
-    infinity; finite elements must be within `allowed_error`. Integers under
-    an exact tolerance are compared in their own dtype, which float64 could
-    not represent beyond 2**53.
+    infinity; finite elements must be within `allowed_error`. Integers and
+    bools are compared exactly in their own dtype, which float64 could not
+    represent beyond 2**53.
     """
     a64, e64 = a.to(torch.float64), e.to(torch.float64)
     nan_a, nan_e = a64.isnan(), e64.isnan()
     finite = a64.isfinite() & e64.isfinite()
     diff = (a64 - e64).abs()
     allowed = allowed_error(e64, tol)
-    if not e.is_floating_point() and tol == EXACT:
+    if _is_exact(e):
         within = a == e
     else:
         within = diff <= allowed
@@ -378,20 +411,144 @@ def _compare_tensor(actual: torch.Tensor, expected: torch.Tensor, path: str,
     _compare_values(a, e, tolerance_for(e, found.override), path, found)
 
 
+def _scalar_kind(x: bool | int | float) -> type:
+    # bool before int: True is an int to isinstance.
+    return next(kind for kind in (bool, int, float) if isinstance(x, kind))
+
+
 def _compare_scalar(actual: Any, expected: Any, path: str, found: _Findings) -> None:
-    integral = all(isinstance(x, (bool, int)) for x in (actual, expected))
-    dtype = torch.int64 if integral else torch.float64
+    # 2 == 2.0 == True, but a caller that indexes with the int or branches on
+    # the bool breaks when handed another type.
+    kind = _scalar_kind(expected)
+    if _scalar_kind(actual) is not kind:
+        _type_problem(actual, expected, path, found)
+        return
+    dtype = torch.float64 if kind is float else torch.int64
     a, e = torch.tensor(actual, dtype=dtype), torch.tensor(expected, dtype=dtype)
     _compare_values(a, e, tolerance_for(e, found.override), path, found)
 
 
-def _compare_other(actual: Any, expected: Any, path: str, found: _Findings) -> None:
+# ---------------------------------------------------------------- objects
+
+def _equality(actual: Any, expected: Any) -> bool | None:
+    """actual == expected as a bool; None when == raises or gives no truth value."""
     try:
-        equal = bool(actual == expected)
-    except Exception:  # an object whose == does not give a truth value
-        equal = False
-    if not equal:
-        found.problem(path, f"{actual!r} != eager {expected!r}")
+        result = actual == expected
+        # A tensor's truth value means "all elements", not "equal objects".
+        return None if isinstance(result, torch.Tensor) else bool(result)
+    except Exception:
+        return None
+
+
+def _slots(cls: type) -> list[str]:
+    names = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else list(slots)
+    return [name for name in names if name not in ("__dict__", "__weakref__")]
+
+
+def _state(obj: Any) -> dict[str, Any]:
+    """An object's attributes (instance dict and slots); empty for a class or a singleton."""
+    if isinstance(obj, type):
+        return {}
+    state = dict(getattr(obj, "__dict__", {}))
+    state.update((name, getattr(obj, name)) for name in _slots(type(obj)) if hasattr(obj, name))
+    return state
+
+
+def _type_problem(actual: Any, expected: Any, path: str, found: _Findings) -> None:
+    found.problem(path, f"eager returned {_describe(expected)}, "
+                        f"the artifact returned {_describe(actual)}", structural=True)
+
+
+def _compare_named(actual: dict, expected: dict, path: str, found: _Findings, what: str) -> None:
+    """Attribute-like members by name: output.key_cache, output.logits."""
+    missing = [k for k in expected if k not in actual]
+    extra = [k for k in actual if k not in expected]
+    if missing or extra:
+        parts = [f"{label} {_short_repr(keys)}"
+                 for label, keys in (("missing", missing), ("unexpected", extra)) if keys]
+        found.problem(path, f"{what} differ from eager: " + ", ".join(parts), structural=True)
+    for name in expected:
+        if name in actual:
+            _walk(actual[name], expected[name], f"{path}.{name}", found)
+
+
+def _pytree_keys(node: Any, expected: Any, count: int) -> list[str]:
+    """Path suffixes of a pytree node's children: '.key_cache', "['a']", or '[i]'."""
+    if node.flatten_with_keys_fn is not None:
+        return [str(key) for key, _ in node.flatten_with_keys_fn(expected)[0]]
+    return [f"[{index}]" for index in range(count)]
+
+
+def _compare_pytree(actual: Any, expected: Any, node: Any, path: str,
+                    found: _Findings) -> None:
+    """Children of a node registered with torch.utils._pytree, as exporters flatten it."""
+    e_children, e_context = node.flatten_fn(expected)
+    a_children, a_context = node.flatten_fn(actual)
+    # The context says what each child is (a dict's keys, a cache's layer
+    # names); when it differs, pairing children by position would mislead.
+    # A context that == cannot judge counts as different: a false fail, not a pass.
+    if not _equality(a_context, e_context) or len(a_children) != len(e_children):
+        found.problem(path, f"pytree context {_short_repr(a_context)} != eager "
+                            f"{_short_repr(e_context)}", structural=True)
+        return
+    keys = _pytree_keys(node, expected, len(e_children))
+    for key, a, e in zip(keys, a_children, e_children):
+        _walk(a, e, f"{path}{key}", found)
+
+
+def _is_dataclass_instance(obj: Any) -> bool:
+    return dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+
+
+def _compare_content(actual: Any, expected: Any, path: str, found: _Findings) -> None:
+    """Pytree children, else dataclass fields, else attributes, each with the normal walk."""
+    node = pytree.SUPPORTED_NODES.get(type(expected))
+    if node is not None:
+        _compare_pytree(actual, expected, node, path, found)
+    elif _is_dataclass_instance(expected):
+        names = [field.name for field in dataclasses.fields(expected)]
+        _compare_named({name: getattr(actual, name) for name in names},
+                       {name: getattr(expected, name) for name in names}, path, found, "fields")
+    else:
+        _compare_named(_state(actual), _state(expected), path, found, "attributes")
+
+
+def _equality_verdict(actual: Any, expected: Any) -> bool | None:
+    """actual == expected where == is the judge; None where content is compared instead."""
+    if pytree.SUPPORTED_NODES.get(type(expected)) is not None or _is_dataclass_instance(expected):
+        # Their children get tolerances; a dataclass's own == compares tuples
+        # of tensors, which raises.
+        return None
+    state = _state(expected)
+    if state and type(expected).__eq__ is object.__eq__:
+        return None  # identity: two caches holding identical tensors would differ
+    equal = _equality(actual, expected)
+    if equal is None and not state:
+        return False  # == is unusable and there is nothing else to compare
+    return equal
+
+
+def _compare_other(actual: Any, expected: Any, path: str, found: _Findings) -> None:
+    """Objects by what they hold; by their own == only where it gives a bool."""
+    equal = _equality_verdict(actual, expected)
+    if equal is not None:
+        if not equal:
+            found.problem(path, f"{_short_repr(actual)} != eager {_short_repr(expected)}")
+        return
+    if type(actual) is not type(expected):
+        _type_problem(actual, expected, path, found)
+        return
+    pair = (id(actual), id(expected))
+    if pair in found.open_objects:
+        return  # an object that refers to itself: its content is being compared above
+    found.open_objects.add(pair)
+    try:
+        _compare_content(actual, expected, path, found)
+    finally:
+        found.open_objects.discard(pair)
 
 
 # ---------------------------------------------------------------- walk
@@ -430,8 +587,7 @@ _COMPARE_BY_FAMILY = {
 def _walk(actual: Any, expected: Any, path: str, found: _Findings) -> None:
     family = _family(expected)
     if _family(actual) != family:
-        found.problem(path, f"eager returned {_describe(expected)}, "
-                            f"the artifact returned {_describe(actual)}", structural=True)
+        _type_problem(actual, expected, path, found)
         return
     if family != "none":
         _COMPARE_BY_FAMILY[family](actual, expected, path, found)
@@ -455,7 +611,8 @@ def compare(actual: Any, expected: Any, tolerance: Tolerance | None = None,
             topk: int | None = None) -> Comparison:
     """Compare an artifact's (possibly nested) outputs with eager's.
 
-    `tolerance` overrides the dtype defaults for every leaf. `topk` asks
+    `tolerance` overrides the dtype defaults for every floating (complex,
+    quantized) leaf; integers and bools are always exact. `topk` asks
     whether the first output, when it is [N, C] logits, ranks the same top-k
     classes; that is reported, and never changes `ok`.
     """

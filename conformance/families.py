@@ -106,12 +106,12 @@ class Family:
         return drawn.filter(lambda model: not known_gap(target, model))
 
     def case(self, model, directory: Path) -> Case:
-        """The drawn model as a case: its example, the example negated (the other side of
-        a branch on the sign of a mean), and the suite's new-values probe."""
+        """The drawn model as a case with its example only: the suite derives the other
+        inputs (the example negated takes the other side of a branch on the sign of a
+        mean; new values, magnitudes, shifts, zeros, another batch)."""
         example = random_inputs(model.input_shape)
         control_flow = {"control-flow"} if model.has_branch() else set()
         return Case(self.name, lambda: model.build(directory), example,
-                    probes=lambda: [tuple(-t for t in example())],
                     tags=self.tags | control_flow)
 
 
@@ -129,6 +129,7 @@ class FamilySubject:
     reproduce: str = ""
     search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
     timings: dict = dataclasses.field(default_factory=dict)
+    failure_kinds: dict = dataclasses.field(default_factory=dict)  # failure -> its kind
 
     @property
     def case(self) -> Family:  # what failure messages name
@@ -150,7 +151,9 @@ class FamilySubject:
             checks.matches_eager(subject)
             checks.generalizes(subject)
         except checks.CheckFailure as exc:
-            return re.sub(r"^case \S+, target \S+, ", "", str(exc))  # the cell's own
+            failure = re.sub(r"^case \S+, target \S+, ", "", str(exc))  # the cell's own
+            self.failure_kinds[failure] = exc.kind
+            return failure
         except Exception as exc:  # the suite's own trouble with a drawn model still fails it
             return f"{type(exc).__name__}: {exc}"
         finally:

@@ -22,14 +22,18 @@ class Profile:
     budget_s: float     # searching time per cell; later examples are not run
     shrink_s: float     # shrinking time after the first failure
     derandomize: bool   # the same examples on every run, unless a seed is given
+    # A search that ran fewer examples (its time ran out first) is inconclusive: it
+    # does not pass, whatever it saw.
+    min_examples: int = 1
 
 
 PROFILES = {
     # CI: few examples, the same ones on every run, a bounded time per cell.
-    "ci": Profile("ci", max_examples=8, budget_s=30.0, shrink_s=60.0, derandomize=True),
+    "ci": Profile("ci", max_examples=8, budget_s=30.0, shrink_s=60.0, derandomize=True,
+                  min_examples=4),
     # Nightly: many examples from a new seed each night (printed, and in every record).
     "nightly": Profile("nightly", max_examples=100, budget_s=240.0, shrink_s=300.0,
-                       derandomize=False),
+                       derandomize=False, min_examples=20),
 }
 DEFAULT_PROFILE = "ci"
 
@@ -49,8 +53,8 @@ class SearchSettings:
     def describe(self) -> str:
         p = self.profile
         seed = f"seed {self.seed}" if self.seed is not None else "derandomized"
-        return (f"profile {p.name} ({p.max_examples} examples, {p.budget_s:g} s per cell, "
-                f"{seed})")
+        return (f"profile {p.name} ({p.max_examples} examples, at least {p.min_examples}, "
+                f"{p.budget_s:g} s per cell, {seed})")
 
 
 def search_settings(profile: str, seed: int | None) -> SearchSettings:

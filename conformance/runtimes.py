@@ -122,6 +122,15 @@ def load(runtime: str, file: Path, device: str, harness=None, path: str | None =
     return LOADERS[runtime](file, device)
 
 
+def copy_inputs(inputs: tuple) -> tuple:
+    """A copy of every tensor in the inputs (nested ones too), for one call."""
+    import torch
+    from torch.utils import _pytree
+
+    return tuple(_pytree.tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v,
+                                  value) for value in inputs)
+
+
 def run(loaded: Callable, inputs: tuple) -> Any:
     import torch
 

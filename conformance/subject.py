@@ -16,26 +16,53 @@ from conformance import paths, runtimes, spaces
 from conformance.cases import Case, Inputs
 from conformance.cache import artifact_key
 from conformance.compare import flatten
+from conformance.paths import first_lines
+from conformance.probes import Probe, aimed_probes, derived_probes, tracer_warnings
+from conformance.time_limit import TimeLimitExceeded, time_limit
 from conformance.properties import SearchSettings
 from conformance.targets import DYNAMO_PATHS, IN_PROCESS_PATHS, Target, flat_outputs
 from conformance.worker import FreshProcess
 
 
 @dataclasses.dataclass
-class Probe:
-    label: str
-    inputs: Inputs
+class Call:
+    """What one call of a model or artifact gave: its outputs, and its own copy of the
+    inputs as the call left them (a model may write into its inputs)."""
+
+    outputs: Any
+    inputs_after: Inputs
+
+
+class EagerFailed(Exception):
+    """Eager PyTorch itself raised or hung on one of the case's inputs: no cell of the
+    case can be judged."""
+
+    def __init__(self, case: str, label: str, error: str, timed_out: bool = False):
+        what = "ran past its time limit (--eager-timeout)" if timed_out else "raised"
+        super().__init__(f"eager PyTorch itself {what} on the {label}: {error}\n"
+                         f"every cell of case {case} fails with this (eager runs once per "
+                         "input); fix the case's model or inputs")
+        self.label = label
+        self.timed_out = timed_out
+
+
+# Paths whose artifacts take any input size: TorchScript keeps sizes symbolic (a trace
+# that froze one is the failure to find) and torch.compile recompiles for new sizes.
+# The others take other sizes only on the dims the case declares dynamic.
+SIZE_FREE_PATHS = frozenset({"trace", "script", "compile"})
 
 
 class CaseState:
     def __init__(self, case: Case, device: str, artifact_dir: Path, use_cache: bool = True,
-                 harness: Callable[[], Any] | None = None):
+                 harness: Callable[[], Any] | None = None, eager_timeout: float | None = None):
         self.case = case
         self.harness = harness  # gives the session's libtorch harness, started on first use
         self.device = device
         self.artifact_dir = Path(artifact_dir)
         self.use_cache = use_cache
+        self.eager_timeout = eager_timeout
         self.timings: dict[str, float] = {}
+        self.dropped_probes: dict[str, str] = {}  # derived probes eager rejects, and why
         self._memo: dict[Any, Any] = {}
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
@@ -89,9 +116,11 @@ class CaseState:
 
     @property
     def probes(self) -> list[Probe]:
-        return self.memo("probes", self._make_probes)
+        """Every probe of the case: its own, the declared batch sizes, and the derived
+        ones that eager accepts (see `check_eager`)."""
+        return self.memo("probes", self._valid_probes)
 
-    def _make_probes(self) -> list[Probe]:
+    def _made_probes(self) -> list[Probe]:
         made = [Probe("other values (example shapes, new seed)",
                       self.seeded(2, self.case.example))]
         if self.case.probes:
@@ -100,21 +129,70 @@ class CaseState:
                      for i, p in enumerate(declared)]
         for batch in self.case.batch_sizes:
             made.append(Probe(f"batch size {batch}",
-                              self.seeded(4, lambda: self.case.example(batch=batch))))
-        return [Probe(p.label, self.to_device(p.inputs)) for p in made]
+                              self.seeded(4, lambda: self.case.example(batch=batch)),
+                              resized=tuple((i, 0) for i, v in enumerate(self.example)
+                                            if hasattr(v, "shape"))))
+        made = [dataclasses.replace(p, inputs=self.to_device(p.inputs)) for p in made]
+        return made + self.seeded(6, lambda: derived_probes(self.example,
+                                                            self.case.skip_probes))
 
-    def eager(self, key: str, inputs: Inputs) -> Any:
-        """Eager reference outputs; only the example's run is timed (the latency baseline)."""
-        timing = "eager_s" if key == "example" else None
-        return self.memo(("eager", key), lambda: self.run(self.model, inputs, timing))
+    def _valid_probes(self) -> list[Probe]:
+        return [probe for probe in self._made_probes() if self.accepted(probe)]
 
-    def run(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Any:
+    def accepted(self, probe: Probe) -> bool:
+        """Whether eager takes the probe. A derived probe eager rejects is dropped (the
+        suite's guess was outside the model's domain); the case's own probes must run."""
+        try:
+            self.eager_run(probe.label, probe.inputs)
+        except EagerFailed as exc:
+            if not probe.derived or exc.timed_out:
+                raise
+            self.dropped_probes[probe.label] = str(exc).splitlines()[0]
+            return False
+        return True
+
+    def check_eager(self) -> None:
+        """Eager first: on the example and on every probe, once per case. Raises
+        EagerFailed, remembered, so every cell of a broken case fails at once."""
+        self.eager_run("example", self.example)
+        self.probes  # noqa: B018  (computes and checks eager on each probe)
+
+    def eager_run(self, label: str, inputs: Inputs) -> Call:
+        """Eager's outputs, and its inputs after the call, on one input; computed once,
+        under the eager time limit. Only the example's run is timed (the latency baseline)."""
+        return self.memo(("eager", label), lambda: self._eager(label, inputs))
+
+    def _eager(self, label: str, inputs: Inputs) -> Call:
+        what = f"eager on the {label}"
+        timing = "eager_s" if label == "example" else None
+        try:
+            with time_limit(self.eager_timeout, what):
+                return self.call(self.model, inputs, timing)
+        except TimeLimitExceeded as exc:
+            if exc.what != what:  # an outer limit (the cell's): not eager's to judge
+                raise
+            raise EagerFailed(self.case.name, label, str(exc), timed_out=True) from None
+        except Exception as exc:
+            raise EagerFailed(self.case.name, label, f"{type(exc).__name__}: "
+                              f"{first_lines(exc, 4)}") from exc
+
+    def eager(self, label: str, inputs: Inputs) -> Any:
+        """Eager's outputs on one input (see `eager_run`)."""
+        return self.eager_run(label, inputs).outputs
+
+    def call(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Call:
+        """Run `fn` on its own copy of the inputs: eager and every artifact get fresh
+        tensors, so a model that writes into its inputs cannot change another's."""
+        own = runtimes.copy_inputs(inputs)
         started = time.perf_counter()
         with self.context():
-            outputs = runtimes.run(fn, inputs)
+            outputs = runtimes.run(fn, own)
         if timing:
             self.timings[timing] = time.perf_counter() - started
-        return outputs
+        return Call(outputs, own)
+
+    def run(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Any:
+        return self.call(fn, inputs, timing).outputs
 
     def artifact(self, path: str, opset: int | None = None) -> paths.Artifact:
         return self.memo(("artifact", path, opset), lambda: self._export(path, opset))
@@ -159,7 +237,10 @@ class CaseState:
         if cached is not None:
             return cached
         with self.context():
-            artifact = paths.export(path, self.model, self.export_example(options), file, options)
+            # The exporter runs the model: on a copy, which a model may write into.
+            artifact = paths.export(path, self.model,
+                                    runtimes.copy_inputs(self.export_example(options)), file,
+                                    options)
         self.timings[f"export_{path}{opset or ''}_s"] = artifact.export_seconds
         return artifact
 
@@ -253,8 +334,32 @@ class Subject:
     def eager_example(self) -> Any:
         return self.expected(self.state.eager("example", self.state.example))
 
-    def eager_probe(self, index: int, probe: Probe) -> Any:
-        return self.expected(self.state.eager(f"probe{index}", probe.inputs))
+    def eager_probe(self, probe: Probe) -> Any:
+        return self.expected(self.state.eager(probe.label, probe.inputs))
+
+    @property
+    def probes(self) -> list[Probe]:
+        """The case's probes, and for an artifact whose export warned that it froze
+        something of its example (a trace's TracerWarnings), probes aimed at that."""
+        warned = self.artifact.warnings if self.target.path in paths.EXPORTERS else []
+        aimed = [p for p in aimed_probes(self.state.example, warned, self.case.skip_probes)
+                 if self.state.accepted(p)]
+        return self.state.probes + aimed
+
+    def takes(self, probe: Probe) -> bool:
+        """Whether the artifact is meant to take the probe's sizes: any size for the
+        size-free paths, else only on the dims exported as dynamic."""
+        if not probe.resized or self.target.path in SIZE_FREE_PATHS:
+            return True
+        dynamic = {(index, axis) for index, axis, *_ in self.state.dynamic_dims()}
+        return set(probe.resized) <= dynamic
+
+    def tracer_warnings(self) -> list[str]:
+        """What the export warned it froze of the example, for failure messages."""
+        try:
+            return tracer_warnings(self.artifact.warnings)
+        except Exception:  # no artifact: the export failure is the message
+            return []
 
 
 def _inductor_threads() -> int:

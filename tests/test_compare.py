@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conformance.cases import Tolerance
-from conformance.compare import (DEFAULT_TOLERANCES, Comparison, allowed_error, compare,
-                                 flatten, tolerance_for)
+from conformance.compare import (DEFAULT_TOLERANCES, EXACT, Comparison, allowed_error,
+                                 compare, flatten, tolerance_for)
 
 Output = collections.namedtuple("Output", ["logits", "hidden"])
 
@@ -54,7 +54,29 @@ def test_default_tolerances(dtype, rtol, atol):
 def test_override_wins_over_dtype_default():
     override = Tolerance(rtol=0.5, atol=0.25)
     assert tolerance_for(torch.zeros(2), override) is override
-    assert tolerance_for(torch.zeros(2, dtype=torch.int64), override) is override
+    assert tolerance_for(torch.zeros(2, dtype=torch.complex64), override) is override
+    assert tolerance_for(quantize(torch.zeros(2)), override) is override
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_override_does_not_loosen_integers_or_bools(dtype):
+    # A case's tolerance is about float rounding; an index or a mask is right or wrong.
+    assert tolerance_for(torch.zeros(2, dtype=dtype), Tolerance(rtol=0.1, atol=1.0)) == EXACT
+
+
+LOOSE = Tolerance(rtol=0.1, atol=1.0)
+
+
+@pytest.mark.parametrize("actual, expected", [
+    (torch.tensor([510]), torch.tensor([500])),
+    (torch.tensor([True, True]), torch.tensor([True, False])),
+    ((torch.ones(2), 510), (torch.ones(2), 500)),
+    (True, False),
+], ids=["argmax-tensor", "bool-tensor", "int-scalar", "bool-scalar"])
+def test_integers_are_exact_under_a_loose_override(actual, expected):
+    result = compare(actual, expected, tolerance=LOOSE)
+    assert not result.ok, result.summary()
+    assert result.mismatched == 1
 
 
 def test_complex_and_quantized_use_their_parts_tolerance():
@@ -71,9 +93,44 @@ def test_allowed_error_scales_atol_by_the_largest_finite_magnitude():
     assert allowed[:3].tolist() == pytest.approx([10.0, 110.0, 11.0])
 
 
-def test_allowed_error_floor_is_atol_for_small_tensors():
+def test_allowed_error_floor_follows_a_small_tensors_magnitude():
+    # The floor used to be atol*max(1, max|e|), i.e. at least atol; it is now
+    # atol*max|e|, so a tensor whose largest element is 0.5 gets half of atol.
     allowed = allowed_error(torch.tensor([0.0, 0.5]), Tolerance(rtol=0.0, atol=1e-5))
-    assert allowed.tolist() == pytest.approx([1e-5, 1e-5])
+    assert allowed.tolist() == pytest.approx([5e-6, 5e-6])
+
+
+@pytest.mark.parametrize("expected", [torch.zeros(4), torch.empty(0),
+                                      torch.tensor([0.0, math.nan, math.inf])],
+                         ids=["zeros", "empty", "no-finite-nonzero"])
+def test_allowed_error_floor_is_atol_without_a_finite_magnitude(expected):
+    # Rounding noise on an exact-zero output is not a failure.
+    allowed = allowed_error(expected, Tolerance(rtol=0.0, atol=1e-5))
+    assert allowed[expected == 0].tolist() == pytest.approx([1e-5] * int((expected == 0).sum()))
+
+
+def test_allowed_error_of_huge_outputs_is_unchanged():
+    tol = DEFAULT_TOLERANCES[torch.float32]
+    magnitude = LOGITS.double().abs()
+    expected = tol.atol * magnitude.max() + tol.rtol * magnitude
+    assert torch.allclose(allowed_error(LOGITS, tol), expected, rtol=1e-12, atol=0)
+
+
+TINY = randn(1, 1000, seed=1) * 1e-5 / randn(1, 1000, seed=1).abs().max()
+
+
+@pytest.mark.parametrize("actual, ok", [
+    (TINY / 2, False),
+    (-TINY, False),
+    (TINY * (1 + 1e-6), True),
+    (TINY.clone(), True),
+], ids=["halved", "negated", "rounding", "identical"])
+def test_floor_follows_a_tiny_outputs_magnitude(actual, ok):
+    # Random-init efficientnet_b0 logits peak near 1e-5: a floor of atol*1
+    # would accept them halved or negated.
+    assert TINY.abs().max().item() == pytest.approx(1e-5)
+    result = compare(actual, TINY)
+    assert result.ok is ok, result.summary()
 
 
 # ---------------------------------------------------------------- values
@@ -273,13 +330,27 @@ def test_torch_return_types_compare_positionally():
     (True, True, True),
     (1.0, 1.0 + 1e-12, True),
     (1.0, 1.1, False),
-    (2, 2.0, True),
     ("relu", "relu", True),
     ("relu", "gelu", False),
 ], ids=["none", "int-equal", "int-differs", "bool", "float-close", "float-far",
-        "int-vs-float", "other-equal", "other-differs"])
+        "other-equal", "other-differs"])
 def test_scalar_and_other_leaves(actual, expected, ok):
     assert compare(actual, expected).ok is ok
+
+
+@pytest.mark.parametrize("actual, expected, text", [
+    ((torch.ones(1), 2.0), (torch.ones(1), 2), "output[1]: eager returned an int, "
+                                                 "the artifact returned a float"),
+    (2, 2.0, "output: eager returned a float, the artifact returned an int"),
+    (1, True, "output: eager returned a bool, the artifact returned an int"),
+    (False, 0, "output: eager returned an int, the artifact returned a bool"),
+], ids=["float-for-int", "int-for-float", "int-for-bool", "bool-for-int"])
+def test_scalar_type_differences_are_structural(actual, expected, text):
+    # Equal values of another type used to pass (2 == 2.0): a caller that
+    # indexes with the int or branches on the bool would break.
+    result = compare(actual, expected)
+    assert not result.ok
+    assert result.structural_problems == [text]
 
 
 # ---------------------------------------------------------------- topk
@@ -335,7 +406,7 @@ def test_summary_states_counts_errors_and_rule():
     assert lines[0] == "1 of 100 output elements outside tolerance"
     text = result.summary()
     for fragment in ("max abs error", "max rel error", "share mismatched",
-                     "|a-e| <= atol*max(1,max|e|) + rtol*|e|", "rtol=0.0001", "atol=1e-05",
+                     "|a-e| <= atol*max|e| + rtol*|e|", "rtol=0.0001", "atol=1e-05",
                      "top-5 classes agree: yes"):
         assert fragment in text
 
