@@ -1,20 +1,43 @@
 """The on-disk artifact cache, keyed by everything that changes an artifact.
 
-The key covers the case's definition (the source of its builder and input
-factory, its seed, names and batch sizes; not its tags, which change no file),
-the versions of the exporting stack, the path and its export options, and the
-device. A second run with the same key reuses the file; anything that changes
-the key exports again.
+An artifact is reused only when nothing the model's behaviour depends on has
+changed. `artifact_key` covers:
+
+- the case's definition: its name, seed, names, batch sizes, quantized engine
+  and the source of its builder, input factory and probes (`case_fingerprint`);
+- the code the model comes from (`code_fingerprint`): the bytes of every user
+  module reached from the case's callables and from the classes of every
+  submodule of the model, following the modules their globals refer to, and
+  the version of each installed distribution reached that way;
+- the model itself (`model_fingerprint`): its state dict and every buffer,
+  byte for byte, and the plain settings its submodules hold;
+- the inputs the exporter sees (`inputs_fingerprint`), byte for byte;
+- the global flags a path bakes in (`global_flags`);
+- the exporting stack's versions, the suite's version and the source of the
+  suite's exporting code, the path, its options and the device.
+
+Tags change no file and are not part of the key. A second run with the same key
+reuses the file, once `paths.cached_artifact` has checked it against the size
+and sha256 written beside it; anything that changes the key exports again.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import inspect
 import json
 import os
+import re
+import shutil
+import sys
+import sysconfig
+import time
+import types
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from conformance.cases import Case
 from conformance.versions import versions
@@ -34,10 +57,19 @@ def harness_build_dir() -> Path:
     return cache_root() / "harness"
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def stable_repr(value: Any) -> str:
+    """repr without memory addresses, which differ from one process to the next."""
+    return _ADDRESS.sub("", repr(value))
+
+
 def source_of(obj: Any) -> str:
     """The source text of a callable, or a stable description when there is none."""
     if isinstance(obj, functools.partial):
-        return f"partial({source_of(obj.func)}, {obj.args!r}, {sorted(obj.keywords.items())!r})"
+        return f"partial({source_of(obj.func)}, {stable_repr(obj.args)}, " \
+               f"{stable_repr(sorted(obj.keywords.items()))})"
     try:
         return inspect.getsource(obj)
     except (OSError, TypeError):
@@ -45,19 +77,458 @@ def source_of(obj: Any) -> str:
 
 
 def case_fingerprint(case: Case) -> str:
-    parts = [case.name, source_of(case.build), source_of(case.example), str(case.seed),
+    parts = [case.name, source_of(case.build), source_of(case.example),
+             source_of(case.probes) if case.probes else "", str(case.seed),
              repr(case.batch_sizes), repr(case.quantized_engine), repr(case.input_names),
              repr(case.output_names)]
+    # Values a builder or factory closes over (`lambda: Net(width)`), when they are plain.
+    parts += [_plain_closure(f) for f in (case.build, case.example, case.probes)]
     if inspect.isclass(case.build):  # the model's own source, when build is the class
-        parts += [source_of(c) for c in case.build.__mro__ if c.__module__ == case.build.__module__]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        parts += [source_of(c) for c in case.build.__mro__
+                  if c.__module__ == case.build.__module__]
+    return _sha("\n".join(parts).encode())
 
 
 def artifact_key(case: Case, path: str, options: Any, device: str, model: Any = None,
                  example: tuple = ()) -> str:
-    from conformance import __version__
+    """The name of the artifact that `path` makes of this model from these inputs."""
+    from conformance import __version__, paths
 
     stack = {k: versions()[k] for k in ("torch", "torchvision", "onnx", "onnxscript")}
-    payload = {"case": case_fingerprint(case), "path": path, "options": repr(options),
-               "device": device, "stack": stack, "suite": __version__}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    if path == "aoti":  # the package holds a shared library the C++ compiler built
+        stack["compiler"] = versions()["compiler"]
+    payload = {"case": case_fingerprint(case), "code": code_fingerprint(case, model),
+               "model": model_fingerprint(model), "example": inputs_fingerprint(example),
+               "flags": global_flags(), "path": path, "options": stable_repr(options),
+               "device": device, "stack": stack, "suite": __version__,
+               "exporter": file_digest(paths.__file__)}
+    return _sha(json.dumps(payload, sort_keys=True).encode())[:24]
+
+
+# The cached file's bytes -----------------------------------------------------------
+
+
+def content_digest(file: Path) -> tuple[int, str]:
+    """Size and sha256 of a file's bytes; of a directory, its files' relative names
+    and bytes in sorted order."""
+    digest = hashlib.sha256()
+    if not file.is_dir():
+        with open(file, "rb") as handle:
+            size = _hash_stream(handle, digest)
+        return size, digest.hexdigest()
+    size = 0
+    for member in sorted(p for p in file.rglob("*") if p.is_file()):
+        name = member.relative_to(file).as_posix().encode()
+        digest.update(len(name).to_bytes(8, "little") + name)
+        with open(member, "rb") as handle:
+            size += _hash_stream(handle, digest)
+    return size, digest.hexdigest()
+
+
+def _hash_stream(handle, digest) -> int:
+    size = 0
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return size
+
+
+def remove_artifact(file: Path) -> None:
+    if file.is_dir():
+        shutil.rmtree(file, ignore_errors=True)
+    else:
+        file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(directory: Path):
+    """An exclusive lock on the artifact directory, so that two processes of one run
+    (pytest-xdist workers) exporting the same artifact never let a reader see a file
+    beside another export's facts. Where locks are not available, no lock."""
+    try:
+        import fcntl
+
+        handle = os.open(directory, os.O_RDONLY)
+    except (ImportError, OSError):
+        handle = None
+    if handle is None:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing the descriptor releases the lock
+
+
+# The code the model comes from -------------------------------------------------------
+
+
+def code_fingerprint(case: Case, model: Any) -> dict[str, dict[str, str]]:
+    """{"modules": {name: digest}, "distributions": {name: version}} for every module
+    the case's callables and the model's classes come from, and the user modules
+    those refer to through their globals, transitively."""
+    return _walk_modules(_code_roots(case, model))
+
+
+def _code_roots(case: Case, model: Any) -> list[Any]:
+    import torch
+
+    roots: list[Any] = [case.build, case.example, case.probes]
+    if isinstance(model, torch.nn.Module):
+        for module in model.modules():
+            roots += type(module).__mro__
+            # A forward replaced on the instance, hooks, and callables held as settings.
+            roots += [v for v in vars(module).values() if _is_code(v)]
+            for hooks in (module._forward_hooks, module._forward_pre_hooks):
+                roots += list(hooks.values())
+    elif model is not None:
+        roots.append(model)
+    return [r for r in roots if r is not None]
+
+
+def _is_code(value: Any) -> bool:
+    return (inspect.isfunction(value) or inspect.isclass(value) or inspect.ismethod(value)
+            or isinstance(value, (functools.partial, types.ModuleType)))
+
+
+def _walk_modules(roots: Iterable[Any]) -> dict[str, dict[str, str]]:
+    digests: dict[str, str] = {}
+    dists: dict[str, str] = {}
+    seen: set[str] = set()
+    pending = [m for root in roots for m in _safe_modules_of(root)]
+    while pending:
+        module = pending.pop()
+        name = getattr(module, "__name__", None)
+        if not isinstance(name, str) or name in seen:
+            continue
+        seen.add(name)
+        kind = _module_kind(module)
+        if kind == "distribution":
+            for dist in _distributions(name):
+                dists[dist] = distribution_version(dist)
+        elif kind == "user":
+            digests[name] = _module_digest(module)
+            pending += [m for value in list(vars(module).values())
+                        for m in _safe_modules_of(value)]
+    return {"modules": digests, "distributions": dists}
+
+
+def _safe_modules_of(value: Any) -> list[types.ModuleType]:
+    try:
+        return _modules_of(value)
+    except Exception:  # an object whose attributes raise (a lazy proxy)
+        return []
+
+
+def _modules_of(value: Any, depth: int = 0) -> list[types.ModuleType]:
+    """The modules a global, root or closure value brings in."""
+    if isinstance(value, types.ModuleType):
+        return [value]
+    if depth > 2:
+        return []
+    if isinstance(value, functools.partial):
+        return [m for v in (value.func, *value.args, *value.keywords.values())
+                for m in _modules_of(v, depth + 1)]
+    if inspect.ismethod(value):
+        return _modules_of(value.__func__, depth + 1) + _modules_of(value.__self__, depth + 1)
+    if inspect.isfunction(value):
+        found = _named_module(value.__module__) or [_module_from_globals(value.__globals__)]
+        for cell in value.__closure__ or ():
+            try:
+                found += _modules_of(cell.cell_contents, depth + 1)
+            except ValueError:  # an empty cell
+                pass
+        return found
+    if inspect.isclass(value):
+        return _named_module(value.__module__) or [
+            _module_from_globals(f.__globals__) for f in vars(value).values()
+            if inspect.isfunction(f)][:1]
+    if callable(value) and hasattr(value, "__module__"):
+        return _named_module(getattr(value, "__module__", None))
+    return _named_module(getattr(type(value), "__module__", None))
+
+
+def _named_module(name: Any) -> list[types.ModuleType]:
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return [module] if module is not None else []
+
+
+def _module_from_globals(namespace: dict) -> types.ModuleType:
+    """A stand-in for a module that is not in sys.modules (imported by file and not
+    registered): its globals, hence its file, are those of its functions."""
+    module = types.ModuleType(str(namespace.get("__name__", "<unregistered>")))
+    module.__dict__.update(namespace)
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def _library_dirs() -> tuple[str, ...]:
+    dirs = {os.path.dirname(os.__file__), sysconfig.get_path("stdlib"),
+            sysconfig.get_path("platstdlib")}
+    return tuple(sorted(os.path.realpath(d) + os.sep for d in dirs if d))
+
+
+def _module_kind(module: types.ModuleType) -> str:
+    """"user", "distribution", or "library" (the standard library, builtins)."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        if module.__name__ in (*sys.builtin_module_names, *sys.stdlib_module_names):
+            return "library"
+        return "distribution" if _distributions(module.__name__) else "user"
+    return _file_kind(file, module.__name__.partition(".")[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _file_kind(file: str, top: str) -> str:
+    real = os.path.realpath(file)
+    parts = Path(real).parts
+    if "site-packages" in parts or "dist-packages" in parts:
+        # A file there that no distribution claims is hashed like the user's own.
+        return "distribution" if _distributions(top) else "user"
+    if real.startswith(_library_dirs()):
+        return "library"
+    return "user"
+
+
+def _distributions(name: str) -> list[str]:
+    return sorted(set(_packages_distributions().get(name.partition(".")[0], ())))
+
+
+@functools.lru_cache(maxsize=None)
+def _packages_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+@functools.lru_cache(maxsize=None)
+def distribution_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _module_digest(module: types.ModuleType) -> str:
+    """A user module: its file's bytes, and the plain values of its globals (a setting
+    read from the environment at import changes no byte of the file)."""
+    file = getattr(module, "__file__", None)
+    source = file_digest(file) if file and os.path.isfile(file) else _code_digest(module)
+    # Immutable values only: a module-level dict or list is often a cache that fills up.
+    plain = sorted((k, stable_repr(v)) for k, v in list(vars(module).items())
+                   if not k.startswith("__") and _is_plain(v, mutable=False))
+    return _sha(json.dumps([source, plain]).encode())
+
+
+def _code_digest(module: types.ModuleType) -> str:
+    """A module with no file (defined at a prompt): the bytecode of what it defines."""
+    parts = []
+    for name, value in sorted(vars(module).items()):
+        if inspect.isclass(value) and value.__module__ == module.__name__:
+            value = [v for _, v in sorted(vars(value).items()) if inspect.isfunction(v)]
+        for function in value if isinstance(value, list) else [value]:
+            if inspect.isfunction(function) and function.__module__ == module.__name__:
+                parts.append(f"{name}:{_describe_code(function.__code__)}")
+    return _sha("\n".join(parts).encode())
+
+
+def _describe_code(code: types.CodeType) -> str:
+    consts = [_describe_code(c) if isinstance(c, types.CodeType) else stable_repr(c)
+              for c in code.co_consts]
+    return f"{code.co_code.hex()}|{code.co_names}|{consts}"
+
+
+_FILE_DIGESTS: dict[str, tuple[tuple[int, int, int], str]] = {}
+# A file written this recently may be written again within the same timestamp tick;
+# its digest is not remembered until it is older.
+_RACY_NS = 2_000_000_000
+
+
+def file_digest(file: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, remembered for the process by (mtime, size, inode)."""
+    path = os.path.realpath(file)
+    stat = os.stat(path)
+    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    remembered = _FILE_DIGESTS.get(path)
+    if remembered and remembered[0] == signature:
+        return remembered[1]
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest() \
+            if hasattr(hashlib, "file_digest") else hashlib.sha256(handle.read()).hexdigest()
+    if time.time_ns() - stat.st_mtime_ns > _RACY_NS:
+        _FILE_DIGESTS[path] = (signature, digest)
+    return digest
+
+
+# The model and its inputs --------------------------------------------------------------
+
+
+def model_fingerprint(model: Any) -> dict[str, str]:
+    """The weights (state dict and every buffer, persistent or not), the plain settings
+    its submodules hold, and the code of a graph or script module. {} for a function."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return {}
+    weights = hashlib.sha256()
+    for name, value in model.state_dict(keep_vars=True).items():
+        _feed(weights, name)
+        _feed(weights, value)
+    for name, buffer in model.named_buffers():
+        _feed(weights, name)
+        _feed(weights, buffer)
+    settings = hashlib.sha256()
+    for prefix, module in model.named_modules():
+        plain = sorted((k, stable_repr(v)) for k, v in vars(module).items()
+                       if not k.startswith("_") and _is_plain(v))
+        settings.update(f"{prefix}:{type(module).__qualname__}:{plain}\n".encode())
+        code = _module_code(module)
+        if code:
+            settings.update(code.encode())
+    return {"weights": weights.hexdigest(), "settings": settings.hexdigest()}
+
+
+def _module_code(module: Any) -> str:
+    """The generated code of an FX graph module or a TorchScript module."""
+    import torch
+
+    if isinstance(module, (torch.fx.GraphModule, torch.jit.ScriptModule)):
+        try:
+            return str(module.code)
+        except Exception:  # a script module with no forward
+            return ""
+    return ""
+
+
+def inputs_fingerprint(inputs: Any) -> str:
+    digest = hashlib.sha256()
+    _feed(digest, inputs)
+    return digest.hexdigest()
+
+
+_PLAIN = (int, float, bool, str, bytes, type(None))
+
+
+def _is_plain(value: Any, depth: int = 0, mutable: bool = True) -> bool:
+    """A value whose repr is all there is to it: numbers, strings, dtypes and small
+    containers of those (tuples only, unless `mutable`)."""
+    import torch
+
+    if isinstance(value, _PLAIN + (torch.dtype, torch.device)):
+        return True
+    if depth >= 3 or not isinstance(value, (tuple, list, dict)) or len(value) > 64:
+        return False
+    if isinstance(value, tuple):
+        return all(_is_plain(v, depth + 1, mutable) for v in value)
+    if isinstance(value, list) and mutable:
+        return all(_is_plain(v, depth + 1, mutable) for v in value)
+    if isinstance(value, dict) and mutable:
+        return all(_is_plain(k, depth + 1, mutable) and _is_plain(v, depth + 1, mutable)
+                   for k, v in value.items())
+    return False
+
+
+def _feed(digest: Any, value: Any, depth: int = 0) -> None:
+    """Hash a value: tensors by dtype, shape and bytes; containers item by item;
+    anything else by its repr."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        _feed_tensor(digest, value)
+    elif isinstance(value, (tuple, list)) and depth < 8:
+        digest.update(f"{type(value).__name__}[{len(value)}](".encode())
+        for item in value:
+            _feed(digest, item, depth + 1)
+        digest.update(b")")
+    elif isinstance(value, dict) and depth < 8:
+        digest.update(f"dict[{len(value)}](".encode())
+        for key, item in value.items():  # insertion order, which the model sees
+            digest.update(stable_repr(key).encode() + b":")
+            _feed(digest, item, depth + 1)
+        digest.update(b")")
+    else:
+        text = repr(value)
+        if _ADDRESS.search(text):  # a default repr tells nothing of the object's state
+            _not_reusable(digest)
+        else:
+            digest.update(f"{type(value).__qualname__}:{text};".encode())
+
+
+def _not_reusable(digest: Any) -> None:
+    """A value the key cannot describe makes a key no later run will compute: the
+    artifact is exported again rather than reused on a guess."""
+    digest.update(f"not reusable:{os.getpid()}:{time.time_ns()}:{os.urandom(8).hex()}".encode())
+
+
+def _feed_tensor(digest: Any, tensor: Any) -> None:
+    import torch
+
+    tensor = tensor.detach()
+    digest.update(f"tensor:{tensor.dtype}:{tuple(tensor.shape)}:{tensor.layout}:".encode())
+    if tensor.is_quantized:
+        scheme = tensor.qscheme()
+        digest.update(str(scheme).encode())
+        if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            digest.update(f"{tensor.q_scale()!r}:{tensor.q_zero_point()!r}".encode())
+        else:
+            digest.update(str(tensor.q_per_channel_axis()).encode())
+            _feed_tensor(digest, tensor.q_per_channel_scales())
+            _feed_tensor(digest, tensor.q_per_channel_zero_points())
+        tensor = tensor.int_repr()
+    elif tensor.layout != torch.strided:
+        tensor = tensor.to_dense()
+    try:
+        data = tensor.resolve_conj().resolve_neg().cpu().contiguous().reshape(-1)
+        digest.update(memoryview(data.view(torch.uint8).numpy()))
+    except Exception:  # no data to read (a meta or fake tensor)
+        _not_reusable(digest)
+    digest.update(b";")
+
+
+# Global state --------------------------------------------------------------------------
+
+_PRECISION_SETTINGS = ("fp32_precision", "cuda.matmul.fp32_precision", "cudnn.fp32_precision",
+                       "cudnn.conv.fp32_precision", "cudnn.rnn.fp32_precision",
+                       "mkldnn.fp32_precision", "mkldnn.matmul.fp32_precision",
+                       "mkldnn.conv.fp32_precision", "mkldnn.rnn.fp32_precision")
+
+
+def global_flags() -> dict[str, str]:
+    """The process-wide torch settings that an exporter can bake into an artifact."""
+    import torch
+
+    with warnings.catch_warnings():  # some of these getters warn of newer settings
+        warnings.simplefilter("ignore")
+        flags = {
+            "default_dtype": str(torch.get_default_dtype()),
+            "quantized_engine": str(torch.backends.quantized.engine),
+            "cuda_matmul_allow_tf32": str(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": str(torch.backends.cudnn.allow_tf32),
+            "cudnn_deterministic": str(torch.backends.cudnn.deterministic),
+            "deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()),
+            "float32_matmul_precision": str(torch.get_float32_matmul_precision()),
+        }
+        for setting in _PRECISION_SETTINGS:
+            value: Any = torch.backends
+            try:
+                for attribute in setting.split("."):
+                    value = getattr(value, attribute)
+            except Exception:  # an older torch, without the setting
+                continue
+            flags[setting] = str(value)
+    return flags
+
+
+def _plain_closure(function: Any) -> str:
+    cells = []
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if _is_plain(contents):
+            cells.append(stable_repr(contents))
+    return repr(cells)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -381,36 +381,30 @@ CONTROL_FLOW_NODES = {
 }
 
 
-def control_flow_nodes(subject: Subject) -> collections.Counter:
-    """Control-flow nodes of the artifact's graph (TorchScript: with calls inlined)."""
+def control_flow_nodes(subject: Subject):
+    """The artifact graph's control-flow nodes (TorchScript: with calls inlined): all of
+    them, and those whose condition depends on the model's inputs."""
+    from conformance.control_flow import control_flow
+
     if subject.target.path in ONNX_PATHS:
-        import onnx
-
-        graph = onnx.load(str(subject.artifact.file), load_external_data=False).graph
-        kinds = collections.Counter(node.op_type for node in graph.node)
-        return collections.Counter({k: kinds[k] for k in CONTROL_FLOW_NODES["onnx"]})
+        return control_flow("onnx", subject.artifact.file)
     if subject.target.path == "export":
-        import torch
-
-        program = torch.export.load(str(subject.artifact.file))
-        names = [getattr(node.target, "__name__", "") for node in program.graph.nodes
-                 if node.op == "call_function"]
-        return collections.Counter({k: names.count(k) for k in CONTROL_FLOW_NODES["export"]})
-    loaded = subject.loaded
-    text = str(getattr(loaded, "inlined_graph", None) or loaded.graph)
-    return collections.Counter({k: text.count(k + "(") for k in CONTROL_FLOW_NODES["torchscript"]})
+        return control_flow("export", subject.artifact.file)
+    return control_flow("torchscript", subject.loaded)
 
 
 def keeps_branches(subject: Subject) -> dict:
-    """The artifact of a model with data-dependent control flow still has it."""
+    """The artifact of a model with data-dependent control flow still has it: a node
+    whose condition depends on the model's inputs (an `if` on a constant or an attribute,
+    in a scripted helper of a trace, does not count)."""
     found = run_or_fail(subject, "keeps_branches", "reading the artifact's graph",
                         lambda: control_flow_nodes(subject))
-    if not sum(found.values()):
-        kinds = " or ".join(found)
-        fail(subject, "keeps_branches", f"the {subject.target.path_id} artifact's graph has no "
-             f"{kinds} node: the eager model's data-dependent control flow was reduced to the "
-             "single branch the example input took", kind="property")
-    return dict(found)
+    if not sum(found.dependent.values()):
+        fail(subject, "keeps_branches", f"the {subject.target.path_id} artifact's graph has "
+             "no control flow on the model's inputs: the eager model's data-dependent "
+             "control flow was reduced to the single branch the example input took",
+             found.describe(), {"all": dict(found.total)}, kind="property")
+    return {**dict(found.dependent), "all": dict(found.total)}
 
 
 def compiles_fullgraph(subject: Subject) -> dict:

@@ -166,7 +166,10 @@ SUFFIXES = {"trace": ".pt", "script": ".pt", "onnx": ".onnx", "onnx-dynamo": ".o
 
 def export(path: str, model: Any, example: tuple, file: Path,
            options: ExportOptions) -> Artifact:
-    """Run one path's exporter into `file`, atomically. Raises ExportError."""
+    """Run one path's exporter into `file`, atomically, with its facts beside it.
+    Raises ExportError."""
+    from conformance.cache import locked
+
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     # The suffix stays last: the AOTInductor packager insists on `.pt2`.
@@ -180,8 +183,10 @@ def export(path: str, model: Any, example: tuple, file: Path,
             partial.unlink(missing_ok=True)
             raise ExportError(explain_export_error(path, options, exc)) from exc
     artifact = Artifact(path, file, time.perf_counter() - started, model_warnings(caught))
-    _write_export_facts(artifact)
-    partial.replace(file)
+    # Facts and file change together: a reader never sees one without the other.
+    with locked(file.parent):
+        _write_export_facts(artifact, partial)
+        partial.replace(file)
     return artifact
 
 
@@ -189,21 +194,42 @@ def _facts_file(file: Path) -> Path:
     return file.with_name(file.name + ".json")
 
 
-def _write_export_facts(artifact: Artifact) -> None:
+def _write_export_facts(artifact: Artifact, written: Path | None = None) -> None:
     """What the export cost and warned, kept beside the file so that a run which
-    finds the file in the cache still reports them."""
-    facts = {"export_seconds": artifact.export_seconds, "warnings": artifact.warnings}
-    _facts_file(artifact.file).write_text(json.dumps(facts))
+    finds the file in the cache still reports them, and the size and sha256 of the
+    bytes written (`written`, the file before it takes its name), which a later
+    run checks before it reuses them."""
+    from conformance.cache import content_digest
+
+    size, digest = content_digest(Path(written or artifact.file))
+    facts = {"export_seconds": artifact.export_seconds, "warnings": artifact.warnings,
+             "size": size, "sha256": digest}
+    target = _facts_file(artifact.file)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(facts))
+    partial.replace(target)
 
 
 def cached_artifact(path: str, file: Path) -> Artifact | None:
-    """The cached artifact in `file`, or None when there is none to reuse."""
+    """The cached artifact in `file`, or None when there is none to reuse: no file,
+    no readable facts beside it, or bytes that are not the ones the export wrote
+    (a truncated or altered file). A file that fails the check is removed, with
+    its facts, and the caller exports again."""
+    from conformance.cache import content_digest, locked, remove_artifact
+
+    file = Path(file)
     if not file.exists():
         return None
-    try:
-        facts = json.loads(_facts_file(file).read_text())
-    except (OSError, ValueError):  # a cache written before the facts were kept
-        facts = {}
+    with locked(file.parent):
+        try:
+            facts = json.loads(_facts_file(file).read_text())
+            expected = (int(facts["size"]), str(facts["sha256"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            facts, expected = {}, None
+        if expected is None or content_digest(file) != expected:
+            remove_artifact(file)
+            _facts_file(file).unlink(missing_ok=True)
+            return None
     return Artifact(path, file, facts.get("export_seconds", 0.0), facts.get("warnings", []),
                     cached=True)
 

@@ -131,3 +131,24 @@ class QnnpackConv(torch.nn.Module):
 def qnnpack_conv_case() -> Case:
     return Case("qnnpack_conv", QnnpackConv, example=random_inputs((1, 3, 16, 16)),
                 quantized_engine="qnnpack")
+
+
+@torch.jit.script
+def _scaled(x: torch.Tensor, double: bool = True) -> torch.Tensor:
+    if double:  # a branch on an argument the trace passes as a constant
+        return x * 2
+    return x
+
+
+class BakedBesideScriptedHelper(torch.nn.Module):
+    """A trace bakes `x.sum() > 0`, and keeps the scripted helper's unrelated `if`."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return _scaled(x)
+        return x - 10
+
+
+def baked_beside_helper_case() -> Case:
+    return Case("baked_beside_helper", BakedBesideScriptedHelper,
+                example=lambda: (torch.ones(2, 3),), tags={"control-flow"})

@@ -104,6 +104,13 @@ def test_keeps_branches_fails_for_a_trace(tmp_path):
         checks.keeps_branches(subject_of(broken_models.branchy_case(), "trace", tmp_path))
 
 
+def test_keeps_branches_fails_for_a_trace_whose_only_if_is_a_scripted_helpers(tmp_path):
+    subject = subject_of(broken_models.baked_beside_helper_case(), "trace", tmp_path)
+    with pytest.raises(CheckFailure, match="does not depend on the model's inputs"):
+        checks.keeps_branches(subject)
+    assert "prim::If(" in str(subject.loaded.inlined_graph)  # what a plain count passed
+
+
 def test_keeps_branches_passes_for_a_script(tmp_path):
     found = checks.keeps_branches(subject_of(broken_models.branchy_case(), "script", tmp_path))
     assert found["prim::If"] >= 1

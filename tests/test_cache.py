@@ -1,0 +1,246 @@
+"""A cached artifact is reused only when nothing its model depends on changed, and only
+when its bytes are the ones the export wrote."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conformance import Case, cache, checks, paths, random_inputs
+from conformance.cases import import_file_as
+from conformance.checks import CheckFailure
+from conformance.subject import CaseState, Subject
+from conformance.targets import Target
+
+LINEAR_MODEL = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return {body}
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path):
+    """Writes `<name>.py` into tmp_path and imports it as `name`; again to change it."""
+    names = []
+
+    def load(name: str, text: str):
+        file = tmp_path / f"{name}.py"
+        file.write_text(textwrap.dedent(text))
+        names.append(name)
+        return import_file_as(file, name)
+
+    yield load
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def key_of(case: Case, path: str = "trace") -> str:
+    """The key CaseState gives the case's artifact, computed as it computes it."""
+    state = CaseState(case, "cpu", "unused")
+    options = state.export_options(path, None)
+    return cache.artifact_key(case, path, options, "cpu", state.model,
+                              state.export_example(options))
+
+
+def verdict(case: Case, artifacts, use_cache: bool = True) -> str:
+    subject = Subject(CaseState(case, "cpu", artifacts, use_cache=use_cache),
+                      Target("trace", "torch", "cpu"), reproduce="pytest <nodeid>")
+    try:
+        checks.matches_eager(subject)
+    except CheckFailure as failure:
+        return f"fail ({failure.kind})"
+    return "pass"
+
+
+def linear_case(module, name: str = "cached_linear") -> Case:
+    return Case(name, module.Net, example=random_inputs((2, 4)))
+
+
+def test_a_changed_helper_in_another_module_is_exported_again(user_module, tmp_path):
+    user_module("cache_helpers", "def scale(x):\n    return x * 2\n")
+    model = user_module("cache_model", "from cache_helpers import scale\n"
+                        + LINEAR_MODEL.format(body="scale(self.linear(x))"))
+    before = linear_case(model)
+    key = key_of(before)
+    artifacts = tmp_path / "artifacts"
+    assert not CaseState(before, "cpu", artifacts).artifact("trace").cached
+    assert CaseState(before, "cpu", artifacts).artifact("trace").cached
+
+    user_module("cache_helpers", "def scale(x):\n    return x * 2 + 1\n")
+    model = user_module("cache_model", "from cache_helpers import scale\n"
+                        + LINEAR_MODEL.format(body="scale(self.linear(x))"))
+    after = linear_case(model)
+    assert key_of(after) != key
+    assert not CaseState(after, "cpu", artifacts).artifact("trace").cached
+    assert verdict(after, tmp_path / "fresh", use_cache=False) == "pass"
+    assert verdict(after, artifacts) == verdict(after, tmp_path / "fresh", use_cache=False)
+
+
+def test_a_changed_constant_in_the_model_module_changes_the_key(user_module):
+    text = "SCALE = {}\n" + LINEAR_MODEL.format(body="self.linear(x) * SCALE")
+    before = key_of(linear_case(user_module("cache_model", text.format(2.0))))
+    assert key_of(linear_case(user_module("cache_model", text.format(3.0)))) != before
+
+
+def test_a_changed_submodule_class_in_another_module_changes_the_key(user_module):
+    block = """
+    import torch
+
+
+    class Block(torch.nn.Module):
+        def forward(self, x):
+            return torch.{}(x)
+    """
+    # The builder names no module: the class is found from the built model alone.
+    case = Case("blocks", lambda: torch.nn.Sequential(
+        torch.nn.Linear(4, 3), sys.modules["cache_blocks"].Block()), example=random_inputs((2, 4)))
+    user_module("cache_blocks", block.format("relu"))
+    before = key_of(case)
+    user_module("cache_blocks", block.format("tanh"))
+    assert key_of(case) != before
+
+
+def test_other_weights_from_the_same_builder_change_the_key(tmp_path):
+    weights = tmp_path / "weights.pt"
+
+    def build():
+        net = torch.nn.Linear(4, 3)
+        net.load_state_dict(torch.load(weights))
+        return net
+
+    case = Case("loaded", build, example=random_inputs((2, 4)))
+    torch.save({"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}, weights)
+    before = key_of(case)
+    assert key_of(case) == before
+    torch.save({"weight": torch.ones(3, 4), "bias": torch.zeros(3)}, weights)
+    assert key_of(case) != before
+
+
+class Shifted(torch.nn.Module):
+    def __init__(self, shift: torch.Tensor):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        self.register_buffer("shift", shift, persistent=False)
+
+    def forward(self, x):
+        return self.linear(x) + self.shift
+
+
+def test_a_changed_non_persistent_buffer_changes_the_key(tmp_path):
+    shift = tmp_path / "shift.pt"
+    case = Case("shifted", lambda: Shifted(torch.load(shift)), example=random_inputs((2, 4)))
+    torch.save(torch.zeros(3), shift)
+    before = key_of(case)
+    torch.save(torch.ones(3), shift)
+    assert "shift" not in CaseState(case, "cpu", "unused").model.state_dict()
+    assert key_of(case) != before
+
+
+def test_example_shapes_and_values_change_the_key():
+    large = Case("shaped", lambda: torch.nn.Conv2d(3, 2, 3), example=random_inputs((1, 3, 8, 8)))
+    small = Case("shaped", lambda: torch.nn.Conv2d(3, 2, 3), example=random_inputs((1, 3, 6, 6)))
+    assert key_of(large) != key_of(small)
+    # The inputs themselves, whatever factory made them.
+    state = CaseState(large, "cpu", "unused")
+    options = state.export_options("trace", None)
+    keys = {cache.artifact_key(large, "trace", options, "cpu", state.model, (inputs,))
+            for inputs in (torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8))}
+    assert len(keys) == 2
+
+
+def test_another_version_of_an_imported_distribution_changes_the_key(user_module, monkeypatch):
+    model = user_module("cache_model", "import numpy\n"
+                        + LINEAR_MODEL.format(body="self.linear(x) * float(numpy.sqrt(2.0))"))
+    case = linear_case(model)
+    before = key_of(case)
+    installed = cache.distribution_version
+    monkeypatch.setattr(cache, "distribution_version",
+                        lambda name: "0.0.1" if name == "numpy" else installed(name))
+    assert key_of(case) != before
+
+
+def test_the_default_dtype_changes_the_key():
+    case = Case("plain_linear", lambda: torch.nn.Linear(4, 3), example=random_inputs((2, 4)))
+    state = CaseState(case, "cpu", "unused")
+    options = state.export_options("trace", None)
+    before = cache.artifact_key(case, "trace", options, "cpu", state.model, state.example)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        after = cache.artifact_key(case, "trace", options, "cpu", state.model, state.example)
+    finally:
+        torch.set_default_dtype(previous)
+    assert after != before
+
+
+def test_a_change_in_the_suite_exporting_code_changes_the_key(user_module, tmp_path,
+                                                              monkeypatch):
+    case = linear_case(user_module("cache_model", LINEAR_MODEL.format(body="self.linear(x)")))
+    before = key_of(case)
+    edited = tmp_path / "paths.py"
+    edited.write_text(open(paths.__file__).read() + "\n# another exporter\n")
+    monkeypatch.setattr(paths, "__file__", str(edited))
+    assert key_of(case) != before
+
+
+def facts_of(file):
+    return json.loads(paths._facts_file(file).read_text())
+
+
+def test_a_truncated_cached_file_is_exported_again(user_module, tmp_path):
+    case = linear_case(user_module("cache_model", LINEAR_MODEL.format(body="self.linear(x)")))
+    artifacts = tmp_path / "artifacts"
+    file = CaseState(case, "cpu", artifacts).artifact("trace").file
+    assert facts_of(file)["size"] == file.stat().st_size
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+    again = CaseState(case, "cpu", artifacts).artifact("trace")
+    assert not again.cached
+    assert facts_of(again.file)["sha256"] == cache.content_digest(again.file)[1]
+    assert paths.cached_artifact("trace", again.file).cached
+    assert verdict(case, artifacts) == "pass"
+
+
+def test_a_cached_file_without_its_facts_is_exported_again(user_module, tmp_path):
+    case = linear_case(user_module("cache_model", LINEAR_MODEL.format(body="self.linear(x)")))
+    artifacts = tmp_path / "artifacts"
+    file = CaseState(case, "cpu", artifacts).artifact("trace").file
+    paths._facts_file(file).unlink()
+    assert not CaseState(case, "cpu", artifacts).artifact("trace").cached
+    assert CaseState(case, "cpu", artifacts).artifact("trace").cached
+
+
+def test_the_key_is_the_same_for_the_same_case_in_one_process_and_in_another(user_module,
+                                                                             tmp_path):
+    user_module("cache_helpers", "def scale(x):\n    return x * 2\n")
+    text = "from cache_helpers import scale\n" + LINEAR_MODEL.format(body="scale(self.linear(x))")
+    case = linear_case(user_module("cache_model", text))
+    key = key_of(case)
+    assert key_of(linear_case(user_module("cache_model", text))) == key
+
+    repository = Path(__file__).resolve().parents[1]
+    script = f"""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, {str(repository)!r})
+    from conformance.cases import import_file_as
+    from tests.test_cache import key_of, linear_case
+    import_file_as(Path({str(tmp_path)!r}) / "cache_helpers.py", "cache_helpers")
+    model = import_file_as(Path({str(tmp_path)!r}) / "cache_model.py", "cache_model")
+    print(key_of(linear_case(model)))
+    """
+    keys = {subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                           text=True, check=True, timeout=300).stdout.strip()
+            for _ in range(2)}
+    assert keys == {key}
