@@ -1,0 +1,260 @@
+"""Self-tests of what makes a verdict hold on a model that comes with an example only:
+derived and aimed probes, inputs copied per call, eager first under a time limit,
+the cell's time limit, float64's opinion, and inconclusive searches."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import torch
+
+from conformance import Case, checks, runtimes
+from conformance.checks import CheckFailure, run_check
+from conformance.probes import DERIVED_PROBES, aimed_probes, derived_probes
+from conformance.properties import Profile, SearchSettings
+from conformance.spaces import Dim, TensorSpace
+from conformance.subject import CaseState, Subject
+from conformance.targets import Target
+from conformance.time_limit import TimeLimitExceeded, time_limit
+
+
+def subject_of(case, path, tmp_path, runtime="torch", **state_options) -> Subject:
+    state = CaseState(case, "cpu", tmp_path, use_cache=False, **state_options)
+    return Subject(state, Target(path, runtime, "cpu"), reproduce="pytest <nodeid>")
+
+
+class SignBranch(torch.nn.Module):
+    def forward(self, x):
+        if x.mean() > 0:
+            return x * 2
+        return x - 1
+
+
+class ShapeStrict(torch.nn.Module):
+    """Takes only 4 features: eager itself rejects another size."""
+
+    def forward(self, x):
+        return x.view(-1, 4).sum(dim=1)
+
+
+class Sleeper(torch.nn.Module):
+    def forward(self, x):
+        while x.sum() < 0:
+            time.sleep(0.01)
+        return x + 1
+
+
+# ---------------------------------------------------------------- derived probes
+
+def test_derived_probes_change_sign_magnitude_offset_and_values():
+    example = (torch.rand(1, 3, 4, 4),)
+    made = {p.derived: p.inputs[0] for p in derived_probes(example, {})}
+    assert set(made) == set(DERIVED_PROBES) - {"integers_redrawn"}  # no integer input
+    assert (made["negated"] <= 0).all() and (made["shifted_down"] < 0).all()
+    assert (made["shifted_up"] > 0).all() and not made["zeros"].any()
+    assert made["scaled_up"].abs().max() > 100 * example[0].abs().max()
+    assert made["other_batch"].shape[0] == 2
+
+
+def test_a_constant_example_still_gets_new_values():
+    example = (torch.ones(2, 4),)
+    changed = [p for p in derived_probes(example, {}) if not torch.equal(p.inputs[0],
+                                                                          example[0])]
+    assert len(changed) >= 6
+
+
+def test_integer_inputs_are_redrawn_within_their_observed_range():
+    torch.manual_seed(0)
+    example = (torch.randint(3, 7, (4, 16)), torch.rand(4, 2))
+    (probe,) = [p for p in derived_probes(example, {}) if p.derived == "integers_redrawn"]
+    ids = probe.inputs[0]
+    assert ids.dtype == torch.int64 and 3 <= ids.min() and ids.max() <= 6
+    assert not torch.equal(ids, example[0]) and probe.inputs[1] is example[1]
+
+
+def test_a_sign_branch_baked_by_a_trace_fails_from_an_example_alone(tmp_path):
+    case = Case("sign_branch", SignBranch, lambda: (torch.rand(1, 3, 4, 4),))
+    with pytest.raises(CheckFailure, match=r"derived probe: the example negated"):
+        checks.generalizes(subject_of(case, "trace", tmp_path))
+
+
+def test_a_case_opts_out_of_a_derived_probe_with_a_reason(tmp_path):
+    case = Case("sign_branch", SignBranch, lambda: (torch.rand(1, 3, 4, 4),),
+                skip_probes={name: "the model takes images in [0, 1] only"
+                             for name in ("negated", "shifted_down", "uniform", "other_batch",
+                                         "zeros")})
+    metrics = checks.generalizes(subject_of(case, "trace", tmp_path))
+    assert not any("negated" in label for label in metrics["probes"])
+
+
+@pytest.mark.parametrize("skip, problem", [({"upside_down": "why"}, "not a derived probe"),
+                                           ({"negated": " "}, "needs a reason")])
+def test_an_unknown_or_unexplained_opt_out_is_refused(skip, problem):
+    with pytest.raises(ValueError, match=problem):
+        Case("opted", SignBranch, lambda: (torch.rand(2, 2),), skip_probes=skip)
+
+
+def test_a_derived_probe_eager_rejects_is_dropped_not_failed(tmp_path):
+    case = Case("shape_strict", ShapeStrict, lambda: (torch.rand(2, 4),))
+    subject = subject_of(case, "trace", tmp_path)
+    metrics = run_check(subject, "generalizes", 60)
+    assert not metrics["probes_eager_rejects"]  # (4, 4) still views as rows of 4
+    longer = subject_of(Case("shape_strict", ShapeStrict, lambda: (torch.rand(1, 4, 1),)),
+                        "trace", tmp_path / "other")
+    metrics = run_check(longer, "generalizes", 60)
+    assert "other_batch" not in " ".join(metrics["probes_eager_rejects"])
+
+
+def test_probes_of_other_sizes_run_only_where_the_export_is_meant_to_take_them(tmp_path):
+    case = Case("sign_free", torch.nn.Tanh, lambda: (torch.rand(1, 3),))
+    export = subject_of(case, "export", tmp_path / "export")
+    metrics = checks.generalizes(export)
+    assert "derived probe: the example and its negation stacked (twice the batch)" \
+        in metrics["probes_not_run"]
+    trace = checks.generalizes(subject_of(case, "trace", tmp_path / "trace"))
+    assert not trace["probes_not_run"]
+
+
+def test_aimed_probes_come_only_with_tracer_warnings():
+    example = (torch.rand(2, 3), torch.rand(2, 3))
+    assert aimed_probes(example, ["an unrelated warning"], {}) == []
+    warned = ["Converting a tensor to a Python boolean might cause the trace to be incorrect."]
+    kinds = {p.derived for p in aimed_probes(example, warned, {})}
+    assert kinds == {"one_negated", "swapped", "longer_axis"}
+
+
+def test_a_failure_shows_the_traces_own_warnings(tmp_path):
+    case = Case("sign_branch", SignBranch, lambda: (torch.rand(1, 3, 4, 4),))
+    with pytest.raises(CheckFailure) as failure:
+        checks.generalizes(subject_of(case, "trace", tmp_path))
+    assert "the export warned that it froze something of the example" in str(failure.value)
+    assert "Python boolean" in str(failure.value)
+    assert failure.value.metrics["tracer_warnings"]
+
+
+# ---------------------------------------------------------------- inputs per call
+
+class AddsInPlace(torch.nn.Module):
+    def forward(self, x):
+        x.add_(1)
+        return x * 2
+
+
+def copying_loader(file, device):
+    """A runtime that leaves the caller's inputs alone where eager writes into them."""
+    loaded = runtimes.load_torchscript(file, device)
+    return lambda *inputs: loaded(*(i.clone() for i in inputs))
+
+
+def test_a_correct_in_place_model_passes_and_its_inputs_match_eagers(tmp_path):
+    subject = subject_of(Case("adds", AddsInPlace, lambda: (torch.randn(2, 3),)), "script",
+                         tmp_path)
+    checks.matches_eager(subject)
+    checks.generalizes(subject)
+    assert checks.mutates_like_eager(subject)["eager_mutates"] is True
+
+
+def test_an_artifact_that_does_not_write_into_its_inputs_as_eager_does_fails(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setitem(runtimes.LOADERS, "copying", copying_loader)
+    subject = subject_of(Case("adds", AddsInPlace, lambda: (torch.randn(2, 3),)), "script",
+                         tmp_path, runtime="copying")
+    checks.matches_eager(subject)  # the outputs are right
+    with pytest.raises(CheckFailure, match=r"inputs after a call differ from eager's \(eager "
+                                           r"writes into its inputs\)"):
+        checks.mutates_like_eager(subject)
+
+
+# ---------------------------------------------------------------- eager first
+
+def test_eager_hanging_on_a_derived_probe_fails_every_cell_at_once(tmp_path):
+    state = CaseState(Case("sleeper", Sleeper, lambda: (torch.rand(1, 4),)), "cpu", tmp_path,
+                      use_cache=False, eager_timeout=1.0)
+    failures = []
+    for path in ("trace", "script"):
+        started = time.monotonic()
+        with pytest.raises(CheckFailure) as failure:
+            run_check(Subject(state, Target(path, "torch", "cpu"), reproduce="pytest x"),
+                      "matches_eager", 60)
+        failures.append((failure.value, time.monotonic() - started))
+    first, second = failures
+    assert first[0].kind == second[0].kind == "eager-error"
+    assert "eager PyTorch itself ran past its time limit" in str(first[0])
+    assert "every cell of case sleeper fails with this" in str(first[0])
+    assert second[1] < 0.5  # remembered, not waited for again
+
+
+def test_eager_raising_on_the_example_names_eager_and_the_input(tmp_path):
+    case = Case("strict", ShapeStrict, lambda: (torch.rand(3, 3),))
+    with pytest.raises(CheckFailure) as failure:
+        run_check(subject_of(case, "onnx", tmp_path, runtime="onnxruntime"), "graph_valid", 60)
+    assert failure.value.kind == "eager-error"
+    assert "eager PyTorch itself raised on the example" in str(failure.value)
+
+
+# ---------------------------------------------------------------- time limits
+
+def test_a_cell_past_its_limit_fails_with_case_target_check_and_reproduce(tmp_path,
+                                                                           monkeypatch):
+    def hangs(subject):
+        while True:
+            time.sleep(0.01)
+
+    monkeypatch.setitem(checks.CHECKS, "hangs", hangs)
+    subject = subject_of(Case("quick", torch.nn.Tanh, lambda: (torch.rand(2),)), "trace",
+                         tmp_path)
+    with pytest.raises(CheckFailure) as failure:
+        run_check(subject, "hangs", 0.5)
+    message = str(failure.value)
+    assert failure.value.kind == "timeout"
+    for part in ("case quick", "target trace-torch-cpu", "check hangs",
+                 "ran past its limit of 0.5 s", "reproduce: pytest <nodeid>"):
+        assert part in message
+
+
+def test_a_limit_gives_an_outer_timer_back_what_is_left_of_it():
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 5.0)
+        with time_limit(1.0, "inner"):
+            pass
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 4.0 < left <= 5.0
+        with pytest.raises(TimeLimitExceeded, match="inner ran past"):
+            with time_limit(0.2, "inner"):
+                time.sleep(2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not fired
+
+
+# ---------------------------------------------------------------- float64's opinion
+
+def noisy_loader(file, device):
+    loaded = runtimes.load_torchscript(file, device)
+    return lambda *inputs: loaded(*inputs) * (1 + 1e-2)
+
+
+def test_a_mismatch_says_how_far_eager_float32_is_from_float64(tmp_path, monkeypatch):
+    monkeypatch.setitem(runtimes.LOADERS, "noisy", noisy_loader)
+    case = Case("linear", lambda: torch.nn.Linear(4, 3), lambda: (torch.randn(2, 4),))
+    with pytest.raises(CheckFailure, match=r"eager float32 itself differs from eager float64 "
+                                           r"by max abs \S+ .* times float32's own"):
+        checks.matches_eager(subject_of(case, "script", tmp_path, runtime="noisy"))
+
+
+# ---------------------------------------------------------------- inconclusive searches
+
+def test_a_search_that_ran_out_of_time_before_its_minimum_does_not_pass(tmp_path):
+    hurried = Profile("hurried", max_examples=8, budget_s=0.0, shrink_s=1.0, derandomize=True,
+                      min_examples=4)
+    case = Case("tanh", torch.nn.Tanh, lambda: (torch.rand(1, 3),),
+                input_space=(TensorSpace((Dim("batch", 1, 3), 3)),))
+    subject = subject_of(case, "script", tmp_path)
+    subject.search = SearchSettings(hurried)
+    with pytest.raises(CheckFailure, match="inconclusive: the search ran 0 example") as failure:
+        checks.agrees_on_drawn_inputs(subject)
+    assert failure.value.kind == "inconclusive"
