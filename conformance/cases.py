@@ -29,7 +29,7 @@ RESERVED_WORDS = ("trace", "script", "torch", "onnx", "export", "compile", "aoti
 class Tolerance:
     """Elementwise rule: |actual - expected| <= atol * scale + rtol * |expected|.
 
-    `scale` is max(1, max |expected|) over the compared tensor; see
+    `scale` is max |expected| over the compared tensor (1 when it is all zero); see
     `conformance.compare.allowed_error` for why.
     """
 
