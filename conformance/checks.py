@@ -126,10 +126,12 @@ def _ratio(error: float, noise: float) -> str:
 
 
 def float32_noise(state, inputs) -> Comparison | None:
-    """Eager float32's outputs compared with the same model run in float64."""
+    """Eager's outputs compared, under the case's tolerance, with the same model run in
+    float64 (rounded back to eager's dtypes): what float32 itself gets wrong."""
     import copy
 
     import torch
+    from torch.utils import _pytree
 
     model = state.model
     if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
@@ -137,10 +139,15 @@ def float32_noise(state, inputs) -> Comparison | None:
     wide = copy.deepcopy(model).double()
     wide_inputs = tuple(v.double() if torch.is_tensor(v) and v.is_floating_point() else v
                         for v in inputs)
-    narrow, reference = state.run(model, inputs), state.run(wide, wide_inputs)
-    narrow = torch.utils._pytree.tree_map(
-        lambda v: v.double() if torch.is_tensor(v) and v.is_floating_point() else v, narrow)
-    return compare(narrow, reference, None)
+    narrow = state.run(model, inputs)
+    reference = state.run(wide, wide_inputs)
+    leaves, spec = _pytree.tree_flatten(reference)
+    dtypes = [v.dtype if torch.is_tensor(v) else None for v in _pytree.tree_leaves(narrow)]
+    if len(dtypes) != len(leaves):
+        return None
+    rounded = [v.to(d) if torch.is_tensor(v) and d is not None and v.is_floating_point() else v
+               for v, d in zip(leaves, dtypes)]
+    return compare(narrow, _pytree.tree_unflatten(rounded, spec), state.case.tolerance)
 
 
 # A runtime's second opinion: the same artifact run with less machinery. When it
@@ -202,6 +209,9 @@ def generalizes(subject: Subject) -> dict:
                              f"running the artifact on the {probe.label}",
                              lambda: subject.run_artifact(probe.inputs))
         result = _compare(subject, actual, expected)
+        if not result.ok and probe.derived and _ill_conditioned(subject, probe):
+            not_run[probe.label] = "eager float32 itself differs from float64 on it"
+            continue
         if not result.ok:
             _diverged(subject, "generalizes", f"the {subject.target.path_id} artifact diverges "
                       f"from eager on the probe input ({probe.label})", result, probe.inputs,
@@ -211,6 +221,18 @@ def generalizes(subject: Subject) -> dict:
     return {**worst, "probes": ran, "probes_not_run": not_run,
             "probes_eager_rejects": dict(subject.state.dropped_probes),
             **_warnings_metric(subject)}
+
+
+def _ill_conditioned(subject: Subject, probe) -> bool:
+    """Whether eager float32's own answer on a derived probe is outside tolerance of
+    float64's (near-tied top-k indices of logits times 1000): no artifact can be held to
+    eager there. The case's own probes are never excused; a model that cannot run in
+    float64 is not either."""
+    try:
+        noise = float32_noise(subject.state, probe.inputs)
+    except Exception:  # no float64 opinion: the mismatch stands
+        return False
+    return noise is not None and not noise.ok
 
 
 def mutates_like_eager(subject: Subject) -> dict:

@@ -1,21 +1,32 @@
-"""Expectations: rows of a table saying a (case, target, check) is known to fail.
+"""Expectations: rows of a table saying a (case, target, check) is known to fail, and how.
 
-A row turns the matching cells into strict xfails: a failure is reported as
-expected, with the row's reason; a pass fails and names the row to remove.
-A row that is active for this torch version but matches no cell of the
-collected matrix warns, so the table cannot silently go stale.
+A row names the failure it expects: its `kind` (one of checks.FAILURE_KINDS) and,
+optionally, a regular expression the failure's message must contain (`match`).
+The cell decides after its check ran (`judge`): the expected failure is an
+xfail with the row's reason; a failure of another kind, or one whose message does
+not match, fails and says what was expected and what was observed; a pass fails
+and names the row to remove. Rows of the built-in table apply to the built-in
+cases only; rows of a user's table apply to every case. A row that is active for
+this torch version but matches no cell of the collected matrix warns, so the
+table cannot silently go stale.
 """
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-FIELDS = {"case", "target", "check", "torch", "reason"}
+from conformance.checks import FAILURE_KINDS
+
+FIELDS = {"case", "target", "check", "kind", "match", "torch", "reason"}
+BUILTIN_TABLE = Path(__file__).parent / "fixtures" / "expectations.toml"
+OBSERVED_LINES = 2  # lines of a failure quoted beside an xfail's reason
 
 
 class ExpectationError(Exception):
@@ -26,25 +37,42 @@ class ExpectationError(Exception):
 class Expectation:
     case: str           # fnmatch pattern over case names
     target: str         # fnmatch pattern over target ids, e.g. "trace-*"
-    check: str          # fnmatch pattern over check names
+    check: tuple[str, ...]  # fnmatch patterns over check names; one must match
+    kind: str           # the failure kind the row expects, one of FAILURE_KINDS
+    match: re.Pattern | None  # searched in the failure's message; None: any message
     torch: SpecifierSet  # torch releases the row applies to; empty = all
     reason: str
     source: str         # "file, row N", for messages
+    builtin: bool = False  # from the built-in table: about the built-in cases only
 
     def applies_to_torch(self, release: str) -> bool:
         return Version(release) in self.torch if str(self.torch) else True
 
     def matches(self, case: str, target: str, check: str) -> bool:
         return (fnmatch.fnmatchcase(case, self.case) and fnmatch.fnmatchcase(target, self.target)
-                and fnmatch.fnmatchcase(check, self.check))
+                and any(fnmatch.fnmatchcase(check, pattern) for pattern in self.check))
+
+    def expects(self, kind: str, message: str) -> bool:
+        """Whether a failure of this kind and message is the one the row describes."""
+        return kind == self.kind and (self.match is None or bool(self.match.search(message)))
 
     def describe(self) -> str:
+        check = self.check[0] if len(self.check) == 1 else list(self.check)
         versions = f", torch {self.torch}" if str(self.torch) else ""
-        return (f"case={self.case!r}, target={self.target!r}, check={self.check!r}{versions} "
-                f"({self.source})")
+        match = f", match={self.match.pattern!r}" if self.match else ""
+        return (f"case={self.case!r}, target={self.target!r}, check={check!r}, "
+                f"kind={self.kind!r}{match}{versions} ({self.source})")
+
+    def record(self) -> dict:
+        """What a record says of the row that applied."""
+        return {"reason": self.reason, "row": self.describe(), "kind": self.kind}
 
 
-def load_table(file: Path) -> list[Expectation]:
+def load_table(file: Path, builtin: bool | None = None) -> list[Expectation]:
+    """The rows of a table; `builtin` (default: whether `file` is the built-in table)
+    limits them to the built-in cases."""
+    if builtin is None:
+        builtin = Path(file).resolve() == BUILTIN_TABLE.resolve()
     try:
         data = tomllib.loads(Path(file).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -52,10 +80,10 @@ def load_table(file: Path) -> list[Expectation]:
     rows = data.get("expect", [])
     if not isinstance(rows, list):
         raise ExpectationError(f"expectations {file}: use [[expect]] tables")
-    return [_row(file, index + 1, row) for index, row in enumerate(rows)]
+    return [_row(file, index + 1, row, builtin) for index, row in enumerate(rows)]
 
 
-def _row(file: Path, number: int, row: dict) -> Expectation:
+def _row(file: Path, number: int, row: dict, builtin: bool) -> Expectation:
     where = f"{Path(file).name}, row {number}"
     unknown = set(row) - FIELDS
     if unknown:
@@ -69,22 +97,66 @@ def _row(file: Path, number: int, row: dict) -> Expectation:
         raise ExpectationError(f"expectations {where}: torch = {row['torch']!r} is not a "
                                "version range such as '>=2.9,<2.15'") from exc
     return Expectation(case=row.get("case", "*"), target=row.get("target", "*"),
-                       check=row.get("check", "*"), torch=versions,
-                       reason=row["reason"].strip(), source=where)
+                       check=_checks(where, row), kind=_kind(where, row),
+                       match=_match(where, row), torch=versions,
+                       reason=row["reason"].strip(), source=where, builtin=builtin)
+
+
+def _checks(where: str, row: dict) -> tuple[str, ...]:
+    check = row.get("check")
+    checks = [check] if isinstance(check, str) else check
+    if not checks or not isinstance(checks, list) or not all(
+            isinstance(c, str) and c.strip() for c in checks):
+        raise ExpectationError(
+            f"expectations {where}: every row needs a check: a check name or pattern, or a "
+            "list of them, e.g. check = \"generalizes\" or check = [\"matches_eager\", "
+            "\"generalizes\"] (\"*\" covers every check)")
+    return tuple(c.strip() for c in checks)
+
+
+def _kind(where: str, row: dict) -> str:
+    kind = row.get("kind")
+    if kind not in FAILURE_KINDS:
+        said = "has no kind" if kind is None else f"has kind = {kind!r}"
+        raise ExpectationError(
+            f"expectations {where}: the row {said}; a row names the failure it expects, "
+            f"one of: {', '.join(FAILURE_KINDS)}")
+    return kind
+
+
+def _match(where: str, row: dict) -> re.Pattern | None:
+    if "match" not in row:
+        return None
+    try:
+        return re.compile(str(row["match"]))
+    except re.error as exc:
+        raise ExpectationError(f"expectations {where}: match = {row['match']!r} is not a "
+                               f"regular expression ({exc})") from exc
 
 
 class ExpectationTable:
-    """The active rows for one torch release, and which of them matched a cell."""
+    """The active rows for one torch release, and which of them matched a cell.
 
-    def __init__(self, rows: list[Expectation], torch_release: str):
+    `builtin_case(name)` says whether a case is a built-in one (the plugin sets it
+    from the registry); without it every case is taken for a built-in one.
+    """
+
+    def __init__(self, rows: list[Expectation], torch_release: str,
+                 builtin_case: Callable[[str], bool] | None = None):
         self.torch_release = torch_release
         self.rows = [row for row in rows if row.applies_to_torch(torch_release)]
+        self.builtin_case = builtin_case
         self.matched: set[int] = set()
 
-    def lookup(self, case: str, target: str, check: str) -> Expectation | None:
-        """The first active row matching the cell, remembered as matched."""
+    def lookup(self, case: str, target: str, check: str,
+               builtin: bool | None = None) -> Expectation | None:
+        """The first active row matching the cell, remembered as matched. The built-in
+        table's rows match only when the case is built in (`builtin`, by default what
+        `builtin_case` says)."""
+        if builtin is None:
+            builtin = self.builtin_case(case) if self.builtin_case else True
         for index, row in enumerate(self.rows):
-            if row.matches(case, target, check):
+            if (builtin or not row.builtin) and row.matches(case, target, check):
                 self.matched.add(index)
                 return row
         return None
@@ -93,8 +165,35 @@ class ExpectationTable:
         return [row for index, row in enumerate(self.rows) if index not in self.matched]
 
 
-def xfail_reason(row: Expectation) -> str:
-    return f"{row.reason} [expectation {row.describe()}]"
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What a cell with an expectation row reports: `xfail` or `fail`, and the message."""
+
+    outcome: str
+    message: str
+
+
+def judge(row: Expectation, kind: str | None, message: str, cell: str,
+          torch_release: str) -> Verdict:
+    """The verdict of a cell that a row applies to, from the check's failure (its kind
+    and message; kind None when the check passed)."""
+    if kind is None:
+        return Verdict("fail", unexpected_pass_message(row, cell, torch_release))
+    if row.expects(kind, message):
+        return Verdict("xfail", f"{row.reason} [expectation {row.describe()}]; observed "
+                                f"{kind}: {first_lines(message)}")
+    lines = message.strip().splitlines() or [""]
+    why = (f"the failure is not the row's kind ({row.kind})" if kind != row.kind else
+           f"its message does not match the row's pattern {row.match.pattern!r}")
+    return Verdict("fail", "\n".join([
+        f"expected {row.kind} ({row.reason}; {row.describe()}), observed {kind}: {lines[0]}",
+        *lines[1:],
+        f"  {why}: a new failure hides behind the known one. Fix it, or change the row "
+        "to say what is observed now."]))
+
+
+def first_lines(message: str, count: int = OBSERVED_LINES) -> str:
+    return " / ".join(line.strip() for line in message.strip().splitlines()[:count])
 
 
 def unexpected_pass_message(row: Expectation, cell: str, torch_release: str) -> str:

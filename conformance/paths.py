@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -148,6 +149,13 @@ def _as_module(model: Callable):
         def forward(self, *args):
             return model(*args)
 
+    # torch.export matches dynamic_shapes to forward's parameters: give it the function's.
+    try:
+        parameters = list(inspect.signature(model).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature keeps *args
+        return Function()
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    Function.forward.__signature__ = inspect.Signature([this, *parameters])
     return Function()
 
 

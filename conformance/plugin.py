@@ -101,6 +101,7 @@ def pytest_configure(config):
         session = ConformanceSession(_options(config))
     except (CaseError, expect.ExpectationError, LatencyUsageError, shard.ShardError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    session.expectations.builtin_case = _builtin_case(session)
     config.stash[SESSION] = session
     if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
         config.pluginmanager.register(Recorder(RecordWriter(session.options.results)),
@@ -124,7 +125,8 @@ def _check_rootdir(config) -> None:
 
 def _options(config) -> Options:
     opt = config.option
-    # The built-in table is about the built-in cases only.
+    # The built-in table is about the built-in cases only: its rows never match a user's
+    # case (see _builtin_case), and without the built-in cases it is not loaded at all.
     builtin = [] if opt.no_builtin_cases else [BUILTIN_EXPECTATIONS]
     files = builtin + [Path(f) for f in opt.expectations]
     return Options(cases=opt.cases, builtin_cases=not opt.no_builtin_cases,
@@ -137,6 +139,13 @@ def _options(config) -> Options:
                    harness_build_dir=Path(opt.harness_build_dir) if opt.harness_build_dir
                    else None, latency=latency_options(config),
                    search=search_settings(opt.property_profile, _property_seed(config)))
+
+
+def _builtin_case(session: ConformanceSession):
+    """Whether a case is a built-in one: any name that no --cases module defines (the
+    generated families are built in). Read without importing the built-in cases."""
+    users = {case.name for _origin, cases in session.user_cases for case in cases}
+    return lambda name: name not in users
 
 
 def _property_seed(config) -> int | None:
@@ -199,9 +208,9 @@ def _case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
 def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     marks = [pytest.mark.conformance_check, pytest.mark.xdist_group(spec.case),
              *_case_marks(config, session, spec)]
-    row = session.expectations.lookup(spec.case, spec.target.id, spec.check)
-    if row:
-        marks.append(pytest.mark.xfail(strict=True, reason=expect.xfail_reason(row)))
+    # The cell itself decides what its row means (Cell.check); looking the row up here
+    # marks it as matched, for the warning about rows that match no cell.
+    session.expectations.lookup(spec.case, spec.target.id, spec.check)
     return marks
 
 
@@ -237,6 +246,8 @@ class Cell:
         self.metrics: dict = {}
         self.timings: dict = {}
         self.artifact: dict = {}
+        self.failure = ""  # the CheckFailure's message, when the check failed
+        self.failure_kind: str | None = None  # and its kind, one of FAILURE_KINDS
 
     def check(self) -> None:
         from conformance.checks import CheckFailure, run_check
@@ -247,13 +258,28 @@ class Cell:
             self.metrics = run_check(subject, self.spec.check,
                                      self.session.options.cell_timeout)
         except CheckFailure as exc:
-            failure, self.metrics = str(exc), exc.metrics
+            failure, self.metrics = exc, exc.metrics
         finally:
             self.timings = subject.timings
             self.artifact = subject.artifact_summary()
         if failure:
-            # The message explains the failure; a traceback into the suite would not.
-            pytest.fail(failure, pytrace=False)
+            self.failure, self.failure_kind = str(failure), failure.kind
+        self.judge()
+
+    def judge(self) -> None:
+        """The cell's verdict: an expectation row, when one applies, says which failure is
+        expected; any other outcome fails. The messages explain the failure; a traceback
+        into the suite would not."""
+        row = self.session.expectations.lookup(self.spec.case, self.spec.target.id,
+                                               self.spec.check)
+        if row:
+            verdict = expect.judge(row, self.failure_kind, self.failure, self.spec.id,
+                                   torch_release())
+            if verdict.outcome == "xfail":
+                pytest.xfail(verdict.message)
+            pytest.fail(verdict.message, pytrace=False)
+        if self.failure_kind:
+            pytest.fail(self.failure, pytrace=False)
 
 
 @pytest.fixture
@@ -300,49 +326,42 @@ def pytest_runtest_makereport(item, call):
     spec = params.get("conformance_spec") or params.get("latency_spec")
     if spec is None:
         return report
-    _explain_unexpected_pass(item, report, spec)
-    if report.skipped and hasattr(report, "wasxfail") and call.excinfo:
-        observed = " / ".join(line.strip() for line in str(call.excinfo.value).splitlines()[:2])
-        report.wasxfail = f"{report.wasxfail}; observed: {observed}"
     if report.when == "call" or (report.when == "setup" and not report.passed):
         record = _record(item, report, call, spec)
         report.user_properties.append((RECORD, record))
     return report
 
 
-def _explain_unexpected_pass(item, report, spec: CellSpec) -> None:
-    if report.failed and str(report.longrepr).startswith("[XPASS(strict)]"):
-        row = item.config.stash[SESSION].expectations.lookup(
-            spec.case, spec.target.id, spec.check)
-        if row:  # a user's own xfail mark on a cell is left to pytest
-            report.longrepr = expect.unexpected_pass_message(row, spec.id, torch_release())
-
-
 def _record(item, report, call, spec: CellSpec) -> dict:
     cell = item.stash.get(CELL, None)
-    outcome, message = _outcome(report, call)
+    outcome, message = _outcome(report, call, cell)
     data = {"case": spec.case, "target": spec.target.id, "path": spec.target.path,
             "runtime": spec.target.runtime, "device": spec.target.device,
             "check": spec.check, "nodeid": item.nodeid,
             "metrics": cell.metrics if cell else {}, "timings": cell.timings if cell else {},
             "artifact": cell.artifact if cell else {},
-            "expectation": _expectation(item, spec)}
+            "expectation": _expectation(item, spec),
+            # the CheckFailure's kind (FAILURE_KINDS) of a failed or xfailed check, else None
+            "failure_kind": getattr(cell, "failure_kind", None)}
     if spec.check == "latency":
         data.update(latency_record_fields(item.config))
     return make_record(data, outcome, call.duration, message)
 
 
 def _expectation(item, spec: CellSpec) -> dict | None:
+    """The row that applies to the cell: its reason, where it is, and the kind it expects."""
     row = item.config.stash[SESSION].expectations.lookup(spec.case, spec.target.id, spec.check)
-    return {"reason": row.reason, "row": row.describe()} if row else None
+    return row.record() if row else None
 
 
-def _outcome(report, call) -> tuple[str, str]:
+def _outcome(report, call, cell=None) -> tuple[str, str]:
     error = str(call.excinfo.value) if call.excinfo else ""
-    if str(report.longrepr or "").startswith("UNEXPECTED PASS"):
-        return "xpassed", str(report.longrepr)
+    if error.startswith("UNEXPECTED PASS"):
+        return "xpassed", error
     if hasattr(report, "wasxfail"):
-        return ("xfailed", error) if report.skipped else ("xpassed", str(report.longrepr))
+        if report.skipped:  # the record keeps the check's whole message, not the xfail's
+            return "xfailed", getattr(cell, "failure", "") or error
+        return "xpassed", str(report.longrepr)
     if report.skipped:
         return "skipped", str(call.excinfo.value) if call.excinfo else ""
     if report.failed:

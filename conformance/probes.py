@@ -132,22 +132,34 @@ def _other_batch(example: Inputs, batched: list[int]) -> Inputs:
     return tuple(stacked(v) if i in batched else v for i, v in enumerate(example))
 
 
-def derived_probes(example: Inputs, skip: dict[str, str]) -> list[Probe]:
+def derived_probes(example: Inputs, skip: dict[str, str], space: tuple = ()) -> list[Probe]:
     """The probes derived from the example, except those the case skips and those
-    that would equal the example (a probe of integers for a float-only example)."""
+    that would equal the example (a probe of integers for a float-only example).
+    With an input space, an input whose space is None keeps the example's value (a
+    scale factor, a flag) and the others stay within their space's value range."""
     made = []
     for name, make in VALUE_PROBES.items():
         if name in skip:
             continue
-        inputs = make(example)
+        inputs = within(space, make(example), example)
         if not _same(inputs, example):
             made.append(Probe(f"derived probe: {DERIVED_PROBES[name]}", inputs, name))
-    batched = batch_axis_inputs(example)
+    batched = [i for i in batch_axis_inputs(example) if not space or space[i] is not None]
     if batched and "other_batch" not in skip:
         made.append(Probe(f"derived probe: {DERIVED_PROBES['other_batch']}",
-                          _other_batch(example, batched), "other_batch",
+                          within(space, _other_batch(example, batched), example),
+                          "other_batch",
                           tuple((i, 0) for i in batched)))
     return made
+
+
+def within(space: tuple, inputs: Inputs, example: Inputs) -> Inputs:
+    """The inputs held to the case's input space, where it declares one."""
+    if not space:
+        return inputs
+    return tuple(original if bounds is None else
+                 value.clamp(bounds.low, bounds.high) if _is_float(value) else value
+                 for bounds, value, original in zip(space, inputs, example))
 
 
 def _same(a: Inputs, b: Inputs) -> bool:

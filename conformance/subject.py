@@ -133,8 +133,8 @@ class CaseState:
                               resized=tuple((i, 0) for i, v in enumerate(self.example)
                                             if hasattr(v, "shape"))))
         made = [dataclasses.replace(p, inputs=self.to_device(p.inputs)) for p in made]
-        return made + self.seeded(6, lambda: derived_probes(self.example,
-                                                            self.case.skip_probes))
+        return made + self.seeded(6, lambda: derived_probes(
+            self.example, self.case.skip_probes, self.case.input_space))
 
     def _valid_probes(self) -> list[Probe]:
         return [probe for probe in self._made_probes() if self.accepted(probe)]

@@ -1,7 +1,7 @@
-"""The expectation table: parsing, version ranges, matching, and its errors."""
+"""The expectation table: parsing, version ranges, matching, verdicts, and its errors."""
 import pytest
 
-from conformance.expectations import ExpectationError, ExpectationTable, load_table
+from conformance.expectations import ExpectationError, ExpectationTable, judge, load_table
 
 
 def table_file(tmp_path, text):
@@ -15,21 +15,26 @@ ROWS = '''
 case = "my_gate_cell"
 target = "trace-*"
 check = "generalizes"
+kind = "mismatch"
+match = "diverges from eager"
 reason = "tracing bakes the branch"
 
 [[expect]]
 case = "resnet*"
 target = "*-cuda"
+check = ["matches_eager", "gen*"]
+kind = "runtime-error"
 torch = "<2.0"
 reason = "an old bug"
 '''
 
 
-def test_rows_are_parsed_with_defaults(tmp_path):
+def test_rows_are_parsed(tmp_path):
     first, second = load_table(table_file(tmp_path, ROWS))
-    assert (first.case, first.target, first.check) == ("my_gate_cell", "trace-*", "generalizes")
-    assert second.check == "*"
-    assert "row 2" in second.source
+    assert (first.case, first.target, first.check) == ("my_gate_cell", "trace-*", ("generalizes",))
+    assert (first.kind, first.match.pattern) == ("mismatch", "diverges from eager")
+    assert second.check == ("matches_eager", "gen*") and second.match is None
+    assert "row 2" in second.source and not second.builtin
 
 
 @pytest.mark.parametrize("case, target, check, matched", [
@@ -57,11 +62,21 @@ def test_unmatched_active_rows_are_listed(tmp_path):
     assert table.unmatched() == []
 
 
+KNOWN = 'check = "c"\nkind = "mismatch"\n'
+
+
 @pytest.mark.parametrize("text, message", [
-    ('[[expect]]\ncase = "a"\n', "needs a reason"),
-    ('[[expect]]\ncase = "a"\nreason = "r"\ntorch = "two"\n', "not a version range"),
-    ('[[expect]]\ncase = "a"\nreason = "r"\ncases = "b"\n', "unknown field"),
+    ('[[expect]]\ncase = "a"\n' + KNOWN, "needs a reason"),
+    ('[[expect]]\ncase = "a"\nreason = "r"\ntorch = "two"\n' + KNOWN, "not a version range"),
+    ('[[expect]]\ncase = "a"\nreason = "r"\ncases = "b"\n' + KNOWN, "unknown field"),
     ('[[expect]\n', "expectations"),
+    ('[[expect]]\nreason = "r"\nkind = "mismatch"\n', "row 1: every row needs a check"),
+    ('[[expect]]\nreason = "r"\nkind = "mismatch"\ncheck = []\n', "every row needs a check"),
+    ('[[expect]]\nreason = "r"\ncheck = "c"\n', "row 1: the row has no kind"),
+    ('[[expect]]\nreason = "r"\ncheck = "c"\nkind = "wrong"\n',
+     "expectations.toml, row 1: the row has kind = 'wrong'; a row names the failure it "
+     "expects, one of: export-error, runtime-error, crash, timeout, mismatch, property"),
+    ('[[expect]]\nreason = "r"\n' + KNOWN + 'match = "(unclosed"\n', "not a regular expression"),
 ])
 def test_malformed_tables_name_the_problem(tmp_path, text, message):
     with pytest.raises(ExpectationError, match=message):
@@ -73,3 +88,63 @@ def test_the_builtin_table_loads_and_every_row_has_a_reason():
 
     rows = load_table(BUILTIN_EXPECTATIONS)
     assert rows and all(row.reason for row in rows)
+    assert all(row.builtin for row in rows)
+
+
+def test_builtin_rows_apply_to_builtin_cases_and_user_rows_to_every_case(tmp_path):
+    builtin = load_table(table_file(tmp_path, ROWS), builtin=True)[:1]
+    user = load_table(table_file(tmp_path, ROWS.replace("my_gate_cell", "my_*")))[:1]
+    cell = ("my_gate_cell", "trace-torch-cpu", "generalizes")
+    assert ExpectationTable(builtin, "2.14.1").lookup(*cell, builtin=True) is not None
+    assert ExpectationTable(builtin, "2.14.1").lookup(*cell, builtin=False) is None
+    assert ExpectationTable(user, "2.14.1").lookup(*cell, builtin=False) is user[0]
+    # without `builtin`, the table asks its `builtin_case`, which the plugin sets
+    table = ExpectationTable(builtin + user, "2.14.1", builtin_case=lambda name: False)
+    assert table.lookup(*cell) is user[0]
+    table.builtin_case = lambda name: True
+    assert table.lookup(*cell) is builtin[0]
+
+
+MISMATCH = ("case my_gate_cell, target trace-torch-cpu, check generalizes: the trace artifact "
+            "diverges from eager on the probe input 1\n  max abs error 2.0\n  reproduce: pytest x")
+EXPORT_ERROR = ("case my_gate_cell, target trace-torch-cpu, check generalizes: the path could "
+                "not export the model\n  RuntimeError: Can't redefine method: forward")
+
+
+def verdict(tmp_path, kind, message):
+    row = load_table(table_file(tmp_path, ROWS))[0]
+    return judge(row, kind, message, "my_gate_cell-trace-torch-cpu-generalizes", "2.14.1")
+
+
+def test_the_expected_kind_and_message_is_an_xfail_with_reason_and_observed_lines(tmp_path):
+    result = verdict(tmp_path, "mismatch", MISMATCH)
+    assert result.outcome == "xfail"
+    assert result.message.startswith("tracing bakes the branch [expectation case='my_gate_cell'")
+    assert result.message.endswith("observed mismatch: case my_gate_cell, target trace-torch-cpu, "
+                                   "check generalizes: the trace artifact diverges from eager on "
+                                   "the probe input 1 / max abs error 2.0")
+
+
+@pytest.mark.parametrize("kind, message, why", [
+    ("export-error", EXPORT_ERROR, "the failure is not the row's kind (mismatch)"),
+    ("mismatch", MISMATCH.replace("diverges from", "differs from"),
+     "its message does not match the row's pattern 'diverges from eager'"),
+])
+def test_another_failure_fails_with_what_was_expected_and_observed(tmp_path, kind, message, why):
+    result = verdict(tmp_path, kind, message)
+    assert result.outcome == "fail"
+    first, *rest = result.message.splitlines()
+    assert first.startswith("expected mismatch (tracing bakes the branch; case='my_gate_cell', "
+                            "target='trace-*', check='generalizes', kind='mismatch', "
+                            "match='diverges from eager' (expectations.toml, row 1)), observed "
+                            f"{kind}: case my_gate_cell, target trace-torch-cpu, check generalizes")
+    assert rest[:-1] == message.splitlines()[1:]  # the whole failure follows
+    assert why in rest[-1]
+
+
+def test_a_pass_is_an_unexpected_pass_that_names_the_row(tmp_path):
+    result = verdict(tmp_path, None, "")
+    assert result.outcome == "fail"
+    assert result.message.startswith("UNEXPECTED PASS: my_gate_cell-trace-torch-cpu-generalizes "
+                                     "passes on torch 2.14.1")
+    assert "expectations.toml, row 1" in result.message and "Remove that row" in result.message

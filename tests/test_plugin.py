@@ -36,12 +36,15 @@ TRACE_BAKES_BRANCH = '''
 case = "branchy"
 target = "trace-*"
 check = "generalizes"
+kind = "mismatch"
+match = "diverges from eager on the probe input"
 reason = "tracing bakes the branch"
 
 [[expect]]
 case = "branchy"
 target = "trace-*"
 check = "keeps_branches"
+kind = "property"
 reason = "a trace has no prim::If"
 '''
 
@@ -89,34 +92,37 @@ def test_k_selects_by_case_and_path(suite):
     result = suite("--co", "-q", "-k", "branchy and script and cpu")
     selected = [line for line in result.stdout.lines if "::test_check[" in line]
     # `torch` is a substring of `libtorch`: -k matches parts of ids, not whole words.
-    assert len(selected) == 6
-    assert sum("branchy-script-torch-cpu-" in line for line in selected) == 4
+    assert len(selected) == 7
+    assert sum("branchy-script-torch-cpu-" in line for line in selected) == 5
     assert sum("branchy-script-libtorch-cpu-" in line for line in selected) == 2
 
 
 def test_the_torchscript_matrix_of_a_case(suite):
     result = suite("--co", "-q", "-k", "small and (trace or script)")
-    # small has no control flow, so no keeps_branches: 2 paths x 2 devices x 3 checks
-    # on torch, and x 2 checks on libtorch (whose artifact is always loaded from its file).
-    assert len([line for line in result.stdout.lines if "::test_check[" in line]) == 20
+    # small has no control flow, so no keeps_branches: 2 paths x 2 devices x 4 checks
+    # on torch (fresh_process and mutates_like_eager besides the two output checks), and
+    # x 2 checks on libtorch (whose artifact is always loaded from its file).
+    assert len([line for line in result.stdout.lines if "::test_check[" in line]) == 24
 
 
 def test_trace_of_a_branch_is_an_expected_failure_and_everything_else_passes(suite):
     result = suite("-k", "cpu and (trace or script) and not libtorch", "-rx")
-    result.assert_outcomes(passed=12, xfailed=2)
+    result.assert_outcomes(passed=16, xfailed=2)
     result.stdout.fnmatch_lines(["*XFAIL*branchy-trace-torch-cpu-generalizes*tracing bakes the "
-                                 "branch*observed:*diverges from eager on the probe input*"])
+                                 "branch*observed mismatch:*diverges from eager on the probe "
+                                 "input*"])
 
 
 def test_every_check_writes_one_record(suite, pytester):
     suite("-k", "cpu and (trace or script) and not libtorch")
     written = records(pytester)
-    assert len(written) == 14
+    assert len(written) == 18
     by_id = {f"{r['case']}-{r['target']}-{r['check']}": r for r in written}
     baked = by_id["branchy-trace-torch-cpu-generalizes"]
     assert baked["outcome"] == "xfailed"
     assert "diverges from eager" in baked["message"]
     assert baked["expectation"]["reason"] == "tracing bakes the branch"
+    assert baked["expectation"]["kind"] == baked["failure_kind"] == "mismatch"
     assert baked["metrics"]["max_abs"] > 1
     passed = by_id["small-script-torch-cpu-matches_eager"]
     assert passed["outcome"] == "passed" and passed["metrics"]["max_abs"] <= 1e-5
@@ -128,16 +134,16 @@ def test_the_summary_counts_outcomes_by_target(suite):
     result.stdout.fnmatch_lines([
         "*conformance by target*",
         "target * passed * failed * error * xfailed * xpassed * skipped",
-        "script-torch-cpu * 7 * 0 * 0 * 0 * 0 * 0",
-        "trace-torch-cpu * 5 * 0 * 0 * 2 * 0 * 0",
+        "script-torch-cpu * 9 * 0 * 0 * 0 * 0 * 0",
+        "trace-torch-cpu * 7 * 0 * 0 * 2 * 0 * 0",
     ])
 
 
 def test_records_come_back_from_xdist_workers(suite, pytester):
     result = suite("-n", "2", "-k", "cpu and (trace or script) and not libtorch")
-    result.assert_outcomes(passed=12, xfailed=2)
+    result.assert_outcomes(passed=16, xfailed=2)
     written = records(pytester)
-    assert len(written) == 14
+    assert len(written) == 18
     assert {r["outcome"] for r in written} == {"passed", "xfailed"}
 
 
@@ -152,7 +158,8 @@ def test_without_the_expectations_the_trace_fails_with_an_explanation(suite):
 
 def test_an_unexpected_pass_fails_and_names_the_row_to_remove(suite, pytester):
     pytester.makefile(".toml", wrong='[[expect]]\ncase = "small"\ntarget = "script-*"\n'
-                                     'check = "matches_eager"\nreason = "believed broken"\n')
+                                     'check = "matches_eager"\nkind = "mismatch"\n'
+                                     'reason = "believed broken"\n')
     result = suite("-k", "small and script and cpu and matches_eager and not libtorch",
                    "--expectations", "wrong.toml")
     result.assert_outcomes(failed=1)
@@ -161,8 +168,83 @@ def test_an_unexpected_pass_fails_and_names_the_row_to_remove(suite, pytester):
     assert records(pytester)[0]["outcome"] == "xpassed"
 
 
+BRANCHY_GENERALIZES = "branchy and trace and cpu and generalizes and not libtorch"
+
+
+@pytest.mark.parametrize("kind, match, why", [
+    ("export-error", "", "*the failure is not the row's kind (export-error)*"),
+    ("mismatch", 'match = "could not export"\n',
+     "*its message does not match the row's pattern 'could not export'*"),
+])
+def test_a_failure_other_than_the_rows_fails_with_what_was_expected_and_observed(
+        suite, pytester, kind, match, why):
+    # The trace of branchy fails with a mismatch on the probe; the row expects another
+    # failure, which a strict xfail would have accepted.
+    pytester.makefile(".toml", other=f'[[expect]]\ncase = "branchy"\ntarget = "trace-*"\n'
+                                     f'check = "generalizes"\nkind = "{kind}"\n{match}'
+                                     'reason = "believed to be something else"\n')
+    result = suite("-k", BRANCHY_GENERALIZES, "--expectations", "other.toml",
+                   expectations=False)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"*expected {kind} (believed to be something else; case='branchy'*other.toml, row 1)), "
+        "observed mismatch: case branchy, target trace-torch-cpu, check generalizes: the trace "
+        "artifact diverges from eager on the probe input*", "*max abs error*", why])
+    (record,) = records(pytester)
+    assert record["outcome"] == "failed" and record["failure_kind"] == "mismatch"
+    assert record["expectation"]["kind"] == kind
+    assert record["message"].startswith(f"expected {kind} (believed to be something else")
+
+
+@pytest.mark.parametrize("row, message", [
+    ('check = "generalizes"\nkind = "numerics"\n', "bad.toml, row 1: the row has kind = "
+     "'numerics'; a row names the failure it expects, one of: export-error, runtime-error"),
+    ('check = "generalizes"\n', "bad.toml, row 1: the row has no kind"),
+    ('kind = "mismatch"\n', "bad.toml, row 1: every row needs a check"),
+])
+def test_a_row_without_a_known_kind_or_a_check_is_a_usage_error(suite, pytester, row, message):
+    pytester.makefile(".toml", bad=f'[[expect]]\ncase = "branchy"\n{row}reason = "r"\n')
+    result = suite("--co", "--expectations", "bad.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
+BUILTIN_LOOKALIKE = """
+import torch
+from conformance import Case, random_inputs
+
+CASES = [Case("quantized_mobilenet_v2_mine", lambda: torch.nn.Linear(4, 2),
+              example=random_inputs((3, 4)))]
+"""
+
+
+def test_builtin_rows_do_not_apply_to_a_users_case_of_a_matching_name(pytester):
+    # The built-in table's `quantized_mobilenet_v2_*` rows say torch.export fails on the
+    # built-in quantized models (matches_eager, generalizes, ...); a user's case of a
+    # matching name is not one of them. The same pattern in a user's own table, here
+    # for generalizes only, applies to every case.
+    pytester.makepyfile(mine=BUILTIN_LOOKALIKE, test_matrix=MATRIX)
+    pytester.makefile(".toml", mine='[[expect]]\ncase = "quantized_mobilenet_v2_*"\n'
+                                    'target = "export-*"\ncheck = "generalizes"\n'
+                                    'kind = "export-error"\nreason = "user row"\n')
+    # In a process of its own: torch.export imports Inductor, whose operator library
+    # cannot be registered twice when pytester's in-process runs re-import it.
+    result = pytester.runpytest_subprocess("--cases", "mine.py", "--expectations", "mine.toml",
+                                "--conformance-results", "records.jsonl", "-p", "no:randomly",
+                                "--artifacts-dir=artifacts", "-k", "quantized_mobilenet_v2_mine "
+                                "and export-torch-cpu and (matches_eager or generalizes)")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*UNEXPECTED PASS: quantized_mobilenet_v2_mine-export-torch-cpu-"
+                                 "generalizes*mine.toml, row 1*"])
+    by_check = {r["check"]: r for r in records(pytester)}
+    assert by_check["matches_eager"]["outcome"] == "passed"
+    assert by_check["matches_eager"]["expectation"] is None
+    assert by_check["generalizes"]["outcome"] == "xpassed"
+
+
 def test_a_row_that_matches_nothing_warns(suite, pytester):
-    pytester.makefile(".toml", stale='[[expect]]\ncase = "gone"\nreason = "old"\n')
+    pytester.makefile(".toml", stale='[[expect]]\ncase = "gone"\ncheck = "*"\n'
+                                     'kind = "export-error"\nreason = "old"\n')
     result = suite("--co", "-q", "--expectations", "stale.toml")
     result.stdout.fnmatch_lines(["*ConformanceWarning*case='gone'*matches no cell*"])
 
@@ -176,6 +258,21 @@ def test_cuda_cells_skip_with_a_reason_and_fail_when_required(suite):
     result = suite("-k", "small and script and cuda and matches_eager and not libtorch",
                    "--require", "cuda")
     result.assert_outcomes(errors=1)
+
+
+@pytest.mark.skipif(cuda_available(), reason="needs a machine without CUDA")
+def test_a_required_device_that_is_missing_is_never_an_expected_failure(suite, pytester):
+    # The row expects the cell's check to fail; a cell that cannot run here did not fail
+    # its check, whatever the row says.
+    pytester.makefile(".toml", cuda='[[expect]]\ncase = "small"\ntarget = "*-cuda"\n'
+                                    'check = "matches_eager"\nkind = "runtime-error"\n'
+                                    'reason = "believed broken on CUDA"\n')
+    result = suite("-k", "small and script and cuda and matches_eager and not libtorch",
+                   "--require", "cuda", "--expectations", "cuda.toml")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--require cuda: no CUDA device on this machine*"])
+    (record,) = records(pytester)
+    assert record["outcome"] == "error" and record["failure_kind"] is None
 
 
 @pytest.mark.skipif(cuda_available(), reason="needs a machine without CUDA")
@@ -237,7 +334,7 @@ def test_the_installed_package_runs_user_cases_with_pyargs(pytester):
                                 "--cases", "my_models.py", "--conformance-results",
                                 "records.jsonl", "--artifacts-dir=artifacts",
                                 "-k", "small and script and cpu")
-    result.assert_outcomes(passed=5)  # 3 checks on torch, 2 on libtorch
+    result.assert_outcomes(passed=6)  # 4 checks on torch, 2 on libtorch
 
 
 def readme_example() -> str:
@@ -254,10 +351,10 @@ def test_the_readme_example_runs_as_documented(pytester):
                                 "--cases", "my_models.py", "--conformance-results",
                                 "records.jsonl", "--artifacts-dir=artifacts",
                                 "-k", "cpu and (trace or script) and not fresh_process")
-    # On torch, my_gate: 2 paths x 3 checks, my_head: 2 paths x 2 checks; on libtorch,
-    # both 2 paths x 2 checks. The trace of the gate diverges on the probe (on both
-    # runtimes) and has no prim::If.
-    result.assert_outcomes(passed=15, failed=3)
+    # On torch, my_gate: 2 paths x 4 checks, my_head: 2 paths x 3 checks (with
+    # mutates_like_eager); on libtorch, both 2 paths x 2 checks. The trace of the gate
+    # diverges on the probe (on both runtimes) and has no prim::If.
+    result.assert_outcomes(passed=19, failed=3)
     result.stdout.fnmatch_lines(["FAILED *my_gate-trace-torch-cpu-generalizes*",
                                  "FAILED *my_gate-trace-torch-cpu-keeps_branches*"])
 
@@ -351,7 +448,7 @@ def test_two_shards_merge_into_the_report_of_the_unsharded_run(pytester):
         pytester.runpytest("--no-builtin-cases", "--cases", "sharded.py", "-p", "no:randomly",
                            "-k", "cpu and (trace or script) and not libtorch",
                            f"--conformance-results={results}", "--artifacts-dir=artifacts",
-                           *args).assert_outcomes(passed=12 if not args else 6)
+                           *args).assert_outcomes(passed=16 if not args else 8)
         return read_records(pytester.path / results)
 
     whole = run("whole.jsonl")

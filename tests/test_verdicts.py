@@ -258,3 +258,58 @@ def test_a_search_that_ran_out_of_time_before_its_minimum_does_not_pass(tmp_path
     with pytest.raises(CheckFailure, match="inconclusive: the search ran 0 example") as failure:
         checks.agrees_on_drawn_inputs(subject)
     assert failure.value.kind == "inconclusive"
+
+
+# ---------------------------------------------------------------- derived probes and the case
+
+def test_derived_probes_keep_what_the_input_space_fixes_and_stay_in_its_range():
+    space = (TensorSpace((1, 4), low=0.0, high=1.0), None)
+    example = (torch.rand(1, 4), torch.tensor([1.0, 3.0]))
+    for probe in derived_probes(example, {}, space):
+        assert probe.inputs[1] is example[1], probe.label
+        assert 0.0 <= probe.inputs[0].min() and probe.inputs[0].max() <= 1.0, probe.label
+
+
+class Cancels(torch.nn.Module):
+    """float32 loses x entirely next to 1e8: eager float32 is not float64 on any input."""
+
+    def forward(self, x):
+        return (x + 1e8) - 1e8
+
+
+class Tanh(torch.nn.Module):
+    def forward(self, x):
+        return torch.tanh(x)
+
+
+def large_input_loader(file, device):
+    """A runtime that is off by 1 only on inputs above 100: only the scaled probe sees it."""
+    loaded = runtimes.load_torchscript(file, device)
+    return lambda x: loaded(x) + (x.abs().max() > 100).float()
+
+
+@pytest.fixture
+def large_input_runtime(monkeypatch):
+    monkeypatch.setitem(runtimes.LOADERS, "large", large_input_loader)
+    return "large"
+
+
+def test_a_derived_probe_where_eager_float32_is_not_float64_is_not_held_against_the_artifact(
+        tmp_path, large_input_runtime):
+    case = Case("cancels", Cancels, lambda: (torch.rand(2, 4),))
+    metrics = checks.generalizes(subject_of(case, "script", tmp_path, runtime="large"))
+    assert metrics["probes_not_run"]["derived probe: the example times 1000"] == \
+        "eager float32 itself differs from float64 on it"
+
+
+def test_the_same_mismatch_on_a_well_conditioned_model_fails(tmp_path, large_input_runtime):
+    case = Case("tanh", Tanh, lambda: (torch.rand(2, 4),))
+    with pytest.raises(CheckFailure, match="derived probe: the example times 1000"):
+        checks.generalizes(subject_of(case, "script", tmp_path, runtime="large"))
+
+
+def test_the_cases_own_probe_is_never_excused(tmp_path, large_input_runtime):
+    case = Case("cancels", Cancels, lambda: (torch.rand(2, 4),),
+                probes=lambda: [(torch.rand(2, 4) * 1000,)])
+    with pytest.raises(CheckFailure, match="case probe 1 of 1"):
+        checks.generalizes(subject_of(case, "script", tmp_path, runtime="large"))
