@@ -23,12 +23,15 @@ suite: $(STAMP)
 
 check: selftest ci-tier
 
+# One pytest-xdist worker per core: the self-tests are independent of each other.
 selftest: $(STAMP)
-	$(BIN)/pytest tests $(TIMEOUT) $(ARGS)
+	$(BIN)/pytest tests -n auto $(TIMEOUT) $(ARGS)
 
-# The fast tier of the matrix: every case not tagged slow.
+# The fast tier of the matrix: every case not tagged slow. One worker per core, each
+# case's cells on one worker (its xdist_group), so a model is built and exported once.
 ci-tier: $(STAMP)
-	$(BIN)/pytest -m "not slow" $(TIMEOUT) --conformance-results=results/ci-records.jsonl $(ARGS)
+	$(BIN)/pytest -m "not slow" -n auto --dist loadgroup $(TIMEOUT) \
+		--conformance-results=results/ci-records.jsonl $(ARGS)
 
 # Every target of the fast tier timed against eager; the table and geometric means end the run.
 bench: $(STAMP)

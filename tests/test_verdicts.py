@@ -17,18 +17,12 @@ from conformance.spaces import Dim, TensorSpace
 from conformance.subject import CaseState, Subject
 from conformance.targets import Target
 from conformance.time_limit import TimeLimitExceeded, time_limit
+from tests.planted_faults import BranchOnMean as SignBranch
 
 
 def subject_of(case, path, tmp_path, runtime="torch", **state_options) -> Subject:
     state = CaseState(case, "cpu", tmp_path, use_cache=False, **state_options)
     return Subject(state, Target(path, runtime, "cpu"), reproduce="pytest <nodeid>")
-
-
-class SignBranch(torch.nn.Module):
-    def forward(self, x):
-        if x.mean() > 0:
-            return x * 2
-        return x - 1
 
 
 class ShapeStrict(torch.nn.Module):
