@@ -161,6 +161,27 @@ def locked(directory: Path):
         os.close(handle)  # closing the descriptor releases the lock
 
 
+@contextlib.contextmanager
+def artifact_lock(file: Path, enabled: bool = True):
+    """One exporter at a time for one artifact across processes (pytest-xdist workers,
+    two runs sharing a cache): the second waits, then finds the first one's file."""
+    if not enabled:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks here: two exports at worst, each atomic
+        yield
+        return
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file.with_name(file.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 # The code the model comes from -------------------------------------------------------
 
 

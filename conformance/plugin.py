@@ -85,8 +85,21 @@ def pytest_addoption(parser):
     add_latency_options(group)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_cmdline_main(config):
+    """Under pytest-xdist, a case's cells go to one worker (their xdist_group): its model
+    is built, its eager outputs computed and its artifacts exported once. An explicit
+    `--dist` is left as given."""
+    args = config.invocation_params.args
+    explicit = any(str(a) == "-d" or str(a).startswith("--dist") for a in args)
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "load" \
+            and not explicit:
+        config.option.dist = "loadgroup"
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "conformance_check: a (case, target, check) cell")
+    config.addinivalue_line("markers", "conformance_check: a (case, target, check) cell of the "
+                            "conformance matrix")
     config.addinivalue_line("markers", "slow: left out of the CI tier (-m 'not slow')")
     config.addinivalue_line("markers", "latency: a latency benchmark cell (run with --latency)")
     config.addinivalue_line("markers", "ci: the CI tier, every cell not marked slow (-m ci)")
@@ -103,6 +116,9 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
     session.expectations.builtin_case = _builtin_case(session)
     config.stash[SESSION] = session
+    if config.option.markers:  # `pytest --markers`: every case tag, which cells carry
+        for tag in session.tags():
+            _register_tag(config, session, tag)
     if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
         config.pluginmanager.register(Recorder(RecordWriter(session.options.results)),
                                       "conformance-recorder")
@@ -195,7 +211,7 @@ def _case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     case = session.entry(spec.case)
     marks = []
     for tag in sorted(case.tags):
-        config.addinivalue_line("markers", f"{tag}: cases tagged {tag!r}")
+        _register_tag(config, session, tag)
         marks.append(getattr(pytest.mark, tag))
     slow = slow_cell(case.tags, spec.target)
     if slow and "slow" not in case.tags:
@@ -203,6 +219,17 @@ def _case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     # The tiers: `-m ci` is minutes on two cores, `-m nightly` the whole matrix.
     marks += [pytest.mark.nightly] + ([] if slow else [pytest.mark.ci])
     return marks
+
+
+def _register_tag(config, session: ConformanceSession, tag: str) -> None:
+    """A case tag as a marker, registered once (`-m TAG`, `pytest --markers`)."""
+    if tag not in session.registered_tags and tag not in TIER_MARKERS:
+        session.registered_tags.add(tag)
+        config.addinivalue_line("markers", f"{tag}: cases tagged {tag!r}")
+
+
+# Markers the plugin registers itself, with their own text.
+TIER_MARKERS = frozenset({"slow", "ci", "nightly", "latency", "conformance_check"})
 
 
 def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
@@ -377,6 +404,7 @@ class Recorder:
         self.latency: list[dict] = []
         self.outcomes: dict[str, collections.Counter] = collections.defaultdict(
             collections.Counter)
+        self.expected: collections.Counter = collections.Counter()  # xfails by row
 
     def pytest_runtest_logreport(self, report):
         for name, value in report.user_properties:
@@ -385,6 +413,8 @@ class Recorder:
                 self.outcomes[value["target"]][value["outcome"]] += 1
                 if value["check"] == "latency":
                     self.latency.append(value)
+                if value["outcome"] == "xfailed" and value.get("expectation"):
+                    self.expected[value["expectation"]["row"]] += 1
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.writer.count:
@@ -392,6 +422,10 @@ class Recorder:
         terminalreporter.section("conformance by target")
         for line in outcome_table(self.outcomes):
             terminalreporter.write_line(line)
+        if self.expected:
+            terminalreporter.section("conformance expected failures, by expectation row")
+            for row, count in self.expected.most_common():
+                terminalreporter.write_line(f"{count:>5}  {row}")
         latency_lines = summary_lines(self.latency)
         if latency_lines:
             terminalreporter.section("conformance latency")

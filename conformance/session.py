@@ -84,6 +84,12 @@ class ConformanceSession:
         self.families: dict[str, Family] = (
             {f.name: f for f in FAMILIES} if options.builtin_cases else {})
         self.generated = False
+        self.registered_tags: set[str] = set()
+
+    def tags(self) -> list[str]:
+        """Every tag of the session's cases and families, sorted."""
+        return sorted({tag for case in self.registry for tag in case.tags}
+                      | {tag for family in self.families.values() for tag in family.tags})
 
     @property
     def registry(self) -> Registry:

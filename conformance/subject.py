@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from conformance import paths, runtimes, spaces
 from conformance.cases import Case, Inputs
-from conformance.cache import artifact_key
+from conformance.cache import artifact_key, artifact_lock
 from conformance.compare import flatten
 from conformance.paths import first_lines
 from conformance.probes import Probe, aimed_probes, derived_probes, tracer_warnings
@@ -233,9 +233,14 @@ class CaseState:
         key = self.memo(("key", path, opset), lambda: artifact_key(
             self.case, path, options, self.device, self.model, self.export_example(options)))
         file = self.artifact_dir / f"{self.case.name}-{path}-{key}{paths.SUFFIXES[path]}"
-        cached = paths.cached_artifact(path, file) if self.use_cache else None
-        if cached is not None:
-            return cached
+        with artifact_lock(file, enabled=self.use_cache):
+            cached = paths.cached_artifact(path, file) if self.use_cache else None
+            if cached is not None:
+                return cached
+            return self._export_to(path, file, options, opset)
+
+    def _export_to(self, path: str, file: Path, options: paths.ExportOptions,
+                   opset: int | None) -> paths.Artifact:
         with self.context():
             # The exporter runs the model: on a copy, which a model may write into.
             artifact = paths.export(path, self.model,

@@ -244,3 +244,37 @@ def test_the_key_is_the_same_for_the_same_case_in_one_process_and_in_another(use
                            text=True, check=True, timeout=300).stdout.strip()
             for _ in range(2)}
     assert keys == {key}
+
+
+def _export_in_a_process(directory, results):
+    from conformance.subject import CaseState
+
+    case = Case("shared", torch.nn.Tanh, lambda: (torch.rand(2, 3),))
+    results.put(CaseState(case, "cpu", directory).artifact("trace").cached)
+
+
+def test_two_processes_exporting_one_artifact_export_it_once(tmp_path, monkeypatch):
+    import multiprocessing
+    import time as clock
+
+    real = paths.EXPORTERS["trace"]
+    log = tmp_path / "exports.log"
+
+    def slow_trace(model, example, file, options):
+        with open(log, "a") as calls:
+            calls.write("export\n")
+        clock.sleep(1.0)  # long enough for the other process to arrive meanwhile
+        real(model, example, file, options)
+
+    monkeypatch.setitem(paths.EXPORTERS, "trace", slow_trace)
+    context = multiprocessing.get_context("fork")  # the children keep the patched exporter
+    results = context.Queue()
+    processes = [context.Process(target=_export_in_a_process, args=(tmp_path / "cache", results))
+                 for _ in range(2)]
+    for process in processes:
+        process.start()
+    cached = sorted(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert log.read_text().count("export") == 1
+    assert cached == [False, True]

@@ -500,3 +500,37 @@ def test_the_families_go_with_the_builtin_cases(pytester):
     listed.stdout.fnmatch_lines(["*test_check?convnets-trace-torch-cpu-generated_models?*"])
     alone = pytester.runpytest("--co", "-q", "--no-builtin-cases", "-k", "convnets")
     assert "convnets" not in alone.stdout.str()
+
+
+def test_markers_lists_every_case_tag_once(suite):
+    result = suite("--markers")
+    tagged = [line for line in result.stdout.lines if "cases tagged" in line]
+    assert sum(line.startswith("@pytest.mark.control-flow:") for line in tagged) == 1
+    assert len(tagged) == len(set(tagged))
+    assert sum(line.startswith("@pytest.mark.conformance_check:")
+               for line in result.stdout.lines) == 1
+
+
+@pytest.mark.parametrize("args, dist, expected", [
+    (("-n", "2"), "load", "loadgroup"),           # xdist's default becomes loadgroup
+    (("-n", "2", "--dist", "load"), "load", "load"),  # an explicit choice is kept
+    (("-n", "2", "--dist=worksteal"), "worksteal", "worksteal"),
+    ((), "no", "no"),
+])
+def test_xdist_runs_group_a_cases_cells_on_one_worker(args, dist, expected):
+    import types
+
+    from conformance import plugin
+
+    config = types.SimpleNamespace(invocation_params=types.SimpleNamespace(args=args),
+                                   option=types.SimpleNamespace(numprocesses=2 if args else None,
+                                                                dist=dist))
+    plugin.pytest_cmdline_main(config)
+    assert config.option.dist == expected
+
+
+def test_the_summary_counts_expected_failures_per_row_instead_of_listing_them(suite):
+    result = suite("-k", "branchy and trace-torch-cpu")
+    result.stdout.fnmatch_lines(["*conformance expected failures, by expectation row*",
+                                 "*1  case='branchy', target='trace-*', check='generalizes'*"])
+    assert not [line for line in result.stdout.lines if line.startswith("XFAIL ")]
