@@ -632,3 +632,16 @@ def compare(actual: Any, expected: Any, tolerance: Tolerance | None = None,
         topk=topk,
         structural_problems=found.structural,
     )
+
+
+def element_misses(actual: torch.Tensor, expected: torch.Tensor, override: Tolerance | None,
+                   like: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Elementwise: where `actual` is outside tolerance of `expected`, by the rule every
+    comparison uses, with the tolerance of `like`'s dtype (default `expected`'s): a
+    float64 reference judges a float32 artifact by float32's tolerance. None when the
+    shapes differ."""
+    a, e = _numeric(_plain(actual)), _numeric(_plain(expected))
+    if a.shape != e.shape:
+        return None
+    return _verdict(a, e, tolerance_for(_numeric(_plain(like if like is not None else
+                                                         expected)), override)).bad

@@ -53,8 +53,11 @@ class Expectation:
                 and any(fnmatch.fnmatchcase(check, pattern) for pattern in self.check))
 
     def expects(self, kind: str, message: str) -> bool:
-        """Whether a failure of this kind and message is the one the row describes."""
-        return kind == self.kind and (self.match is None or bool(self.match.search(message)))
+        """Whether a failure of this kind and message is the one the row describes. The
+        pattern is searched in what the failure says, not in the notes every failure of
+        the cell carries (the export's warnings, the reproduce line)."""
+        return kind == self.kind and (self.match is None
+                                      or bool(self.match.search(failure_text(message))))
 
     def describe(self) -> str:
         check = self.check[0] if len(self.check) == 1 else list(self.check)
@@ -190,6 +193,20 @@ def judge(row: Expectation, kind: str | None, message: str, cell: str,
         *lines[1:],
         f"  {why}: a new failure hides behind the known one. Fix it, or change the row "
         "to say what is observed now."]))
+
+
+# Where the notes that follow a failure begin (checks._warned, checks.fail).
+NOTE_STARTS = ("the export warned that it froze something of the example", "reproduce:")
+
+
+def failure_text(message: str) -> str:
+    """A failure message without its trailing notes."""
+    kept = []
+    for line in message.splitlines():
+        if line.strip().startswith(NOTE_STARTS):
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def first_lines(message: str, count: int = OBSERVED_LINES) -> str:

@@ -65,10 +65,18 @@ def _is_integer(value: Any) -> bool:
         and not value.is_complex() and value.dtype != torch.bool
 
 
+def _leaves(example: Inputs, change: Callable) -> Inputs:
+    """The example with `change` applied to every leaf, nested ones too (a tuple or a
+    dict of tensors as one argument)."""
+    from torch.utils import _pytree
+
+    return tuple(_pytree.tree_map(change, value) for value in example)
+
+
 def _floats(example: Inputs, change: Callable) -> Inputs:
     """The example with `change` applied to its floating-point tensors."""
-    return tuple(change(value) if _is_float(value) and value.numel() else value
-                 for value in example)
+    return _leaves(example, lambda value: change(value) if _is_float(value) and value.numel()
+                   else value)
 
 
 def _shifted(value, up: bool):
@@ -97,7 +105,7 @@ def _redraw_integers(example: Inputs) -> Inputs:
         low, high = int(value.min()), int(value.max())
         return torch.randint(low, high + 1, value.shape, dtype=value.dtype, device=value.device)
 
-    return tuple(redraw(value) for value in example)
+    return _leaves(example, redraw)
 
 
 VALUE_PROBES: dict[str, Callable[[Inputs], Inputs]] = {
@@ -163,11 +171,15 @@ def within(space: tuple, inputs: Inputs, example: Inputs) -> Inputs:
 
 
 def _same(a: Inputs, b: Inputs) -> bool:
+    """Whether two inputs hold the same values, leaf by leaf (nested ones too)."""
     import torch
+    from torch.utils import _pytree
 
-    return all(x is y or (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
-                          and x.shape == y.shape and torch.equal(x, y))
-               for x, y in zip(a, b))
+    left, right = _pytree.tree_leaves(a), _pytree.tree_leaves(b)
+    return len(left) == len(right) and all(
+        x is y or (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+                   and x.shape == y.shape and torch.equal(x, y))
+        for x, y in zip(left, right))
 
 
 # What a TracerWarning says, and what it froze: every one of them means the trace

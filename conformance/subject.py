@@ -18,7 +18,7 @@ from conformance.cache import artifact_key, artifact_lock
 from conformance.compare import flatten
 from conformance.paths import first_lines
 from conformance.probes import Probe, aimed_probes, derived_probes, tracer_warnings
-from conformance.time_limit import TimeLimitExceeded, time_limit
+from conformance.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.properties import SearchSettings
 from conformance.targets import DYNAMO_PATHS, IN_PROCESS_PATHS, Target, flat_outputs
 from conformance.worker import FreshProcess
@@ -72,10 +72,18 @@ class CaseState:
                 self._memo[key] = (True, compute())
             except Exception as exc:  # the same failure is reported by every check
                 self._memo[key] = (False, exc)
+            except TimeLimitExceeded as exc:  # a hang is not tried again by the next cell
+                self._memo[key] = (False, TimedOut(exc))
+                raise
         ok, value = self._memo[key]
         if not ok:
             raise value
         return value
+
+    def peek(self, key: Any) -> Any:
+        """What `memo` computed for `key`, or None: never computes."""
+        ok, value = self._memo.get(key, (False, None))
+        return value if ok else None
 
     @contextlib.contextmanager
     def context(self):
@@ -323,9 +331,9 @@ class Subject:
         that failed, which the check's message reports)."""
         if self.target.path not in paths.EXPORTERS and self.target.path not in IN_PROCESS_PATHS:
             return {}
-        try:
-            artifact = self.artifact
-        except Exception:  # the export failure is the check's message
+        # Only what the check got to: exporting here would run outside every time limit.
+        artifact = self.state.peek(("artifact", self.target.path, self.target.opset))
+        if artifact is None:
             return {}
         return {"file": artifact.file.name if artifact.file else None, "cached": artifact.cached,
                 "export_s": artifact.export_seconds, "warnings": artifact.warnings}

@@ -26,6 +26,16 @@ class TimeLimitExceeded(BaseException):
         self.seconds = seconds
 
 
+class TimedOut(Exception):
+    """What a limit interrupted, remembered: the next cell that needs it fails at once
+    instead of waiting for the limit again."""
+
+    kind = "timeout"
+
+    def __init__(self, exceeded: TimeLimitExceeded):
+        super().__init__(f"{exceeded} in an earlier cell, and is not tried again")
+
+
 def _usable(seconds: float | None) -> bool:
     return (bool(seconds) and seconds > 0 and hasattr(signal, "setitimer")
             and threading.current_thread() is threading.main_thread())

@@ -148,3 +148,20 @@ def test_a_pass_is_an_unexpected_pass_that_names_the_row(tmp_path):
     assert result.message.startswith("UNEXPECTED PASS: my_gate_cell-trace-torch-cpu-generalizes "
                                      "passes on torch 2.14.1")
     assert "expectations.toml, row 1" in result.message and "Remove that row" in result.message
+
+
+def test_a_pattern_is_not_searched_in_the_notes_every_failure_of_the_cell_carries(tmp_path):
+    from conformance.expectations import judge
+
+    table = tmp_path / "t.toml"
+    table.write_text('[[expect]]\ncase = "c"\ntarget = "trace-*"\ncheck = "generalizes"\n'
+                     'kind = "mismatch"\nmatch = "Python boolean"\nreason = "a baked branch"\n')
+    (row,) = load_table(table)
+    message = ("case c, target trace-torch-cpu, check generalizes: the trace artifact "
+               "diverges from eager on the probe input (derived probe: zeros)\n"
+               "  3 of 4 output elements outside tolerance\n"
+               "  the export warned that it froze something of the example:\n"
+               "    Converting a tensor to a Python boolean might cause the trace ...\n"
+               "  reproduce: pytest 'x::test_check[c-trace-torch-cpu-generalizes]'")
+    assert judge(row, "mismatch", message, "c-trace-torch-cpu-generalizes", "2.14.1").outcome \
+        == "fail"
