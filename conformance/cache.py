@@ -9,8 +9,14 @@ changed. `artifact_key` covers:
   module reached from the case's callables and from the classes of every
   submodule of the model, following the modules their globals refer to, and
   the version of each installed distribution reached that way;
+- the values of the globals that code names (`_module_digest`): a setting read
+  from the environment at import changes no byte of the file;
 - the model itself (`model_fingerprint`): its state dict and every buffer,
-  byte for byte, and the plain settings its submodules hold;
+  byte for byte, and the settings its submodules hold, described value by value
+  (`describe`): numbers, containers, dataclasses, enums, tensors and objects by
+  their attributes. A value that cannot be described (its repr shows only a
+  memory address) makes a key no later run computes, so the model is exported
+  again rather than reused on a guess;
 - the inputs the exporter sees (`inputs_fingerprint`), byte for byte;
 - the global flags a path bakes in (`global_flags`);
 - the exporting stack's versions, the suite's version and the source of the
@@ -23,6 +29,8 @@ and sha256 written beside it; anything that changes the key exports again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import functools
 import hashlib
 import importlib.metadata
@@ -36,6 +44,7 @@ import sysconfig
 import time
 import types
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -214,7 +223,7 @@ def _is_code(value: Any) -> bool:
 
 
 def _walk_modules(roots: Iterable[Any]) -> dict[str, dict[str, str]]:
-    digests: dict[str, str] = {}
+    users: dict[str, types.ModuleType] = {}
     dists: dict[str, str] = {}
     seen: set[str] = set()
     pending = [m for root in roots for m in _safe_modules_of(root)]
@@ -229,9 +238,13 @@ def _walk_modules(roots: Iterable[Any]) -> dict[str, dict[str, str]]:
             for dist in _distributions(name):
                 dists[dist] = distribution_version(dist)
         elif kind == "user":
-            digests[name] = _module_digest(module)
+            users[name] = module
             pending += [m for value in list(vars(module).values())
                         for m in _safe_modules_of(value)]
+    # A global counts when code of any of these modules names it: `settings.SCALE`
+    # names SCALE in the module that reads it, not in `settings`.
+    names = frozenset().union(*(_names_used(m) for m in users.values()))
+    digests = {name: _module_digest(module, names) for name, module in users.items()}
     return {"modules": digests, "distributions": dists}
 
 
@@ -329,15 +342,105 @@ def distribution_version(name: str) -> str:
         return "unknown"
 
 
-def _module_digest(module: types.ModuleType) -> str:
-    """A user module: its file's bytes, and the plain values of its globals (a setting
-    read from the environment at import changes no byte of the file)."""
+def _module_digest(module: types.ModuleType, names: Iterable[str] | None = None) -> str:
+    """A user module: its file's bytes, and the values of the globals its code names
+    (a setting read from the environment at import changes no byte of the file).
+
+    Only the globals that `names` holds count (by default, the names the module's own
+    functions and methods use): a global no code reads, such as the time a run
+    started, would otherwise change the key on every run. So do the data attributes
+    of the classes it defines, under the same rule (`scale = float(os.environ[...])`
+    in a class body)."""
     file = getattr(module, "__file__", None)
     source = file_digest(file) if file and os.path.isfile(file) else _code_digest(module)
-    # Immutable values only: a module-level dict or list is often a cache that fills up.
-    plain = sorted((k, stable_repr(v)) for k, v in list(vars(module).items())
-                   if not k.startswith("__") and _is_plain(v, mutable=False))
-    return _sha(json.dumps([source, plain]).encode())
+    used = _names_used(module) if names is None else frozenset(names)
+    values = []
+    for name, value in sorted(list(vars(module).items())):
+        if name.startswith("__") or name not in used:
+            continue
+        values.append((name, describe(value)))
+        if _defined_in(value, module):
+            values += [(f"{name}.{attribute}", describe(item))
+                       for attribute, item in _class_data(value) if attribute in used]
+    if any(text is None for _, text in values):
+        digest = hashlib.sha256(source.encode())
+        _not_reusable(digest)
+        return digest.hexdigest()
+    return _sha(json.dumps([source, values]).encode())
+
+
+def _defined_in(value: Any, module: types.ModuleType) -> bool:
+    return inspect.isclass(value) and value.__module__ == module.__name__
+
+
+def _class_data(cls: type) -> list[tuple[str, Any]]:
+    """The data attributes a class body sets: not its functions, descriptors, nested
+    classes or private and special names."""
+    return [(name, value) for name, value in sorted(vars(cls).items())
+            if not name.startswith("_") and not _is_code(value)
+            and not isinstance(value, (staticmethod, classmethod, property))
+            and not inspect.isdatadescriptor(value) and not inspect.ismethoddescriptor(value)]
+
+
+def _names_used(module: types.ModuleType) -> frozenset[str]:
+    """The names (globals and attributes) the code of a module's functions and of its
+    classes' methods uses, nested functions and comprehensions included."""
+    names: set[str] = set()
+    for value in list(vars(module).values()):
+        if getattr(value, "__module__", None) != module.__name__:
+            continue  # imported: its own module's names count where that module is hashed
+        if inspect.isclass(value):
+            members = [m for klass in _classes_within(value) for m in vars(klass).values()]
+        else:
+            members = [value]
+        for member in members:
+            for code in _code_objects(member):
+                _collect_names(code, names)
+    return frozenset(names)
+
+
+def _classes_within(cls: type, depth: int = 0) -> list[type]:
+    """A class and the classes defined in its body."""
+    if depth >= 4:
+        return [cls]
+    nested = [v for v in vars(cls).values() if inspect.isclass(v)
+              and v.__qualname__.startswith(cls.__qualname__ + ".")]
+    return [cls] + [c for n in nested for c in _classes_within(n, depth + 1)]
+
+
+def _code_objects(value: Any) -> list[types.CodeType]:
+    """The code objects behind a function, method, static or class method, property,
+    partial or decorated function (through `__wrapped__`)."""
+    found: list[types.CodeType] = []
+    pending, seen = [value], set()
+    while pending:
+        item = pending.pop()
+        if id(item) in seen or len(seen) > 32:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (staticmethod, classmethod)) or inspect.ismethod(item):
+            pending.append(item.__func__)
+        elif isinstance(item, property):
+            pending += [f for f in (item.fget, item.fset, item.fdel) if f is not None]
+        elif isinstance(item, functools.partial):
+            pending.append(item.func)
+        elif inspect.isfunction(item):
+            found.append(item.__code__)
+        try:
+            wrapped = inspect.getattr_static(item, "__wrapped__", None)
+        except Exception:
+            wrapped = None
+        if wrapped is not None:
+            pending.append(wrapped)
+    return found
+
+
+def _collect_names(code: types.CodeType, names: set[str], depth: int = 0) -> None:
+    names.update(code.co_names)
+    if depth < 32:
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                _collect_names(const, names, depth + 1)
 
 
 def _code_digest(module: types.ModuleType) -> str:
@@ -384,8 +487,13 @@ def file_digest(file: str | os.PathLike) -> str:
 
 
 def model_fingerprint(model: Any) -> dict[str, str]:
-    """The weights (state dict and every buffer, persistent or not), the plain settings
-    its submodules hold, and the code of a graph or script module. {} for a function."""
+    """The weights (state dict and every buffer, persistent or not), the settings its
+    submodules hold, and the code of a graph or script module. {} for a function.
+
+    A setting is any attribute but those every nn.Module has (of a library's class, its
+    public ones and its tensors), described by `describe`: a config object read from
+    the environment changes the key though no byte of the source does, and one that
+    cannot be described makes the key one no later run computes."""
     import torch
 
     if not isinstance(model, torch.nn.Module):
@@ -398,10 +506,13 @@ def model_fingerprint(model: Any) -> dict[str, str]:
         _feed(weights, name)
         _feed(weights, buffer)
     settings = hashlib.sha256()
+    describer = _Describer()
     for prefix, module in model.named_modules():
-        plain = sorted((k, stable_repr(v)) for k, v in vars(module).items()
-                       if not k.startswith("_") and _is_plain(v))
-        settings.update(f"{prefix}:{type(module).__qualname__}:{plain}\n".encode())
+        described = describer.module_settings(module)
+        if described is None:
+            _not_reusable(settings)
+            described = []
+        settings.update(f"{prefix}:{type(module).__qualname__}:{described}\n".encode())
         code = _module_code(module)
         if code:
             settings.update(code.encode())
@@ -466,12 +577,238 @@ def _feed(digest: Any, value: Any, depth: int = 0) -> None:
             digest.update(stable_repr(key).encode() + b":")
             _feed(digest, item, depth + 1)
         digest.update(b")")
-    else:
-        text = repr(value)
-        if _ADDRESS.search(text):  # a default repr tells nothing of the object's state
+    elif isinstance(value, _PLAIN):
+        digest.update(f"{type(value).__qualname__}:{value!r};".encode())
+    else:  # a dataclass of tensors, an enum, an object: described value by value
+        text = describe(value)
+        if text is None:  # a default repr tells nothing of the object's state
             _not_reusable(digest)
         else:
-            digest.update(f"{type(value).__qualname__}:{text};".encode())
+            digest.update(f"{text};".encode())
+
+
+# Describing a value ---------------------------------------------------------------------
+
+_MAX_DEPTH = 12
+# Values described for one setting or global: a larger one is not described.
+_MAX_VALUES = 200_000
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class not written in C
+
+
+def describe(value: Any) -> str | None:
+    """A text that changes whenever the value does and is the same in every process:
+    numbers and strings by their repr, containers item by item (sets sorted), enums by
+    name, tensors and arrays by their bytes, dataclasses by their fields, modules by
+    their weights and settings, other objects by their attributes, code by its name
+    (its source is in `code_fingerprint`). None when the value cannot be described:
+    its repr shows only a memory address, or it is too deep or too large."""
+    return _Describer().describe(value)
+
+
+class _Undescribable(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=None)
+def _standard_module_attributes() -> frozenset[str]:
+    """The attributes every nn.Module has (weights, submodules, hooks, `training`)."""
+    import torch
+
+    return frozenset(vars(torch.nn.Module()))
+
+
+# Attributes of library modules that their generated code already describes.
+_DESCRIBED_BY_CODE = frozenset({"meta", "shape_env"})
+
+
+class _Describer:
+    def __init__(self) -> None:
+        self.count = 0
+        self.active: set[int] = set()  # the containers on the way here: a cycle
+
+    def describe(self, value: Any) -> str | None:
+        self.count = 0
+        try:
+            return self.value(value, 0)
+        except Exception:  # _Undescribable, RecursionError, an attribute that raises
+            return None
+
+    def module_settings(self, module: Any) -> list[tuple[str, str]] | None:
+        """What an nn.Module holds besides its weights, submodules and hooks: its plain
+        settings, and its other attributes described (None if one cannot be)."""
+        self.count = 0
+        try:
+            with self.entered(module):
+                return self.settings(module, 0)
+        except Exception:  # _Undescribable, RecursionError, an attribute that raises
+            return None
+
+    @contextlib.contextmanager
+    def entered(self, value: Any):
+        self.active.add(id(value))
+        try:
+            yield
+        finally:
+            self.active.discard(id(value))
+
+    def settings(self, module: Any, depth: int) -> list[tuple[str, str]]:
+        import torch
+
+        standard = _standard_module_attributes()
+        own = _is_user_class(type(module))
+        graph = isinstance(module, torch.fx.GraphModule) and not own
+        found = []
+        for name, value in sorted(vars(module).items()):
+            if name in standard:  # `training`; the rest are weights, submodules, hooks
+                if not name.startswith("_") and _is_plain(value):
+                    found.append((name, stable_repr(value)))
+            elif graph and name in _DESCRIBED_BY_CODE:
+                continue
+            elif (name.startswith("_") and not own  # a library class's own workings
+                  and not isinstance(value, torch.Tensor)):
+                continue
+            else:
+                found.append((name, self.value(value, depth + 1)))
+        return found
+
+    def value(self, value: Any, depth: int) -> str:
+        import torch
+
+        self.count += 1
+        if depth > _MAX_DEPTH or self.count > _MAX_VALUES:
+            raise _Undescribable
+        kind = type(value)
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        if isinstance(value, enum.Enum):
+            member = value.name if value.name is not None else repr(value._value_)
+            return f"enum:{name}.{member}"
+        if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+            return f"{kind.__qualname__}:{value!r}"
+        if isinstance(value, torch.Tensor):
+            digest = hashlib.sha256()
+            _feed_tensor(digest, value)
+            return f"{name}:{digest.hexdigest()}"
+        if isinstance(value, (torch.dtype, torch.device)):
+            return f"{name}:{value}"
+        if isinstance(value, types.ModuleType):
+            return f"module:{value.__name__}"
+        if inspect.isclass(value):
+            return f"class:{value.__module__}.{value.__qualname__}"
+        if id(value) in self.active:  # a reference back to a value being described
+            return f"cycle:{name}"
+        with self.entered(value):
+            return self.compound(value, depth, name)
+
+    def compound(self, value: Any, depth: int, name: str) -> str:
+        import torch
+
+        deeper = depth + 1
+        if isinstance(value, weakref.ref):
+            return f"weakref({self.value(value(), deeper)})"
+        if isinstance(value, functools.partial):
+            return (f"partial({self.value(value.func, deeper)}, {self.value(value.args, deeper)}, "
+                    f"{self.value(value.keywords, deeper)})")
+        if inspect.ismethod(value):
+            owner = self.value(value.__self__, deeper)
+            return f"method:{self.value(value.__func__, deeper)}@{owner}"
+        if inspect.isfunction(value):
+            return self.function(value, deeper)
+        if isinstance(value, dict):  # in insertion order, which the code sees
+            items = ", ".join(f"{self.value(k, deeper)}: {self.value(v, deeper)}"
+                              for k, v in list(value.items()))
+            return f"{name}{{{items}}}"
+        if isinstance(value, (list, tuple)):
+            return f"{name}[{', '.join(self.value(v, deeper) for v in list(value))}]"
+        if isinstance(value, (set, frozenset)):
+            return f"{name}{{{', '.join(sorted(self.value(v, deeper) for v in list(value)))}}}"
+        if _is_array(value):
+            if value.dtype.hasobject:
+                return f"{name}:{value.shape}:{self.value(value.tolist(), deeper)}"
+            return f"{name}:{value.dtype}:{value.shape}:{_sha(value.tobytes())}"
+        if isinstance(value, torch.nn.Module):
+            parts = [self.value(dict(value._parameters), deeper),
+                     self.value(dict(value._buffers), deeper),
+                     repr(self.settings(value, deeper)),
+                     self.value(dict(value._modules), deeper)]
+            return f"{name}({'; '.join(parts)})"
+        if isinstance(getattr(value, "__qualname__", None), str):
+            # A builtin function, a script method, a cached function: code, by its name.
+            return f"callable:{getattr(value, '__module__', None)}.{value.__qualname__}"
+        if _is_logger(value):
+            return f"logger:{value.name}"
+        if dataclasses.is_dataclass(value) or hasattr(value, "__dict__"):
+            return self.attributes(value, deeper, name)
+        return _stable_or_raise(value, name)
+
+    def function(self, function: Any, depth: int) -> str:
+        text = f"function:{function.__module__}.{function.__qualname__}"
+        if not _is_user_module_name(function.__module__):
+            return text  # a library's: its version is in `code_fingerprint`
+        # What the code does not show: defaults and the values it closes over.
+        cells = []
+        for cell in function.__closure__ or ():
+            try:
+                cells.append(self.value(cell.cell_contents, depth))
+            except ValueError:  # an empty cell
+                cells.append("empty")
+        defaults = [self.value(function.__defaults__, depth),
+                    self.value(function.__kwdefaults__, depth)]
+        return f"{text}({', '.join(defaults + cells)})"
+
+    def attributes(self, value: Any, depth: int, name: str) -> str:
+        found: dict[str, Any] = {}
+        if dataclasses.is_dataclass(value):
+            found.update((f.name, getattr(value, f.name)) for f in dataclasses.fields(value)
+                         if hasattr(value, f.name))
+        for klass in type(value).__mro__:  # __slots__ hold attributes too
+            slots = vars(klass).get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if slot not in ("__dict__", "__weakref__") and hasattr(value, slot):
+                    found.setdefault(slot, getattr(value, slot))
+        extra = sorted(vars(value).items()) if hasattr(value, "__dict__") else []
+        found.update((k, v) for k, v in extra if k not in found)
+        parts = [f"{k}={self.value(v, depth)}" for k, v in found.items()]
+        if _state_in_c(type(value)):  # what __dict__ does not hold, its repr may show
+            parts.append(_stable_or_raise(value, name))
+        return f"{name}({', '.join(parts)})"
+
+
+def _stable_or_raise(value: Any, name: str) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        raise _Undescribable
+    if _ADDRESS.search(text):  # a default repr tells nothing of the object's state
+        raise _Undescribable
+    return f"{name}:{text}"
+
+
+def _is_array(value: Any) -> bool:
+    return (type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
+            and hasattr(value, "tobytes"))
+
+
+def _is_logger(value: Any) -> bool:
+    import logging
+
+    return isinstance(value, logging.Logger)
+
+
+def _state_in_c(cls: type) -> bool:
+    """A class one of whose bases is written in C: part of its state is not in __dict__."""
+    return any(not klass.__flags__ & _HEAPTYPE for klass in cls.__mro__
+               if klass not in (object, types.SimpleNamespace))
+
+
+def _is_user_module_name(name: Any) -> bool:
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    if module is None:  # imported by file and not registered, or defined at a prompt
+        return True
+    return _module_kind(module) == "user"
+
+
+def _is_user_class(cls: type) -> bool:
+    return _is_user_module_name(getattr(cls, "__module__", None))
 
 
 def _not_reusable(digest: Any) -> None:

@@ -111,6 +111,144 @@ def test_a_changed_submodule_class_in_another_module_changes_the_key(user_module
     assert key_of(case) != before
 
 
+# A setting read from the environment when the model is built or its module imported:
+# the source is the same from one run to the next, the value is not.
+SETTING = "CONFORMANCE_TEST_CACHE_SETTING"
+
+CONFIGURED_MODEL = """
+import dataclasses
+import os
+
+import torch
+
+
+@dataclasses.dataclass
+class Cfg:
+    scale: float
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        self.cfg = Cfg(scale=float(os.environ["{setting}"]))
+
+    def forward(self, x):
+        return self.linear(x) * self.cfg.scale
+""".replace("{setting}", SETTING)
+
+
+def test_a_dataclass_setting_with_another_value_changes_the_key(user_module, monkeypatch):
+    case = linear_case(user_module("cache_model", CONFIGURED_MODEL))
+    monkeypatch.setenv(SETTING, "2")
+    before = key_of(case)
+    assert key_of(case) == before
+    monkeypatch.setenv(SETTING, "3")
+    assert key_of(case) != before
+
+
+def test_a_stale_artifact_of_a_dataclass_setting_is_not_reused(user_module, monkeypatch,
+                                                               tmp_path):
+    case = linear_case(user_module("cache_model", CONFIGURED_MODEL))
+    artifacts = tmp_path / "artifacts"
+    monkeypatch.setenv(SETTING, "2")
+    assert verdict(case, artifacts) == "pass"
+    monkeypatch.setenv(SETTING, "3")
+    assert not CaseState(case, "cpu", artifacts).artifact("trace").cached
+    assert verdict(case, artifacts) == "pass"
+
+
+OBJECT_MODEL = """
+import enum
+import os
+
+import torch
+
+
+class Mode(enum.Enum):
+    SCALE = 1
+    SHIFT = 2
+
+
+class Settings:
+    def __init__(self, scale):
+        self.scale = scale
+        self.modes = {Mode.SCALE, Mode.SHIFT}
+        self.layers = [{"gain": scale}]
+        self.owner = self  # a cycle, described once
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        self._settings = Settings(float(os.environ["{setting}"]))
+
+    def forward(self, x):
+        return self.linear(x) * self._settings.layers[0]["gain"]
+""".replace("{setting}", SETTING)
+
+
+def test_an_object_setting_with_another_value_changes_the_key(user_module, monkeypatch):
+    case = linear_case(user_module("cache_model", OBJECT_MODEL))
+    monkeypatch.setenv(SETTING, "2")
+    before = key_of(case)
+    assert key_of(case) == before
+    monkeypatch.setenv(SETTING, "3")
+    assert key_of(case) != before
+
+
+def test_a_setting_the_key_cannot_describe_exports_again(user_module):
+    text = ("import threading\n"
+            + LINEAR_MODEL.format(body="self.linear(x)").replace(
+                "super().__init__()", "super().__init__()\n        self.lock = threading.Lock()"))
+    case = linear_case(user_module("cache_model", text))
+    assert cache.describe(CaseState(case, "cpu", "unused").model.lock) is None
+    assert key_of(case) != key_of(case)
+
+
+def test_a_module_dict_used_by_forward_changes_the_key(user_module, monkeypatch):
+    text = ("import os\nGAINS = {'x': float(os.environ['%s'])}\n" % SETTING
+            + LINEAR_MODEL.format(body="self.linear(x) * GAINS['x']"))
+    monkeypatch.setenv(SETTING, "2")
+    before = key_of(linear_case(user_module("cache_model", text)))
+    assert key_of(linear_case(user_module("cache_model", text))) == before
+    monkeypatch.setenv(SETTING, "3")
+    assert key_of(linear_case(user_module("cache_model", text))) != before
+
+
+def test_a_module_global_no_code_uses_does_not_change_the_key(user_module, monkeypatch):
+    # Such as the time a run started: read at import, used by nothing the model runs.
+    text = ("import os\nRUN_STARTED = os.environ['%s']\n" % SETTING
+            + LINEAR_MODEL.format(body="self.linear(x)"))
+    monkeypatch.setenv(SETTING, "2024-01-01 10:00:00")
+    before = key_of(linear_case(user_module("cache_model", text)))
+    monkeypatch.setenv(SETTING, "2024-01-01 10:00:01")
+    assert key_of(linear_case(user_module("cache_model", text))) == before
+
+
+def test_a_module_global_the_code_uses_changes_the_key(user_module, monkeypatch):
+    text = ("import os\nOFFSET = float(os.environ['%s'])\n" % SETTING
+            + LINEAR_MODEL.format(body="self.linear(x) + OFFSET"))
+    monkeypatch.setenv(SETTING, "2")
+    before = key_of(linear_case(user_module("cache_model", text)))
+    monkeypatch.setenv(SETTING, "3")
+    assert key_of(linear_case(user_module("cache_model", text))) != before
+
+
+def test_a_global_of_another_module_the_code_reads_changes_the_key(user_module, monkeypatch):
+    # `cache_settings` has no code of its own: SCALE is named where it is read.
+    settings = "import os\nSCALE = float(os.environ['%s'])\n" % SETTING
+    text = "import cache_settings\n" + LINEAR_MODEL.format(
+        body="self.linear(x) * cache_settings.SCALE")
+    monkeypatch.setenv(SETTING, "2")
+    user_module("cache_settings", settings)
+    before = key_of(linear_case(user_module("cache_model", text)))
+    monkeypatch.setenv(SETTING, "3")
+    user_module("cache_settings", settings)
+    assert key_of(linear_case(user_module("cache_model", text))) != before
+
+
 def test_other_weights_from_the_same_builder_change_the_key(tmp_path):
     weights = tmp_path / "weights.pt"
 
