@@ -45,6 +45,11 @@ class SearchSettings:
     profile: Profile = PROFILES[DEFAULT_PROFILE]
     seed: int | None = None
 
+    def with_more_time(self, factor: float) -> "SearchSettings":
+        """The same search with `factor` times the profile's searching time."""
+        longer = dataclasses.replace(self.profile, budget_s=self.profile.budget_s * factor)
+        return dataclasses.replace(self, profile=longer)
+
     def reproduce_options(self) -> str:
         """The pytest options that repeat this search exactly."""
         seed = f" --property-seed {self.seed}" if self.seed is not None else ""

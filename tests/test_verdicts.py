@@ -389,3 +389,17 @@ def test_an_export_past_the_cells_limit_is_not_run_again_by_the_record_or_the_ne
         run_check(subject, "generalizes", 60)
     assert failure.value.kind == "timeout"
     assert time.monotonic() - started < 1
+
+
+def tuple_loader(file, device):
+    """A runtime that returns (outputs, None, None) where eager returns a tensor, as
+    scripted GoogLeNet does."""
+    loaded = runtimes.load_torchscript(file, device)
+    return lambda *inputs: (loaded(*inputs), None, None)
+
+
+def test_float64_never_excuses_another_structure(tmp_path, monkeypatch):
+    monkeypatch.setitem(runtimes.LOADERS, "tupled", tuple_loader)
+    case = Case("tanh", Tanh, lambda: (torch.rand(2, 4),))
+    with pytest.raises(CheckFailure, match="eager returned a Tensor"):
+        checks.matches_eager(subject_of(case, "script", tmp_path, runtime="tupled"))
