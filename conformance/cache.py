@@ -150,27 +150,6 @@ def remove_artifact(file: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(directory: Path):
-    """An exclusive lock on the artifact directory, so that two processes of one run
-    (pytest-xdist workers) exporting the same artifact never let a reader see a file
-    beside another export's facts. Where locks are not available, no lock."""
-    try:
-        import fcntl
-
-        handle = os.open(directory, os.O_RDONLY)
-    except (ImportError, OSError):
-        handle = None
-    if handle is None:
-        yield
-        return
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(handle)  # closing the descriptor releases the lock
-
-
-@contextlib.contextmanager
 def artifact_lock(file: Path, enabled: bool = True):
     """One exporter at a time for one artifact across processes (pytest-xdist workers,
     two runs sharing a cache): the second waits, then finds the first one's file."""

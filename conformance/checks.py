@@ -84,16 +84,24 @@ def _compare(subject: Subject, actual: Any, expected: Any) -> Comparison:
 
 
 def _diverged(subject: Subject, check: str, what: str, result: Comparison, inputs,
-              expected: Any) -> None:
+              expected: Any, reference: Any = None) -> None:
+    """Fail with the comparison and what explains it: the runtime's second opinion, how
+    far eager float32 is from `reference` (the model in float64, when it was run), and
+    what the export warned it froze."""
+    warned = _tracer_warnings(subject)
     notes = [_second_opinion(subject, inputs, result, expected),
-             _float64_opinion(subject, inputs, result), _warned(subject)]
+             _float64_opinion(subject, inputs, result, reference), _warned(warned)]
     details = "\n".join([result.summary(), *(note for note in notes if note)])
-    fail(subject, check, what, details, {**result.metrics(), **_warnings_metric(subject)})
+    fail(subject, check, what, details,
+         {**result.metrics(), **({"tracer_warnings": warned} if warned else {})})
 
 
-def _warned(subject: Subject) -> str:
-    """The exporter's own warnings that it froze something of the example."""
-    warned = subject.tracer_warnings() if hasattr(subject, "tracer_warnings") else []
+def _tracer_warnings(subject) -> list[str]:
+    """What the export warned it froze of the example (a family's subject has none)."""
+    return subject.tracer_warnings() if hasattr(subject, "tracer_warnings") else []
+
+
+def _warned(warned: list[str]) -> str:
     if not warned:
         return ""
     return "\n".join(["the export warned that it froze something of the example:",
@@ -101,19 +109,16 @@ def _warned(subject: Subject) -> str:
 
 
 def _warnings_metric(subject: Subject) -> dict:
-    warned = subject.tracer_warnings() if hasattr(subject, "tracer_warnings") else []
+    warned = _tracer_warnings(subject)
     return {"tracer_warnings": warned} if warned else {}
 
 
-def _float64_opinion(subject: Subject, inputs, result: Comparison) -> str:
+def _float64_opinion(subject: Subject, inputs, result: Comparison, reference: Any) -> str:
     """How far eager float32 itself is from eager float64 on these inputs: an artifact
     error of that size is float32 noise, one far above it is not."""
-    if result.structural_problems or not getattr(subject, "state", None):
+    if result.structural_problems or reference is None:
         return ""
-    try:
-        noise = float32_noise(subject.state, inputs)
-    except Exception:  # the model cannot run in float64 (quantized, integer-only, scripted)
-        return ""
+    noise = float32_noise(subject.state, inputs, reference)
     if noise is None:
         return ""
     return (f"eager float32 itself differs from eager float64 by max abs {noise.max_abs:.3g}"
@@ -129,7 +134,7 @@ def _ratio(error: float, noise: float) -> str:
 
 def float64_reference(state, inputs) -> Any:
     """The eager model run in float64 on these inputs (floating inputs widened), or None
-    for a model that cannot be widened (a scripted or plain function)."""
+    for a model that cannot be widened (scripted, a plain function, quantized)."""
     import copy
 
     import torch
@@ -137,21 +142,20 @@ def float64_reference(state, inputs) -> Any:
     model = state.model
     if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
         return None
-    wide = copy.deepcopy(model).double()
     wide_inputs = tuple(v.double() if torch.is_tensor(v) and v.is_floating_point() else v
                         for v in inputs)
-    return state.run(wide, wide_inputs)
+    try:
+        return state.run(copy.deepcopy(model).double(), wide_inputs)
+    except Exception:  # no float64 opinion then: the mismatch stands as it is
+        return None
 
 
-def float32_noise(state, inputs) -> Comparison | None:
-    """Eager's outputs compared, under the case's tolerance, with the same model run in
-    float64 (rounded back to eager's dtypes): what float32 itself gets wrong."""
+def float32_noise(state, inputs, reference: Any) -> Comparison | None:
+    """Eager's outputs compared, under the case's tolerance, with `reference`, the model
+    run in float64, rounded back to eager's dtypes: what float32 itself gets wrong."""
     import torch
     from torch.utils import _pytree
 
-    reference = float64_reference(state, inputs)
-    if reference is None:
-        return None
     narrow = state.run(state.model, inputs)
     leaves, spec = _pytree.tree_flatten(reference)
     dtypes = [v.dtype if torch.is_tensor(v) else None for v in _pytree.tree_leaves(narrow)]
@@ -162,23 +166,17 @@ def float32_noise(state, inputs) -> Comparison | None:
     return compare(narrow, _pytree.tree_unflatten(rounded, spec), state.case.tolerance)
 
 
-def right_by_float64(subject: Subject, inputs, actual, expected, derived: bool,
+def right_by_float64(subject: Subject, actual, expected, reference: Any, derived: bool,
                      result: Comparison) -> bool:
     """Whether every element where the artifact misses eager float32 is right all the
-    same: within tolerance of the model run in float64 (the artifact is closer to the
-    exact answer than eager is: a sum that cancels to zero), or, on a probe the suite
-    derived, an element where eager float32 itself misses float64 (near-tied logits
-    whose argmax float32 cannot decide). Judged element by element: a probe is never
-    excused as a whole."""
+    same: within tolerance of `reference`, the model run in float64 (the artifact is
+    closer to the exact answer than eager is: a sum that cancels to zero), or, on a probe
+    the suite derived, an element where eager float32 itself misses float64 (near-tied
+    logits whose argmax float32 cannot decide). Judged element by element: a probe is
+    never excused as a whole, nor another structure, shape or dtype."""
     from conformance.compare import element_misses
 
-    if result.structural_problems:  # another structure, shape or dtype is never noise
-        return False
-    try:
-        reference = float64_reference(subject.state, inputs)
-    except Exception:  # no float64 opinion: the mismatch stands
-        return False
-    if reference is None:
+    if result.structural_problems or reference is None:
         return False
     triples = list(zip(tensor_leaves(actual), tensor_leaves(expected),
                        tensor_leaves(subject.expected(reference))))
@@ -187,7 +185,7 @@ def right_by_float64(subject: Subject, inputs, actual, expected, derived: bool,
     tolerance = subject.case.tolerance
     for a, e, r in triples:
         misses = element_misses(a, e, tolerance)
-        if misses is None:  # shapes or dtypes differ: no element is right
+        if misses is None:  # shapes differ: no element is right
             return False
         excused = ~element_misses(a, r, tolerance, like=e)
         if derived:
@@ -195,6 +193,18 @@ def right_by_float64(subject: Subject, inputs, actual, expected, derived: bool,
         if (misses & ~excused).any():
             return False
     return True
+
+
+def _judge_mismatch(subject: Subject, check: str, what: str, result: Comparison, inputs,
+                    actual, expected, derived: bool = False) -> bool:
+    """A mismatch against eager: True when float64 shows the artifact right (see
+    `right_by_float64`), else the check fails with the comparison explained. The model
+    runs in float64 once for both."""
+    reference = None if result.structural_problems else \
+        float64_reference(subject.state, inputs)
+    if right_by_float64(subject, actual, expected, reference, derived, result):
+        return True
+    _diverged(subject, check, what, result, inputs, expected, reference)
 
 
 # A runtime's second opinion: the same artifact run with less machinery. When it
@@ -233,11 +243,9 @@ def matches_eager(subject: Subject) -> dict:
     actual = run_or_fail(subject, "matches_eager", "running the artifact on the example",
                          lambda: subject.run_artifact(subject.state.example, timed=True))
     result = _compare(subject, actual, expected)
-    judged = not result.ok and right_by_float64(subject, subject.state.example, actual,
-                                                expected, False, result)
-    if not result.ok and not judged:
-        _diverged(subject, "matches_eager", "the artifact's outputs differ from eager on the "
-                  "example inputs", result, subject.state.example, expected)
+    judged = not result.ok and _judge_mismatch(
+        subject, "matches_eager", "the artifact's outputs differ from eager on the example "
+        "inputs", result, subject.state.example, actual, expected)
     return {**result.metrics(), "right_by_float64": judged, **_warnings_metric(subject)}
 
 
@@ -258,14 +266,12 @@ def generalizes(subject: Subject) -> dict:
                              f"running the artifact on the {probe.label}",
                              lambda: subject.run_artifact(probe.inputs))
         result = _compare(subject, actual, expected)
-        if not result.ok and right_by_float64(subject, probe.inputs, actual, expected,
-                                              bool(probe.derived), result):
+        if not result.ok and _judge_mismatch(
+                subject, "generalizes", f"the {subject.target.path_id} artifact diverges from "
+                f"eager on the probe input ({probe.label})", result, probe.inputs, actual,
+                expected, derived=bool(probe.derived)):
             judged[probe.label] = result.metrics()["max_abs"]
             continue
-        if not result.ok:
-            _diverged(subject, "generalizes", f"the {subject.target.path_id} artifact diverges "
-                      f"from eager on the probe input ({probe.label})", result, probe.inputs,
-                      expected)
         worst = _worse(worst, result.metrics())
         ran.append(probe.label)
     return {**worst, "probes": ran, "probes_not_run": not_run,

@@ -176,8 +176,6 @@ def export(path: str, model: Any, example: tuple, file: Path,
            options: ExportOptions) -> Artifact:
     """Run one path's exporter into `file`, atomically, with its facts beside it.
     Raises ExportError."""
-    from conformance.cache import locked
-
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     # The suffix stays last: the AOTInductor packager insists on `.pt2`.
@@ -191,10 +189,10 @@ def export(path: str, model: Any, example: tuple, file: Path,
             partial.unlink(missing_ok=True)
             raise ExportError(explain_export_error(path, options, exc)) from exc
     artifact = Artifact(path, file, time.perf_counter() - started, model_warnings(caught))
-    # Facts and file change together: a reader never sees one without the other.
-    with locked(file.parent):
-        _write_export_facts(artifact, partial)
-        partial.replace(file)
+    # The caller holds the artifact's lock (cache.artifact_lock) across the check of the
+    # cache and this export: a reader never sees the file without its facts.
+    _write_export_facts(artifact, partial)
+    partial.replace(file)
     return artifact
 
 
@@ -223,21 +221,20 @@ def cached_artifact(path: str, file: Path) -> Artifact | None:
     no readable facts beside it, or bytes that are not the ones the export wrote
     (a truncated or altered file). A file that fails the check is removed, with
     its facts, and the caller exports again."""
-    from conformance.cache import content_digest, locked, remove_artifact
+    from conformance.cache import content_digest, remove_artifact
 
     file = Path(file)
     if not file.exists():
         return None
-    with locked(file.parent):
-        try:
-            facts = json.loads(_facts_file(file).read_text())
-            expected = (int(facts["size"]), str(facts["sha256"]))
-        except (OSError, ValueError, TypeError, KeyError):
-            facts, expected = {}, None
-        if expected is None or content_digest(file) != expected:
-            remove_artifact(file)
-            _facts_file(file).unlink(missing_ok=True)
-            return None
+    try:
+        facts = json.loads(_facts_file(file).read_text())
+        expected = (int(facts["size"]), str(facts["sha256"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        facts, expected = {}, None
+    if expected is None or content_digest(file) != expected:
+        remove_artifact(file)
+        _facts_file(file).unlink(missing_ok=True)
+        return None
     return Artifact(path, file, facts.get("export_seconds", 0.0), facts.get("warnings", []),
                     cached=True)
 

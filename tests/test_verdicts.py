@@ -89,15 +89,34 @@ def test_an_unknown_or_unexplained_opt_out_is_refused(skip, problem):
         Case("opted", SignBranch, lambda: (torch.rand(2, 2),), skip_probes=skip)
 
 
-def test_a_derived_probe_eager_rejects_is_dropped_not_failed(tmp_path):
-    case = Case("shape_strict", ShapeStrict, lambda: (torch.rand(2, 4),))
-    subject = subject_of(case, "trace", tmp_path)
-    metrics = run_check(subject, "generalizes", 60)
-    assert not metrics["probes_eager_rejects"]  # (4, 4) still views as rows of 4
-    longer = subject_of(Case("shape_strict", ShapeStrict, lambda: (torch.rand(1, 4, 1),)),
-                        "trace", tmp_path / "other")
-    metrics = run_check(longer, "generalizes", 60)
-    assert "other_batch" not in " ".join(metrics["probes_eager_rejects"])
+class ImagesOnly(torch.nn.Module):
+    """Refuses a blank image; a trace keeps the side of `x.mean() > 0` its example took."""
+
+    def forward(self, x):
+        if not x.any():
+            raise ValueError("a blank image")
+        if x.mean() > 0:
+            return x * 2
+        return x - 1
+
+
+def test_a_derived_probe_eager_rejects_is_dropped_and_the_fault_is_still_found(tmp_path):
+    case = Case("images_only", ImagesOnly, lambda: (torch.rand(1, 3, 4, 4),))
+    script = checks.generalizes(subject_of(case, "script", tmp_path / "script"))
+    rejected = " ".join(script["probes_eager_rejects"])
+    assert "zeros of the example's shapes" in rejected and "ValueError" in " ".join(
+        script["probes_eager_rejects"].values())
+    assert not any("zeros" in label for label in script["probes"])
+    # The probe eager rejects is not one the trace's baked branch can hide behind.
+    with pytest.raises(CheckFailure, match="derived probe: the example negated"):
+        checks.generalizes(subject_of(case, "trace", tmp_path / "trace"))
+
+
+def test_the_cases_own_probe_that_eager_rejects_fails_every_cell(tmp_path):
+    case = Case("images_only", ImagesOnly, lambda: (torch.rand(1, 3, 4, 4),),
+                probes=lambda: [(torch.zeros(1, 3, 4, 4),)])
+    with pytest.raises(CheckFailure, match="eager PyTorch itself raised on the case probe"):
+        run_check(subject_of(case, "script", tmp_path), "matches_eager", 60)
 
 
 def test_probes_of_other_sizes_run_only_where_the_export_is_meant_to_take_them(tmp_path):
