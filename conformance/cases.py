@@ -30,7 +30,7 @@ class Tolerance:
     """Elementwise rule: |actual - expected| <= atol * scale + rtol * |expected|.
 
     `scale` is max |expected| over the compared tensor (1 when it is all zero); see
-    `conformance.compare.allowed_error` for why.
+    `conformance.checks.compare.allowed_error` for why.
     """
 
     rtol: float
@@ -62,7 +62,7 @@ class Case:
         dimensions, and its value range) or None to keep the example's input. The
         exporters make the Dims dynamic, and the `agrees_on_drawn_inputs` check draws
         inputs from the space with Hypothesis. The example must lie in the space.
-    skip_probes: derived probes (names in `conformance.probes.DERIVED_PROBES` and
+    skip_probes: derived probes (names in `conformance.checks.probes.DERIVED_PROBES` and
         `AIMED_PROBES`) the model cannot take, each with the reason. A derived probe
         on which eager raises is dropped anyway; skipping it saves the eager run and
         says why in the case itself.
@@ -109,7 +109,7 @@ class Case:
 
 def skip_probes_problem(skip: Mapping[str, str]) -> str | None:
     """What is wrong with a case's opt-outs of derived probes, or None."""
-    from conformance.probes import AIMED_PROBES, DERIVED_PROBES
+    from conformance.checks.probes import AIMED_PROBES, DERIVED_PROBES
 
     known = {**DERIVED_PROBES, **AIMED_PROBES}
     for name, reason in skip.items():

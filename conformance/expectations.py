@@ -22,10 +22,10 @@ from typing import Callable
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from conformance.checks import FAILURE_KINDS
+from conformance.layout import builtin_expectations
+from conformance.checks.catalog import FAILURE_KINDS
 
 FIELDS = {"case", "target", "check", "kind", "match", "torch", "reason"}
-BUILTIN_TABLE = Path(__file__).parent / "fixtures" / "expectations.toml"
 OBSERVED_LINES = 2  # lines of a failure quoted beside an xfail's reason
 
 
@@ -75,7 +75,7 @@ def load_table(file: Path, builtin: bool | None = None) -> list[Expectation]:
     """The rows of a table; `builtin` (default: whether `file` is the built-in table)
     limits them to the built-in cases."""
     if builtin is None:
-        builtin = Path(file).resolve() == BUILTIN_TABLE.resolve()
+        builtin = Path(file).resolve() == builtin_expectations().resolve()
     try:
         data = tomllib.loads(Path(file).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:

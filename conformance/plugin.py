@@ -16,14 +16,15 @@ from conformance import expectations as expect
 from conformance import shard
 from conformance.cases import CaseError
 from conformance.records import RecordWriter, make_record
-from conformance.session import BUILTIN_EXPECTATIONS, CellSpec, ConformanceSession, Options
-from conformance.cache import default_dir
-from conformance.stash import CELL, SESSION
-from conformance.latency_plugin import (LatencyCell, LatencyUsageError, add_latency_options,
+from conformance.layout import builtin_expectations
+from conformance.session import CellSpec, ConformanceSession, Options
+from conformance.exporters.cache import default_dir
+from conformance.keys import CELL, SESSION
+from conformance.latency.plugin import (LatencyCell, LatencyUsageError, add_latency_options,
                                         install_budget, latency_options, latency_record_fields,
                                         other_run_items)
-from conformance.latency_summary import summary_lines
-from conformance.properties import DEFAULT_PROFILE, PROFILES, search_settings
+from conformance.latency.summary import summary_lines
+from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search_settings
 from conformance.targets import missing, slow_cell
 from conformance.versions import header_line, torch_release
 
@@ -143,7 +144,7 @@ def _options(config) -> Options:
     opt = config.option
     # The built-in table is about the built-in cases only: its rows never match a user's
     # case (see _builtin_case), and without the built-in cases it is not loaded at all.
-    builtin = [] if opt.no_builtin_cases else [BUILTIN_EXPECTATIONS]
+    builtin = [] if opt.no_builtin_cases else [builtin_expectations()]
     files = builtin + [Path(f) for f in opt.expectations]
     return Options(cases=opt.cases, builtin_cases=not opt.no_builtin_cases,
                    expectation_files=files, results=Path(opt.conformance_results),
@@ -277,7 +278,7 @@ class Cell:
         self.failure_kind: str | None = None  # and its kind, one of FAILURE_KINDS
 
     def check(self) -> None:
-        from conformance.checks import CheckFailure, run_check
+        from conformance.checks.catalog import CheckFailure, run_check
 
         subject = self.session.subject(self.spec, self.reproduce)
         failure = None

@@ -6,22 +6,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from conformance import budget
+from conformance.runtimes import threads as budget
 from conformance import expectations as expect
 from conformance.cases import Case, Registry, build_registry, load_cases_module
-from conformance.cache import harness_build_dir
-from conformance.checks import CHECKS, applies
-from conformance.harness import Harness
-from conformance.latency import EAGER_PATH, NOT_TIMED, Method
-from conformance.latency_summary import DEFAULT_MAX_SLOWDOWN
-from conformance.families import FAMILIES, Family, FamilySubject, scratch_dir
-from conformance.properties import SearchSettings
-from conformance.subject import CaseState, Subject
+from conformance.exporters.cache import harness_build_dir
+from conformance.checks.catalog import CHECKS, applies
+from conformance.runtimes.libtorch import Harness
+from conformance.latency.measure import EAGER_PATH, NOT_TIMED, Method
+from conformance.latency.summary import DEFAULT_MAX_SLOWDOWN
+from conformance.checks.families import FAMILIES, Family, FamilySubject, scratch_dir
+from conformance.checks.property_search import SearchSettings
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target, targets_for
 from conformance.versions import torch_release
-from conformance.worker import FreshProcess
+from conformance.runtimes.fresh_process import FreshProcess
 
-BUILTIN_EXPECTATIONS = Path(__file__).parent / "fixtures" / "expectations.toml"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -142,7 +142,7 @@ def _missing_compiler(path: str, runtime: str) -> str | None:
 
 def _missing_runtime(runtime: str) -> str | None:
     if runtime == "libtorch":
-        from conformance.harness import toolchain_problem
+        from conformance.runtimes.libtorch import toolchain_problem
 
         return toolchain_problem()
     module = {"onnxruntime": "onnxruntime", "onnxruntime-noopt": "onnxruntime",

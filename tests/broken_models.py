@@ -2,8 +2,6 @@
 import torch
 
 from conformance import Case, random_inputs
-
-
 class Branchy(torch.nn.Module):
     def forward(self, x):
         if x.sum() > 0:

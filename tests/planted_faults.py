@@ -3,7 +3,7 @@ example, nothing else (no probes, no batch sizes, no input space).
 
 Each fault says, per path, the verdict a trustworthy suite must give: `PASS` where
 the artifact computes what eager computes on every input the artifact is meant to
-take, or the kind of failure (conformance.checks.FAILURE_KINDS) where it does not.
+take, or the kind of failure (conformance.checks.catalog.FAILURE_KINDS) where it does not.
 Each row says why. `tests/test_planted_faults.py` runs them through the checks.
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from conformance import Case
-
 PASS = "pass"
 # Every path the catalogue runs, each on the runtime its users ship it with.
 TARGETS = {

@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conformance import Case, cache, checks, paths, random_inputs
+from conformance import Case, random_inputs
+
+from conformance.exporters import cache
+
+from conformance.checks import catalog as checks
+
+from conformance.exporters import artifact as paths
 from conformance.cases import import_file_as
-from conformance.checks import CheckFailure
-from conformance.subject import CaseState, Subject
+from conformance.checks.catalog import CheckFailure
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 
 LINEAR_MODEL = """
@@ -385,7 +391,7 @@ def test_the_key_is_the_same_for_the_same_case_in_one_process_and_in_another(use
 
 
 def _export_in_a_process(directory, results):
-    from conformance.subject import CaseState
+    from conformance.checks.subject import CaseState
 
     case = Case("shared", torch.nn.Tanh, lambda: (torch.rand(2, 3),))
     results.put(CaseState(case, "cpu", directory).artifact("trace").cached)

@@ -3,12 +3,14 @@ import dataclasses
 
 import pytest
 
-from conformance import checks, runtimes
-from conformance.checks import CheckFailure
+from conformance.checks import catalog as checks
+
+from conformance.runtimes import loaders as runtimes
+from conformance.checks.catalog import CheckFailure
 from conformance.spaces import Dim, TensorSpace
-from conformance.subject import CaseState, Subject
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
-from conformance.worker import FreshProcess
+from conformance.runtimes.fresh_process import FreshProcess
 from tests import broken_models
 
 
@@ -155,8 +157,8 @@ def test_which_checks_apply_to_which_targets(check, case, target, applies):
 def test_a_quantized_artifact_is_loaded_under_its_cases_engine(tmp_path, monkeypatch, runtime):
     import torch
 
-    from conformance import harness
-    from conformance.cache import harness_build_dir
+    from conformance.runtimes import libtorch as harness
+    from conformance.exporters.cache import harness_build_dir
 
     if runtime == "libtorch" and harness.toolchain_problem():
         pytest.skip(harness.toolchain_problem())

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conformance.cases import Tolerance
-from conformance.compare import (DEFAULT_TOLERANCES, EXACT, Comparison, allowed_error,
+from conformance.checks.compare import (DEFAULT_TOLERANCES, EXACT, Comparison, allowed_error,
                                  compare, flatten, tolerance_for)
 
 Output = collections.namedtuple("Output", ["logits", "hidden"])

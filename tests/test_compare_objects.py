@@ -8,7 +8,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from conformance.cases import Tolerance
-from conformance.compare import compare
+from conformance.checks.compare import compare
 
 
 def randn(*shape, seed=0):

@@ -9,8 +9,8 @@ import onnx
 import pytest
 import torch
 
-from conformance.checks import CONTROL_FLOW_NODES
-from conformance.control_flow import control_flow, input_dependent_control_flow
+from conformance.checks.catalog import CONTROL_FLOW_NODES
+from conformance.checks.control_flow import control_flow, input_dependent_control_flow
 
 
 @torch.jit.script

@@ -6,13 +6,15 @@ import torch
 from hypothesis import find
 from hypothesis.errors import NoSuchExample
 
-from conformance import checks, paths
-from conformance.checks import CheckFailure
+from conformance.checks import catalog as checks
+
+from conformance.exporters import artifact as paths
+from conformance.checks.catalog import CheckFailure
 from conformance.expectations import load_table
-from conformance.families import FAMILIES, KNOWN_GAPS, FamilySubject, known_gap
+from conformance.checks.families import FAMILIES, KNOWN_GAPS, FamilySubject, known_gap
 from conformance.fixtures import findings
-from conformance.properties import Profile, SearchSettings, search_settings
-from conformance.session import BUILTIN_EXPECTATIONS
+from conformance.checks.property_search import Profile, SearchSettings, search_settings
+from conformance.layout import builtin_expectations
 from conformance.targets import Target
 
 # Room enough for the planted bug to be drawn (grouped convolutions are a small share
@@ -68,7 +70,7 @@ def test_a_known_gap_is_left_out_of_its_targets_only():
 
 
 def test_every_known_gap_has_its_finding_case_and_expectation_row():
-    rows = load_table(BUILTIN_EXPECTATIONS)
+    rows = load_table(builtin_expectations())
     cases = {case.name: case for case in findings.CASES}
     for gap in KNOWN_GAPS:
         assert "finding" in cases[gap.case].tags

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from conformance.cases import Case, name_problem
-from conformance.compare import compare
+from conformance.checks.compare import compare
 from conformance.fixtures import BUILTIN_CASES, seed_models, vision_zoo
-from conformance.subject import CaseState
+from conformance.checks.subject import CaseState
 
 CASES = {case.name: case for case in BUILTIN_CASES}
 # The cases whose example and probes take different branches of Python control

@@ -9,8 +9,8 @@ import torch
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from conformance import generated
-from conformance.generated import Conv2d, GeneratedModel, branch_layers, models
+from conformance.checks import generated
+from conformance.checks.generated import Conv2d, GeneratedModel, branch_layers, models
 
 FEW = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.too_slow])

@@ -8,12 +8,16 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from conformance import checks, harness, paths
-from conformance.cache import harness_build_dir
-from conformance.checks import CheckFailure
-from conformance.compare import compare
-from conformance.harness import Harness, HarnessError, LibtorchModel
-from conformance.subject import CaseState, Subject
+from conformance.checks import catalog as checks
+
+from conformance.runtimes import libtorch as harness
+
+from conformance.exporters import artifact as paths
+from conformance.exporters.cache import harness_build_dir
+from conformance.checks.catalog import CheckFailure
+from conformance.checks.compare import compare
+from conformance.runtimes.libtorch import Harness, HarnessError, LibtorchModel
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 from tests import broken_models
 
@@ -149,7 +153,7 @@ def test_matches_eager_on_libtorch_fails_when_the_artifact_computes_something_el
 # own cells; the sound case after them passes in the restarted harness.
 BROKEN_EXPORTS = """
 import pytest
-from conformance import paths
+from conformance.exporters import artifact as paths
 from tests import broken_models
 
 sound_script = paths.EXPORTERS["script"]
@@ -249,7 +253,7 @@ def test_a_failed_build_fails_every_libtorch_cell_with_the_build_log(tmp_path, m
 
 
 def test_the_thread_budget_reaches_the_harness_at_every_start(tmp_path):
-    from conformance.budget import Budget
+    from conformance.runtimes.threads import Budget
 
     # 3: neither libtorch's default on a 2-core machine nor the 2 set below.
     process = Harness(harness_build_dir(), timeout_s=120, budget=Budget(threads=3))

@@ -6,10 +6,20 @@ import time
 import pytest
 import torch
 
-from conformance import budget, latency, latency_stats, latency_summary, paths, runtimes
-from conformance.checks import CheckFailure
-from conformance.latency import Method, NotBenchmarked
-from conformance.subject import CaseState, Subject
+from conformance.runtimes import threads as budget
+
+from conformance.latency import measure as latency
+
+from conformance.latency import stats as latency_stats
+
+from conformance.latency import summary as latency_summary
+
+from conformance.exporters import artifact as paths
+
+from conformance.runtimes import loaders as runtimes
+from conformance.checks.catalog import CheckFailure
+from conformance.latency.measure import Method, NotBenchmarked
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 from tests import broken_models
 
@@ -208,10 +218,10 @@ class Wide(torch.nn.Module):
 
 @pytest.mark.parametrize("runtime", ["torch", "libtorch"])
 def test_peak_memory_comes_from_a_process_of_its_own_and_sees_the_weights(tmp_path, runtime):
-    from conformance import harness
-    from conformance.cache import harness_build_dir
+    from conformance.runtimes import libtorch as harness
+    from conformance.exporters.cache import harness_build_dir
     from conformance.cases import Case, random_inputs
-    from conformance.memory import peak_rss_mib
+    from conformance.latency.memory import peak_rss_mib
 
     if runtime == "libtorch" and harness.toolchain_problem():
         pytest.skip(harness.toolchain_problem())

@@ -5,9 +5,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conformance import checks, paths, runtimes
-from conformance.checks import CheckFailure
-from conformance.subject import CaseState, Subject
+from conformance.checks import catalog as checks
+
+from conformance.exporters import artifact as paths
+
+from conformance.runtimes import loaders as runtimes
+from conformance.checks.catalog import CheckFailure
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 from tests import broken_models
 

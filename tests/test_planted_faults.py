@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.checks import CheckFailure, applies, run_check
-from conformance.subject import CaseState, Subject
+from conformance.checks.catalog import CheckFailure, applies, run_check
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 from tests.planted_faults import FAULTS, OPSETS, PASS, TARGETS
 

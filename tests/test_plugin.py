@@ -6,8 +6,6 @@ import pytest
 USER_CASES = '''
 import torch
 from conformance import Case, random_inputs
-
-
 class Branchy(torch.nn.Module):
     def forward(self, x):
         if x.sum() > 0:
@@ -212,7 +210,6 @@ def test_a_row_without_a_known_kind_or_a_check_is_a_usage_error(suite, pytester,
 BUILTIN_LOOKALIKE = """
 import torch
 from conformance import Case, random_inputs
-
 CASES = [Case("quantized_mobilenet_v2_mine", lambda: torch.nn.Linear(4, 2),
               example=random_inputs((3, 4)))]
 """
@@ -277,7 +274,7 @@ def test_a_required_device_that_is_missing_is_never_an_expected_failure(suite, p
 
 @pytest.mark.skipif(cuda_available(), reason="needs a machine without CUDA")
 def test_requiring_a_runtime_does_not_require_a_device(suite):
-    from conformance.harness import toolchain_problem
+    from conformance.runtimes.libtorch import toolchain_problem
 
     if toolchain_problem():
         pytest.skip(toolchain_problem())
@@ -432,14 +429,13 @@ def test_a_baseline_from_another_budget_or_the_runs_own_file_is_refused(suite, p
 SHARDED_CASES = '''
 import torch
 from conformance import Case, random_inputs
-
 CASES = [Case(name, lambda: torch.nn.Linear(4, 2), example=random_inputs((3, 4)))
          for name in ("alpha", "beta")]  # shard 1 and shard 2 of 2
 '''
 
 
 def test_two_shards_merge_into_the_report_of_the_unsharded_run(pytester):
-    from conformance import report_data
+    from conformance.report import data as report_data
     from conformance.records import read_records
 
     pytester.makepyfile(sharded=SHARDED_CASES, test_matrix=MATRIX)
@@ -469,8 +465,6 @@ def test_a_malformed_shard_is_a_usage_error(suite):
 SPACE_CASES = '''
 import torch
 from conformance import Case, Dim, TensorSpace, random_inputs
-
-
 class Double(torch.nn.Module):
     def forward(self, x):
         return x * 2
@@ -521,7 +515,6 @@ def test_xdist_runs_group_a_cases_cells_on_one_worker(args, dist, expected):
     import types
 
     from conformance import plugin
-
     config = types.SimpleNamespace(invocation_params=types.SimpleNamespace(args=args),
                                    option=types.SimpleNamespace(numprocesses=2 if args else None,
                                                                 dist=dist))

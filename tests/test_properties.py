@@ -5,12 +5,14 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from conformance import checks, runtimes
+from conformance.checks import catalog as checks
+
+from conformance.runtimes import loaders as runtimes
 from conformance.cases import Case, random_inputs
-from conformance.checks import CheckFailure
-from conformance.properties import Profile, SearchSettings, search, search_settings
+from conformance.checks.catalog import CheckFailure
+from conformance.checks.property_search import Profile, SearchSettings, search, search_settings
 from conformance.spaces import Dim, TensorSpace, example_problem
-from conformance.subject import CaseState, Subject
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 
 # Room enough for a planted bug to be found and shrunk within a self-test.

@@ -3,11 +3,17 @@ deliberately broken artifact or backend, and passes on a sound one."""
 import pytest
 import torch
 
-from conformance import checks, harness, paths, runtimes
-from conformance.checks import CheckFailure
-from conformance.subject import CaseState, Subject
+from conformance.checks import catalog as checks
+
+from conformance.runtimes import libtorch as harness
+
+from conformance.exporters import artifact as paths
+
+from conformance.runtimes import loaders as runtimes
+from conformance.checks.catalog import CheckFailure
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
-from conformance.worker import FreshProcess
+from conformance.runtimes.fresh_process import FreshProcess
 from tests import broken_models
 
 
@@ -114,7 +120,7 @@ def test_compiles_fullgraph_fails_on_a_graph_break(tmp_path):
                     reason=str(harness.toolchain_problem()))
 def test_an_aoti_package_with_other_weights_fails_on_python_and_on_libtorch(tmp_path,
                                                                             monkeypatch):
-    from conformance.cache import harness_build_dir
+    from conformance.exporters.cache import harness_build_dir
 
     export_other_weights(monkeypatch, "aoti")
     process = harness.Harness(harness_build_dir(), timeout_s=300)

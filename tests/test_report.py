@@ -5,9 +5,13 @@ import json
 
 import pytest
 
-from conformance import changes, history, report, report_data
+from conformance.report import changes
 
+from conformance.report import history
 
+from conformance.report import cli as report
+
+from conformance.report import data as report_data
 def record(case, target, check, outcome, max_abs=None, message="", expectation=None,
            torch="2.14.1"):
     return {"case": case, "target": target, "path": target.split("-")[0],
@@ -59,8 +63,7 @@ def parsed(records, found=None) -> Page:
 
 
 def report_html_of(records, found=None):
-    from conformance import report_html
-
+    from conformance.report import html as report_html
     return report_html.render(report_data.summarize(records), found, "nightly")
 
 

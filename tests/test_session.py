@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from conformance.session import ConformanceSession, Options
-from conformance.subject import CaseState
+from conformance.checks.subject import CaseState
 from tests import broken_models
 
 

@@ -9,14 +9,18 @@ import time
 import pytest
 import torch
 
-from conformance import Case, checks, runtimes
-from conformance.checks import CheckFailure, run_check
-from conformance.probes import DERIVED_PROBES, aimed_probes, derived_probes
-from conformance.properties import Profile, SearchSettings
+from conformance import Case
+
+from conformance.checks import catalog as checks
+
+from conformance.runtimes import loaders as runtimes
+from conformance.checks.catalog import CheckFailure, run_check
+from conformance.checks.probes import DERIVED_PROBES, aimed_probes, derived_probes
+from conformance.checks.property_search import Profile, SearchSettings
 from conformance.spaces import Dim, TensorSpace
-from conformance.subject import CaseState, Subject
+from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
-from conformance.time_limit import TimeLimitExceeded, time_limit
+from conformance.checks.time_limit import TimeLimitExceeded, time_limit
 from tests.planted_faults import BranchOnMean as SignBranch
 
 

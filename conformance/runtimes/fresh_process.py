@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conformance import budget
-from conformance.process import PersistentProcess, ProcessError
+from conformance.runtimes import threads as budget
+from conformance.runtimes.process import PersistentProcess, ProcessError
 
 
 class WorkerError(ProcessError):
@@ -31,7 +31,7 @@ class FreshProcess(PersistentProcess):
 
     def __init__(self, timeout_s: float = 600.0, command: list[str] | None = None):
         super().__init__(timeout_s, prefix="conformance-worker-")
-        self._command = command or [sys.executable, "-m", "conformance.worker"]
+        self._command = command or [sys.executable, "-m", "conformance.runtimes.fresh_process"]
         self._requests = 0
 
     def command(self) -> list[str]:
@@ -93,8 +93,7 @@ def serve() -> None:
 def handle(request: dict) -> dict:
     import torch
 
-    from conformance import runtimes
-
+    from conformance.runtimes import loaders as runtimes
     install_budget(request)
     if "case" in request:
         return handle_case(request)
@@ -118,7 +117,7 @@ def handle_case(request: dict) -> dict:
     the modules given), seeded as the suite seeds it, and run the example once:
     through eager, or through torch.compile with the given backend."""
     from conformance.cases import build_registry, load_cases_module
-    from conformance.subject import CaseState
+    from conformance.checks.subject import CaseState
     from conformance.targets import Target
 
     registry = build_registry(request.get("builtin", True),

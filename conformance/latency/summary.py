@@ -1,7 +1,7 @@
 """The latency table, built from records alone, and the regression gate.
 
-    python -m conformance.latency_summary results/latency-records.jsonl
-    python -m conformance.latency_summary NEW.jsonl --baseline OLD.jsonl --max-slowdown 10
+    python -m conformance.latency.summary results/latency-records.jsonl
+    python -m conformance.latency.summary NEW.jsonl --baseline OLD.jsonl --max-slowdown 10
 
 The second form exits 1 when a target got more than the threshold slower relative
 to eager since the baseline run (baseline speedup / new speedup - 1, in percent),
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from conformance.latency_stats import UNSTABLE_SPREAD, geometric_mean
+from conformance.latency.stats import UNSTABLE_SPREAD, geometric_mean
 
 CHECK = "latency"
 # What the Raspberry Pi tutorial measured for qnnpack-quantized models on a Pi 4

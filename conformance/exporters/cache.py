@@ -101,8 +101,8 @@ def case_fingerprint(case: Case) -> str:
 def artifact_key(case: Case, path: str, options: Any, device: str, model: Any = None,
                  example: tuple = ()) -> str:
     """The name of the artifact that `path` makes of this model from these inputs."""
-    from conformance import __version__, paths
-
+    from conformance import __version__
+    from conformance.exporters import artifact as paths
     stack = {k: versions()[k] for k in ("torch", "torchvision", "onnx", "onnxscript")}
     if path == "aoti":  # the package holds a shared library the C++ compiler built
         stack["compiler"] = versions()["compiler"]

@@ -9,9 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from conformance import budget
-
-
+from conformance.runtimes import threads as budget
 def load_torchscript(file: Path, device: str) -> Callable:
     import torch
 
@@ -114,7 +112,7 @@ def compile_model(model: Callable, runtime: str) -> Callable:
 def load(runtime: str, file: Path, device: str, harness=None, path: str | None = None) -> Callable:
     """A callable that runs the artifact; `harness` is the session's libtorch process."""
     if runtime == "libtorch":
-        from conformance.harness import LibtorchModel
+        from conformance.runtimes.libtorch import LibtorchModel
 
         return LibtorchModel(harness, file, device)
     if (path, runtime) in PATH_LOADERS:

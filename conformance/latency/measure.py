@@ -15,8 +15,8 @@ import math
 import time
 from typing import Callable
 
-from conformance import latency_stats
-from conformance.subject import Subject
+from conformance.latency import stats as latency_stats
+from conformance.checks.subject import Subject
 
 # Runtimes with no latency cell, and why: their speed is not what they are for.
 NOT_TIMED = {
@@ -104,7 +104,7 @@ def eager_side(subject: Subject) -> PythonSide:
 
 
 def target_side(subject: Subject):
-    from conformance.harness import LibtorchModel
+    from conformance.runtimes.libtorch import LibtorchModel
 
     loaded, state = subject.loaded, subject.state
     if isinstance(loaded, LibtorchModel):
@@ -119,7 +119,7 @@ def ensure_correct(subject: Subject, expected_failure: str | None) -> None:
     do); an artifact that cannot be made or run raises matches_eager's CheckFailure,
     a failure of the latency cell as of the conformance cell.
     """
-    from conformance.checks import CheckFailure, matches_eager
+    from conformance.checks.catalog import CheckFailure, matches_eager
 
     if subject.target.path == EAGER_PATH:
         return

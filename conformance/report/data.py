@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import collections
 
-from conformance import latency_summary
-from conformance.history import environment
+from conformance.latency import summary as latency_summary
+from conformance.report.history import environment
 
 # Worst first: a cell of the grid takes the worst outcome of its checks.
 SEVERITY = ("error", "failed", "xpassed", "xfailed", "passed", "skipped")

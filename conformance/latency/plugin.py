@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conformance import budget
-from conformance.latency import Method, NotBenchmarked
-from conformance.latency_summary import (DEFAULT_MAX_SLOWDOWN, budget_mismatch, regression,
+from conformance.runtimes import threads as budget
+from conformance.latency.measure import Method, NotBenchmarked
+from conformance.latency.summary import (DEFAULT_MAX_SLOWDOWN, budget_mismatch, regression,
                                          speedups)
-from conformance.stash import SESSION
+from conformance.keys import SESSION
 
 
 class LatencyUsageError(Exception):
@@ -122,8 +122,8 @@ class LatencyCell:
         self.artifact: dict = {}
 
     def measure(self, benchmark=None) -> None:
-        from conformance import latency
-        from conformance.checks import CheckFailure, run_or_fail
+        from conformance.latency import measure as latency
+        from conformance.checks.catalog import CheckFailure, run_or_fail
 
         options = self.session.options.latency
         if benchmark is not None:
@@ -149,8 +149,8 @@ class LatencyCell:
         self.gate(options)
 
     def peak_memory(self, subject) -> float:
-        from conformance.cache import harness_build_dir
-        from conformance.memory import peak_rss_mib
+        from conformance.exporters.cache import harness_build_dir
+        from conformance.latency.memory import peak_rss_mib
 
         opts = self.session.options
         return peak_rss_mib(subject, opts.cases, opts.builtin_cases,

@@ -20,9 +20,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from conformance.process import PersistentProcess, ProcessError
+from conformance.layout import harness_sources
+from conformance.runtimes.process import PersistentProcess, ProcessError
 
-SOURCES = Path(__file__).parent / "cpp_harness"
 BINARY = "conformance_harness"
 MIN_CMAKE = (3, 18)
 
@@ -76,7 +76,7 @@ def build_key(toolchain: Toolchain) -> str:
     for part in (torch.__version__, str(Path(torch.__file__).parent), compiler_version(),
                  toolchain.compiler, str(_cmake_version(toolchain.cmake))):
         digest.update(part.encode() + b"\0")
-    for source in sorted(SOURCES.iterdir()):
+    for source in sorted(harness_sources().iterdir()):
         if source.is_file():
             digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:20]
@@ -108,7 +108,7 @@ def build(root: Path, jobs: int | None = None) -> Build:
 def _cmake(toolchain: Toolchain, where: Path, jobs: int) -> None:
     import torch
 
-    configure = [toolchain.cmake, "-S", str(SOURCES), "-B", str(where / "build"),
+    configure = [toolchain.cmake, "-S", str(harness_sources()), "-B", str(where / "build"),
                  f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
                  f"-DCMAKE_CXX_COMPILER={toolchain.compiler}", "-DCMAKE_BUILD_TYPE=Release"]
     if toolchain.generator:
@@ -367,7 +367,7 @@ def _median(values: list[float]) -> float:
 if __name__ == "__main__":
     import argparse
 
-    from conformance.cache import harness_build_dir
+    from conformance.exporters.cache import harness_build_dir
 
     parser = argparse.ArgumentParser(description="Build the libtorch harness and measure what "
                                                  "one request costs")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from conformance import budget
-from conformance.subject import Subject
+from conformance.runtimes import threads as budget
+from conformance.checks.subject import Subject
 
 BUILT_IN_PROCESS = frozenset({"eager", "compile"})
 
@@ -33,7 +33,7 @@ def peak_rss_mib(subject: Subject, case_modules: list[str], builtin: bool,
 
 
 def _libtorch_peak(subject: Subject, build_root: Path, timeout_s: float) -> int:
-    from conformance.harness import Harness, LibtorchModel
+    from conformance.runtimes.libtorch import Harness, LibtorchModel
 
     process = Harness(build_root, timeout_s, budget.installed())
     try:
@@ -46,7 +46,7 @@ def _libtorch_peak(subject: Subject, build_root: Path, timeout_s: float) -> int:
 
 
 def _artifact_peak(subject: Subject, timeout_s: float) -> int:
-    from conformance.worker import FreshProcess
+    from conformance.runtimes.fresh_process import FreshProcess
 
     state, target = subject.state, subject.target
     process = FreshProcess(timeout_s)
@@ -60,7 +60,7 @@ def _artifact_peak(subject: Subject, timeout_s: float) -> int:
 
 def _built_case_peak(subject: Subject, case_modules: list[str], builtin: bool,
                      timeout_s: float) -> int:
-    from conformance.worker import FreshProcess
+    from conformance.runtimes.fresh_process import FreshProcess
 
     process = FreshProcess(timeout_s)
     try:

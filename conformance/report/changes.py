@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from conformance import latency_summary
-
+from conformance.latency import summary as latency_summary
 BAD = frozenset({"failed", "error"})
 GOOD = frozenset({"passed", "xfailed"})  # an expected failure is the table's verdict
 

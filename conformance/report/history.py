@@ -14,7 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from conformance.latency_summary import run_budget
+from conformance.latency.summary import run_budget
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -5,7 +5,7 @@ import html
 import json
 import math
 
-from conformance.latency_summary import ms
+from conformance.latency.summary import ms
 
 COLOURS = {"error": "#b71c1c", "failed": "#e53935", "xpassed": "#fb8c00", "xfailed": "#fdd835",
            "passed": "#43a047", "skipped": "#e0e0e0", None: "#ffffff"}

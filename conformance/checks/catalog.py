@@ -9,14 +9,14 @@ import collections
 import dataclasses
 from typing import Any, Callable
 
-from conformance import runtimes
-from conformance.compare import Comparison, compare
-from conformance.paths import ExportError
-from conformance.subject import EagerFailed, Subject, tensor_leaves
+from conformance.runtimes import loaders as runtimes
+from conformance.checks.compare import Comparison, compare
+from conformance.exporters.artifact import ExportError
+from conformance.checks.subject import EagerFailed, Subject, tensor_leaves
 from conformance.targets import COMPILED_PATHS, ONNX_PATHS, Target
-from conformance.process import ProcessError
-from conformance.time_limit import TimedOut, TimeLimitExceeded, time_limit
-from conformance.worker import to_cpu
+from conformance.runtimes.process import ProcessError
+from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
+from conformance.runtimes.fresh_process import to_cpu
 
 
 # What kind of failure a check met, in the words expectation rows use (`kind = ...`).
@@ -174,7 +174,7 @@ def right_by_float64(subject: Subject, actual, expected, reference: Any, derived
     the suite derived, an element where eager float32 itself misses float64 (near-tied
     logits whose argmax float32 cannot decide). Judged element by element: a probe is
     never excused as a whole, nor another structure, shape or dtype."""
-    from conformance.compare import element_misses
+    from conformance.checks.compare import element_misses
 
     if result.structural_problems or reference is None:
         return False
@@ -308,7 +308,6 @@ def agrees_on_drawn_inputs(subject: Subject) -> dict:
     space: every size within each Dim's range, values from zeros to the range's ends.
     A failing input is shrunk to the smallest one Hypothesis can find."""
     from conformance import spaces
-
     check, state, space = "agrees_on_drawn_inputs", subject.state, subject.case.input_space
     problem = run_or_fail(subject, check, "making the example",
                           lambda: spaces.example_problem(space, state.example))
@@ -353,7 +352,7 @@ def _conclusive(subject: Subject, check: str, result) -> None:
 
 
 def generated_models(subject) -> dict:
-    """Every model a family draws (conformance.families) matches eager through the target,
+    """Every model a family draws (conformance.checks.families) matches eager through the target,
     on its example and its probes. A failing model is shrunk to the smallest one found;
     its source is the reproduction. `subject` is a FamilySubject."""
     result = _search(subject, subject.family.strategy(subject.target), subject.failure_of)
@@ -366,7 +365,7 @@ def generated_models(subject) -> dict:
 
 
 def _search(subject: Subject, strategy, failure_of):
-    from conformance.properties import search
+    from conformance.checks.property_search import search
 
     return search(strategy, failure_of, repr, subject.search)
 
@@ -462,7 +461,7 @@ CONTROL_FLOW_NODES = {
 def control_flow_nodes(subject: Subject):
     """The artifact graph's control-flow nodes (TorchScript: with calls inlined): all of
     them, and those whose condition depends on the model's inputs."""
-    from conformance.control_flow import control_flow
+    from conformance.checks.control_flow import control_flow
 
     if subject.target.path in ONNX_PATHS:
         return control_flow("onnx", subject.artifact.file)

@@ -12,16 +12,20 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from conformance import paths, runtimes, spaces
+from conformance import spaces
+
+from conformance.exporters import artifact as paths
+
+from conformance.runtimes import loaders as runtimes
 from conformance.cases import Case, Inputs
-from conformance.cache import artifact_key, artifact_lock
-from conformance.compare import flatten
-from conformance.paths import first_lines
-from conformance.probes import Probe, aimed_probes, derived_probes, tracer_warnings
-from conformance.time_limit import TimedOut, TimeLimitExceeded, time_limit
-from conformance.properties import SearchSettings
+from conformance.exporters.cache import artifact_key, artifact_lock
+from conformance.checks.compare import flatten
+from conformance.exporters.artifact import first_lines
+from conformance.checks.probes import Probe, aimed_probes, derived_probes, tracer_warnings
+from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
+from conformance.checks.property_search import SearchSettings
 from conformance.targets import DYNAMO_PATHS, IN_PROCESS_PATHS, Target, flat_outputs
-from conformance.worker import FreshProcess
+from conformance.runtimes.fresh_process import FreshProcess
 
 
 @dataclasses.dataclass

@@ -205,7 +205,7 @@ def _write_export_facts(artifact: Artifact, written: Path | None = None) -> None
     finds the file in the cache still reports them, and the size and sha256 of the
     bytes written (`written`, the file before it takes its name), which a later
     run checks before it reuses them."""
-    from conformance.cache import content_digest
+    from conformance.exporters.cache import content_digest
 
     size, digest = content_digest(Path(written or artifact.file))
     facts = {"export_seconds": artifact.export_seconds, "warnings": artifact.warnings,
@@ -221,7 +221,7 @@ def cached_artifact(path: str, file: Path) -> Artifact | None:
     no readable facts beside it, or bytes that are not the ones the export wrote
     (a truncated or altered file). A file that fails the check is removed, with
     its facts, and the caller exports again."""
-    from conformance.cache import content_digest, remove_artifact
+    from conformance.exporters.cache import content_digest, remove_artifact
 
     file = Path(file)
     if not file.exists():

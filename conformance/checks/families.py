@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conformance.cases import Case, random_inputs
-from conformance.properties import SearchSettings
+from conformance.checks.property_search import SearchSettings
 from conformance.targets import Target
 
 # How a generated model writes a data-dependent branch for each path, or None.
@@ -92,7 +92,7 @@ def known_gap(target: Target, model) -> Gap | None:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """Generated small convolutional models (conformance.generated) on 4-D images."""
+    """Generated small convolutional models (conformance.checks.generated) on 4-D images."""
 
     name: str
     tags: frozenset[str]
@@ -100,7 +100,7 @@ class Family:
     quantized_engine: str | None = None
 
     def strategy(self, target: Target):
-        from conformance.generated import models
+        from conformance.checks.generated import models
 
         drawn = models(branch=BRANCH_SPELLING.get(target.path), max_layers=self.max_layers)
         return drawn.filter(lambda model: not known_gap(target, model))
@@ -140,8 +140,8 @@ class FamilySubject:
 
     def failure_of(self, model) -> str | None:
         """What fails when this drawn model goes through the target, or None."""
-        from conformance import checks
-        from conformance.subject import CaseState, Subject
+        from conformance.checks import catalog as checks
+        from conformance.checks.subject import CaseState, Subject
 
         directory = Path(tempfile.mkdtemp(dir=self.scratch))
         state = CaseState(self.family.case(model, directory), self.target.device, directory,

@@ -54,7 +54,7 @@ def input_dependent_control_flow(kind: str, artifact) -> collections.Counter:
 
 def control_flow(kind: str, artifact) -> ControlFlow:
     """Every control-flow node of the artifact's graph, and those that depend on its inputs."""
-    from conformance.checks import CONTROL_FLOW_NODES
+    from conformance.checks.catalog import CONTROL_FLOW_NODES
 
     readers: dict[str, Callable[[Any, Callable[[str, bool], None]], None]] = {
         "torchscript": _torchscript, "onnx": _onnx, "export": _exported}

@@ -1,0 +1,33 @@
+"""Where the suite's non-Python parts are: the built-in cases' directory and the C++
+harness sources. In a checkout they sit at the repository's top level (fixtures/,
+cpp_harness/); an installed copy holds them inside the package (see pyproject.toml's
+package-dir). Both are found through the import system, so either layout works."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def package_dir(name: str) -> Path:
+    """The directory of package `name`, found without running its __init__."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{name} is not installed with the suite: reinstall it "
+                                  "(pip install .)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def builtin_expectations() -> Path:
+    """The expectation table of the built-in cases."""
+    return package_dir("conformance.fixtures") / "expectations.toml"
+
+
+def harness_sources() -> Path:
+    """The C++ harness's CMake project: beside the package in a checkout, inside it
+    when installed (a CMake project is no Python package for the import system to find)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "cpp_harness", package.parent / "cpp_harness"):
+        if (candidate / "CMakeLists.txt").is_file():
+            return candidate
+    raise FileNotFoundError(f"the C++ harness sources are neither in {package} nor beside "
+                            "it: reinstall the suite (pip install .)")
