@@ -65,10 +65,32 @@ def _built_case_peak(subject: Subject, case_modules: list[str], builtin: bool,
     process = FreshProcess(timeout_s)
     try:
         with tempfile.TemporaryDirectory(prefix="conformance-memory-") as scratch:
-            timings = process.build_and_run({
+            timings = process.call(f"{__name__}:build_and_run_case", {
                 "case": subject.case.name, "case_modules": case_modules, "builtin": builtin,
                 "path": subject.target.path, "runtime": subject.target.runtime,
                 "device": subject.state.device, "scratch": scratch})
         return timings["peak_rss_kib"]
     finally:
         process.close()
+
+
+def build_and_run_case(request: dict) -> dict:
+    """In the fresh process: build the case named in the request from its registry (the
+    built-in cases and the modules given), seeded as the suite seeds it, and run the
+    example once, through eager or through torch.compile with the given backend."""
+    import time
+
+    from conformance.cases import build_registry, load_cases_module
+    from conformance.checks.subject import CaseState
+    from conformance.runtimes.fresh_process import peak_rss_kib
+    from conformance.targets import Target
+
+    registry = build_registry(request.get("builtin", True),
+                              [load_cases_module(spec) for spec in request.get("case_modules", [])])
+    state = CaseState(registry[request["case"]], request["device"], Path(request["scratch"]))
+    started = time.perf_counter()
+    if request["path"] == "compile":
+        state.loaded(Target("compile", request["runtime"], request["device"]))
+    else:
+        state.run(state.model, state.example)
+    return {"build_and_run_s": time.perf_counter() - started, "peak_rss_kib": peak_rss_kib()}

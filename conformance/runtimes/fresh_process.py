@@ -64,10 +64,11 @@ class FreshProcess(PersistentProcess):
         out_file.unlink(missing_ok=True)
         return outputs, timings
 
-    def build_and_run(self, case_request: dict) -> dict:
-        """Build a case here (its eager model, or torch.compile of it) and run its example
-        once; the reply's timings. See `handle_case` for the request."""
-        return self.ask(case_request)
+    def call(self, function: str, request: dict) -> dict:
+        """Run `function` ("package.module:name") on `request` in the fresh process; its
+        reply's timings. For work that is not loading an artifact (building a case to
+        measure its memory): the caller names it, so this module depends on no caller."""
+        return self.ask({**request, "call": function})
 
     def ask(self, request: dict) -> dict:
         """One request, with the suite's thread budget; the reply's timings."""
@@ -95,8 +96,8 @@ def handle(request: dict) -> dict:
 
     from conformance.runtimes import loaders as runtimes
     install_budget(request)
-    if "case" in request:
-        return handle_case(request)
+    if "call" in request:
+        return call_named(request)
     if request.get("quantized_engine"):
         torch.backends.quantized.engine = request["quantized_engine"]
     started = time.perf_counter()
@@ -112,23 +113,12 @@ def handle(request: dict) -> dict:
             "peak_rss_kib": peak_rss_kib()}
 
 
-def handle_case(request: dict) -> dict:
-    """Build the case named in the request from its registry (the built-in cases and
-    the modules given), seeded as the suite seeds it, and run the example once:
-    through eager, or through torch.compile with the given backend."""
-    from conformance.cases import build_registry, load_cases_module
-    from conformance.checks.subject import CaseState
-    from conformance.targets import Target
+def call_named(request: dict) -> dict:
+    """The function a `call` request names, run on the request."""
+    import importlib
 
-    registry = build_registry(request.get("builtin", True),
-                              [load_cases_module(spec) for spec in request.get("case_modules", [])])
-    state = CaseState(registry[request["case"]], request["device"], Path(request["scratch"]))
-    started = time.perf_counter()
-    if request["path"] == "compile":
-        state.loaded(Target("compile", request["runtime"], request["device"]))
-    else:
-        state.run(state.model, state.example)
-    return {"build_and_run_s": time.perf_counter() - started, "peak_rss_kib": peak_rss_kib()}
+    module, _, name = request["call"].partition(":")
+    return getattr(importlib.import_module(module), name)(request)
 
 
 def install_budget(request: dict) -> None:
