@@ -19,10 +19,21 @@ from conformance.spaces import TensorSpace, space_dims
 Inputs = tuple  # a tuple of positional arguments, usually tensors
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
-# Words that name paths and runtimes: a case name containing one would be
-# selected by `-k trace` or `-k script` for every target.
-RESERVED_WORDS = ("trace", "script", "torch", "onnx", "export", "compile", "aoti",
-                  "inductor", "cpu", "cuda", "eager", "latency")
+# Words of the cell ids besides the paths and runtimes: the latency run's eager target
+# and its check.
+OTHER_RESERVED_WORDS = ("eager", "latency")
+
+
+def reserved_words() -> tuple[str, ...]:
+    """Words that name paths, runtimes and devices (each part of a hyphenated name too):
+    a case name containing one would be selected by `-k trace` or `-k cpu` for every
+    target. Read from the tables, so a new path reserves its own name."""
+    from conformance.exporters.path import DEVICES
+    from conformance.exporters.table import PATHS
+    from conformance.runtimes.table import RUNTIMES
+
+    names = [*PATHS, *RUNTIMES, *DEVICES, *OTHER_RESERVED_WORDS]
+    return tuple(dict.fromkeys(part for name in names for part in name.split("-")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +134,7 @@ def skip_probes_problem(skip: Mapping[str, str]) -> str | None:
 def name_problem(name: str) -> str | None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         return "use lowercase letters, digits, '_' and '.'"
-    for word in RESERVED_WORDS:
+    for word in reserved_words():
         if word in name:
             return f"contains {word!r}, which `-k {word}` uses to select a path, runtime or device"
     return None

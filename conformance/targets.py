@@ -1,15 +1,21 @@
 """Targets: a path on a runtime, on a device. Their ids are the `-k` words.
 
-Which targets a case gets is data: `EXPORTS` says which artifacts are made for
-which cases, `RUNTIMES` which runtimes run each path's artifact.
+Which targets a case gets is data: each export path's row
+(`conformance.exporters.table`) says which opsets it is exported at and which
+runtimes run its artifact, for which cases and on which devices.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import os
+from pathlib import Path
+from typing import Callable
 
-DEVICES = ("cpu", "cuda")
+from conformance.exporters.path import ALL, DEVICES, ExportPath
+from conformance.exporters.table import PATHS
+from conformance.runtimes.loaders import compile_model
+from conformance.runtimes.table import RUNTIMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,76 +38,24 @@ class Target:
         return self.id
 
 
-ALL = "all"
-# (path, opset, the cases it applies to: ALL or a case tag)
-EXPORTS = (
-    ("trace", None, ALL),
-    ("script", None, ALL),
-    # The TorchScript-based exporter at opset 17, what most deployed models use,
-    # and the dynamo exporter at its default opset.
-    ("onnx", 17, ALL),
-    ("onnx-dynamo", 20, ALL),
-    # The opset sweep, for the cases tagged `opset-sweep`: 10 is below the first
-    # opset with cubic Resize, 20 the newest the TorchScript-based exporter
-    # supports; 18 is the oldest the dynamo exporter supports.
-    ("onnx", 10, "opset-sweep"),
-    ("onnx", 11, "opset-sweep"),
-    ("onnx", 13, "opset-sweep"),
-    ("onnx", 20, "opset-sweep"),
-    ("onnx-dynamo", 18, "opset-sweep"),
-    # The PT2 paths: torch.export to a saved program, torch.compile (in process,
-    # nothing saved) and an AOTInductor package compiled from the exported program.
-    ("export", None, ALL),
-    ("compile", None, ALL),
-    ("aoti", None, ALL),
-)
-
-# path -> (runtime, the cases it applies to, the devices it runs on)
-RUNTIMES = {
-    # TorchScript in the Python interpreter, and in C++ through the libtorch harness.
-    "trace": (("torch", ALL, DEVICES), ("libtorch", ALL, DEVICES)),
-    "script": (("torch", ALL, DEVICES), ("libtorch", ALL, DEVICES)),
-    "onnx": (
-        ("onnxruntime", ALL, DEVICES),
-        # Optimizations off: a mismatch only under optimization is the optimizer's.
-        ("onnxruntime-noopt", ALL, ("cpu",)),
-        # A pure-numpy oracle, independent of ONNX Runtime; slow, so small cases only.
-        ("onnx-reference", "small", ("cpu",)),
-    ),
-}
-RUNTIMES["onnx-dynamo"] = RUNTIMES["onnx"]
-RUNTIMES["export"] = (("torch", ALL, DEVICES),)  # torch.export.load(...).module()
-# Inductor, and aot_eager: the same captured graphs on eager kernels, a cheap second
-# opinion that tells a capture problem from a code generation one.
-RUNTIMES["compile"] = (("inductor", ALL, DEVICES), ("aot_eager", ALL, ("cpu",)))
-# aoti_load_package in Python, AOTIModelPackageLoader in the C++ harness.
-RUNTIMES["aoti"] = (("torch", ALL, DEVICES), ("libtorch", ALL, DEVICES))
-
-ONNX_PATHS = frozenset({"onnx", "onnx-dynamo"})
-# Paths that go through torch.export: a dimension whose example size is 1 gets specialized,
-# so a case with a dynamic batch is exported from a batch of 2.
-DYNAMO_PATHS = frozenset({"onnx-dynamo", "export", "aoti"})
-# Paths with no saved file: the model is compiled in the suite's own process.
-IN_PROCESS_PATHS = frozenset({"compile"})
-# Runtimes that return a flat list of tensors, compared with eager's tensor leaves in order.
-FLAT_OUTPUT_RUNTIMES = frozenset({"onnxruntime", "onnxruntime-noopt", "onnx-reference"})
-
-
-# Compiling with Inductor takes tens of seconds per model on two cores: these paths'
-# cells are slow, except for the cases tagged `pt2-ci`, a small representative set
-# that the CI tier keeps.
-COMPILED_PATHS = frozenset({"compile", "aoti"})
+def path_row(name: str) -> ExportPath | None:
+    """The export path's row; None for a name the table lacks (the latency run's eager)."""
+    return PATHS.get(name)
 
 
 def slow_cell(tags: frozenset, target: "Target") -> bool:
-    return "slow" in tags or (target.path in COMPILED_PATHS and "pt2-ci" not in tags)
+    """Slow cells are left out of the CI tier: a slow case, or a path that compiles with
+    Inductor, except for the cases tagged `pt2-ci`, a small representative set."""
+    row = path_row(target.path)
+    return "slow" in tags or (row is not None and row.inductor and "pt2-ci" not in tags)
 
 
 def flat_outputs(target: "Target") -> bool:
     """Whether the target returns a flat list of tensors rather than eager's structure:
-    ONNX runtimes, and an AOTInductor package run from C++ (a vector of tensors)."""
-    return target.runtime in FLAT_OUTPUT_RUNTIMES or (target.path, target.runtime) == (
-        "aoti", "libtorch")
+    the ONNX runtimes, and an AOTInductor package run from C++ (a vector of tensors)."""
+    row = path_row(target.path)
+    return RUNTIMES[target.runtime].flat_outputs or (
+        row is not None and target.runtime in row.flat_outputs_on)
 
 
 def _applies(scope: str, tags: frozenset) -> bool:
@@ -109,12 +63,30 @@ def _applies(scope: str, tags: frozenset) -> bool:
 
 
 def targets_for(tags: frozenset) -> list[Target]:
-    """The targets of a case with these tags, cpu first."""
-    found = [Target(path, runtime, device, opset)
-             for path, opset, export_scope in EXPORTS if _applies(export_scope, tags)
-             for runtime, runtime_scope, devices in RUNTIMES[path] if _applies(runtime_scope, tags)
-             for device in devices]
+    """The targets of a case with these tags, in the order of the paths' rows, cpu first."""
+    found = [Target(row.name, runs.runtime, device, opset)
+             for row in PATHS.values()
+             for opset, scope in row.opsets if _applies(scope, tags)
+             for runs in row.runs_on if _applies(runs.cases, tags)
+             for device in runs.devices]
     return sorted(found, key=lambda t: t.device != "cpu")
+
+
+def load(target: "Target", file: Path, harness=None) -> Callable:
+    """A callable that runs the target's artifact; `harness` is the session's libtorch
+    process. A path that saves nothing has no file to load: see `compile`."""
+    runtime, row = RUNTIMES[target.runtime], path_row(target.path)
+    if runtime.in_harness:
+        from conformance.runtimes.libtorch import LibtorchModel
+
+        return LibtorchModel(harness, file, target.device)
+    loader = runtime.load or (row.loaders.get(target.runtime) if row else None)
+    return loader(file, target.device)
+
+
+def compile(model: Callable, target: "Target") -> Callable:
+    """The model compiled in process with the target runtime's torch.compile backend."""
+    return compile_model(model, RUNTIMES[target.runtime].compile_backend)
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,7 +105,8 @@ def _missing_compiler(path: str, runtime: str) -> str | None:
     """Inductor writes C++ for the CPU and compiles it with the system compiler."""
     import shutil
 
-    if path not in COMPILED_PATHS or runtime == "aot_eager":
+    row = path_row(path)
+    if row is None or runtime not in row.compiler_for:
         return None
     if shutil.which(os.environ.get("CXX", "")) or shutil.which("g++") or shutil.which("c++"):
         return None
@@ -141,19 +114,7 @@ def _missing_compiler(path: str, runtime: str) -> str | None:
 
 
 def _missing_runtime(runtime: str) -> str | None:
-    if runtime == "libtorch":
-        from conformance.runtimes.libtorch import toolchain_problem
-
-        return toolchain_problem()
-    module = {"onnxruntime": "onnxruntime", "onnxruntime-noopt": "onnxruntime",
-              "onnx-reference": "onnx"}.get(runtime)
-    if module is None:
-        return None
-    try:
-        __import__(module)
-    except ImportError as exc:
-        return f"runtime {runtime} needs the {module} package: {exc}"
-    return None
+    return RUNTIMES[runtime].lacks()
 
 
 def _missing_device(runtime: str, device: str) -> str | None:

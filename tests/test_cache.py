@@ -11,7 +11,7 @@ import torch
 
 from conformance import Case, random_inputs
 
-from conformance.exporters import cache
+from conformance.exporters import cache, fingerprint
 
 from conformance.checks import catalog as checks
 
@@ -20,6 +20,7 @@ from conformance.cases import import_file_as
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
+from tests.patching import exporter_of, patch_exporter
 
 LINEAR_MODEL = """
 import torch
@@ -209,7 +210,7 @@ def test_a_setting_the_key_cannot_describe_exports_again(user_module):
             + LINEAR_MODEL.format(body="self.linear(x)").replace(
                 "super().__init__()", "super().__init__()\n        self.lock = threading.Lock()"))
     case = linear_case(user_module("cache_model", text))
-    assert cache.describe(CaseState(case, "cpu", "unused").model.lock) is None
+    assert fingerprint.describe(CaseState(case, "cpu", "unused").model.lock) is None
     assert key_of(case) != key_of(case)
 
 
@@ -308,8 +309,8 @@ def test_another_version_of_an_imported_distribution_changes_the_key(user_module
                         + LINEAR_MODEL.format(body="self.linear(x) * float(numpy.sqrt(2.0))"))
     case = linear_case(model)
     before = key_of(case)
-    installed = cache.distribution_version
-    monkeypatch.setattr(cache, "distribution_version",
+    installed = fingerprint.distribution_version
+    monkeypatch.setattr(fingerprint, "distribution_version",
                         lambda name: "0.0.1" if name == "numpy" else installed(name))
     assert key_of(case) != before
 
@@ -351,7 +352,7 @@ def test_a_truncated_cached_file_is_exported_again(user_module, tmp_path):
 
     again = CaseState(case, "cpu", artifacts).artifact("trace")
     assert not again.cached
-    assert facts_of(again.file)["sha256"] == cache.content_digest(again.file)[1]
+    assert facts_of(again.file)["sha256"] == paths.content_digest(again.file)[1]
     assert paths.cached_artifact("trace", again.file).cached
     assert verdict(case, artifacts) == "pass"
 
@@ -401,7 +402,7 @@ def test_two_processes_exporting_one_artifact_export_it_once(tmp_path, monkeypat
     import multiprocessing
     import time as clock
 
-    real = paths.EXPORTERS["trace"]
+    real = exporter_of("trace")
     log = tmp_path / "exports.log"
 
     def slow_trace(model, example, file, options):
@@ -410,7 +411,7 @@ def test_two_processes_exporting_one_artifact_export_it_once(tmp_path, monkeypat
         clock.sleep(1.0)  # long enough for the other process to arrive meanwhile
         real(model, example, file, options)
 
-    monkeypatch.setitem(paths.EXPORTERS, "trace", slow_trace)
+    patch_exporter(monkeypatch, "trace", slow_trace)
     context = multiprocessing.get_context("fork")  # the children keep the patched exporter
     results = context.Queue()
     processes = [context.Process(target=_export_in_a_process, args=(tmp_path / "cache", results))

@@ -11,7 +11,9 @@ from conformance.spaces import Dim, TensorSpace
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 from conformance.runtimes.fresh_process import FreshProcess
+from tests.patching import patch_loader
 from tests import broken_models
+from conformance.exporters import torchscript
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +29,13 @@ def subject_of(case, path, tmp_path, runtime="torch", worker=None) -> Subject:
 
 
 def perturbed_loader(file, device):
-    loaded = runtimes.load_torchscript(file, device)
+    loaded = torchscript.load_torchscript(file, device)
     return lambda *inputs: loaded(*inputs) + 1e-2
 
 
 @pytest.fixture
 def perturbed_runtime(monkeypatch):
-    monkeypatch.setitem(runtimes.LOADERS, "perturbed", perturbed_loader)
+    patch_loader(monkeypatch, "perturbed", perturbed_loader)
     return "perturbed"
 
 

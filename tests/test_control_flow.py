@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from conformance.checks.catalog import CONTROL_FLOW_NODES
+from conformance.checks.control_flow import CONTROL_FLOW_NODES
 from conformance.checks.control_flow import control_flow, input_dependent_control_flow
 
 

@@ -16,6 +16,8 @@ from conformance.fixtures import findings
 from conformance.checks.property_search import Profile, SearchSettings, search_settings
 from conformance.layout import builtin_expectations
 from conformance.targets import Target
+from tests.patching import patch_exporter
+from conformance.exporters import torchscript
 
 # Room enough for the planted bug to be drawn (grouped convolutions are a small share
 # of the models) and shrunk within a self-test.
@@ -35,11 +37,11 @@ def trace_negating_grouped_convolutions(model, example, file, options):
         if isinstance(module, torch.nn.Conv2d) and module.groups > 1:
             with torch.no_grad():
                 module.weight.neg_()
-    paths.export_trace(broken, example, file, options)
+    torchscript.export_trace(broken, example, file, options)
 
 
 def test_an_exporter_wrong_for_grouped_convolutions_is_found_and_shrunk(tmp_path, monkeypatch):
-    monkeypatch.setitem(paths.EXPORTERS, "trace", trace_negating_grouped_convolutions)
+    patch_exporter(monkeypatch, "trace", trace_negating_grouped_convolutions)
     with pytest.raises(CheckFailure) as failure:
         checks.generated_models(family_subject(tmp_path))
     message, reproduction = str(failure.value), failure.value.metrics["reproduction"]

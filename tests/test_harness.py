@@ -20,6 +20,7 @@ from conformance.runtimes.libtorch import Harness, HarnessError, LibtorchModel
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 from tests import broken_models
+from tests.patching import patch_exporter
 
 @pytest.fixture(autouse=True)
 def toolchain(request):
@@ -142,7 +143,7 @@ def test_matches_eager_on_libtorch_fails_when_the_artifact_computes_something_el
         torch.manual_seed(123)
         broken_models.write_scripted(broken_models.Linear().eval(), file)
 
-    monkeypatch.setitem(paths.EXPORTERS, "script", other_weights)
+    patch_exporter(monkeypatch, "script", other_weights)
     subject = libtorch_subject(broken_models.linear_case(), tmp_path, shared_harness)
     with pytest.raises(CheckFailure, match="target script-libtorch-cpu, check matches_eager"):
         checks.matches_eager(subject)
@@ -152,11 +153,13 @@ def test_matches_eager_on_libtorch_fails_when_the_artifact_computes_something_el
 # harness crashes on one, hangs on one and cannot load the third. Each fails its
 # own cells; the sound case after them passes in the restarted harness.
 BROKEN_EXPORTS = """
+import dataclasses
+
 import pytest
-from conformance.exporters import artifact as paths
+from conformance.exporters.table import PATHS
 from tests import broken_models
 
-sound_script = paths.EXPORTERS["script"]
+sound_script = PATHS["script"].export
 
 
 def script_or_break(model, example, file, options):
@@ -166,7 +169,7 @@ def script_or_break(model, example, file, options):
 
 @pytest.fixture(autouse=True, scope="session")
 def broken_exporter():
-    paths.EXPORTERS["script"] = script_or_break
+    PATHS["script"] = dataclasses.replace(PATHS["script"], export=script_or_break)
 """
 
 BROKEN_CASES = """

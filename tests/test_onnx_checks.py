@@ -13,7 +13,10 @@ from conformance.runtimes import loaders as runtimes
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
+from tests.patching import patch_exporter, patch_loader
 from tests import broken_models
+from conformance.runtimes import onnx as onnx_runtime
+from conformance.exporters import onnx as onnx_exporter
 
 
 def onnx_subject(case, tmp_path, path="onnx", runtime="onnxruntime", opset=17) -> Subject:
@@ -53,10 +56,10 @@ def test_a_perturbed_initializer_fails_matches_eager(tmp_path, runtime):
 
 def test_a_mismatch_only_under_optimization_is_blamed_on_the_optimizer(tmp_path, monkeypatch):
     def optimized_but_wrong(file, device):
-        plain = runtimes.load_onnxruntime(file, device, optimize=False)
+        plain = onnx_runtime.load_onnxruntime(file, device, optimize=False)
         return lambda *inputs: [out + 1e-2 for out in plain(*inputs)]
 
-    monkeypatch.setitem(runtimes.LOADERS, "onnxruntime", optimized_but_wrong)
+    patch_loader(monkeypatch, "onnxruntime", optimized_but_wrong)
     subject = onnx_subject(broken_models.linear_case(), tmp_path)
     with pytest.raises(CheckFailure, match="comes from ONNX Runtime's graph optimizer"):
         checks.matches_eager(subject)
@@ -65,9 +68,9 @@ def test_a_mismatch_only_under_optimization_is_blamed_on_the_optimizer(tmp_path,
 def export_ignoring(monkeypatch, **overrides) -> None:
     """A broken onnx path: it exports with some of the requested options overridden."""
     def broken(model, example, file, options):
-        paths.export_onnx(model, example, file, dataclasses.replace(options, **overrides))
+        onnx_exporter.export_onnx(model, example, file, dataclasses.replace(options, **overrides))
 
-    monkeypatch.setitem(paths.EXPORTERS, "onnx", broken)
+    patch_exporter(monkeypatch, "onnx", broken)
 
 
 def test_a_dropped_dynamic_axis_fails_generalizes(tmp_path, monkeypatch):

@@ -14,6 +14,8 @@ from conformance.checks.property_search import Profile, SearchSettings, search, 
 from conformance.spaces import Dim, TensorSpace, example_problem
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
+from tests.patching import patch_loader
+from conformance.exporters import torchscript
 
 # Room enough for a planted bug to be found and shrunk within a self-test.
 THOROUGH = SearchSettings(Profile("thorough", max_examples=60, budget_s=120.0, shrink_s=120.0,
@@ -41,12 +43,12 @@ def traced_subject(case, tmp_path, search=THOROUGH) -> Subject:
 
 def wrong_for_odd_widths(file, device):
     """A TorchScript runtime with a planted bug: off by 0.5 when the width is odd."""
-    sound = runtimes.load_torchscript(file, device)
+    sound = torchscript.load_torchscript(file, device)
     return lambda x: sound(x) + 0.5 if x.shape[-1] % 2 else sound(x)
 
 
 def test_a_runtime_wrong_only_for_odd_widths_is_found_and_shrunk(tmp_path, monkeypatch):
-    monkeypatch.setitem(runtimes.LOADERS, "torch", wrong_for_odd_widths)
+    patch_loader(monkeypatch, "torch", wrong_for_odd_widths)
     subject = traced_subject(tiny_conv_case(), tmp_path)
     with pytest.raises(CheckFailure) as failure:
         checks.agrees_on_drawn_inputs(subject)
@@ -67,7 +69,7 @@ def test_the_sound_runtime_passes_every_drawn_input(tmp_path):
 
 def test_an_artifact_that_baked_the_example_size_fails_on_another_size(tmp_path, monkeypatch):
     def baked(file, device):  # a runtime that only ever accepts the example's size
-        sound = runtimes.load_torchscript(file, device)
+        sound = torchscript.load_torchscript(file, device)
 
         def run(x):
             if tuple(x.shape[2:]) != (8, 8):
@@ -75,7 +77,7 @@ def test_an_artifact_that_baked_the_example_size_fails_on_another_size(tmp_path,
             return sound(x)
         return run
 
-    monkeypatch.setitem(runtimes.LOADERS, "torch", baked)
+    patch_loader(monkeypatch, "torch", baked)
     with pytest.raises(CheckFailure, match=r"the artifact raised RuntimeError: expected input"):
         checks.agrees_on_drawn_inputs(traced_subject(tiny_conv_case(), tmp_path))
 

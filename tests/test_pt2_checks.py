@@ -14,6 +14,7 @@ from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 from conformance.runtimes.fresh_process import FreshProcess
+from tests.patching import exporter_of, patch_compile_backend, patch_exporter
 from tests import broken_models
 
 
@@ -45,13 +46,13 @@ def test_the_export_round_trip_fails_for_a_program_that_draws_random_numbers(tmp
 
 def export_other_weights(monkeypatch, path):
     """An exporter that saves a sound model with other weights than the case's."""
-    sound = paths.EXPORTERS[path]
+    sound = exporter_of(path)
 
     def other_weights(model, example, file, options):
         torch.manual_seed(123)
         sound(broken_models.Linear().eval(), example, file, options)
 
-    monkeypatch.setitem(paths.EXPORTERS, path, other_weights)
+    patch_exporter(monkeypatch, path, other_weights)
 
 
 def test_an_exported_program_with_other_weights_fails_matches_eager(tmp_path, monkeypatch):
@@ -85,7 +86,7 @@ def test_compile_matches_eager_with_inductor(tmp_path):
 
 
 def test_a_mismatch_under_inductor_only_is_blamed_on_code_generation(tmp_path, monkeypatch):
-    monkeypatch.setitem(runtimes.COMPILE_BACKENDS, "inductor", perturbing_backend)
+    patch_compile_backend(monkeypatch, "inductor", perturbing_backend)
     subject = pt2_subject(broken_models.linear_case(), "compile", "inductor", tmp_path)
     with pytest.raises(CheckFailure, match=r"(?s)target compile-inductor-cpu, check "
                        r"matches_eager.*aot_eager backend .* matches eager: the mismatch comes "
@@ -95,7 +96,7 @@ def test_a_mismatch_under_inductor_only_is_blamed_on_code_generation(tmp_path, m
 
 def test_a_mismatch_under_both_backends_is_blamed_on_graph_capture(tmp_path, monkeypatch):
     for runtime in ("inductor", "aot_eager"):
-        monkeypatch.setitem(runtimes.COMPILE_BACKENDS, runtime, perturbing_backend)
+        patch_compile_backend(monkeypatch, runtime, perturbing_backend)
     subject = pt2_subject(broken_models.linear_case(), "compile", "inductor", tmp_path)
     with pytest.raises(CheckFailure, match="still differs from eager: graph capture"):
         checks.matches_eager(subject)

@@ -21,7 +21,9 @@ from conformance.spaces import Dim, TensorSpace
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
 from conformance.checks.time_limit import TimeLimitExceeded, time_limit
+from tests.patching import patch_loader
 from tests.planted_faults import BranchOnMean as SignBranch
+from conformance.exporters import torchscript
 
 
 def subject_of(case, path, tmp_path, runtime="torch", **state_options) -> Subject:
@@ -160,7 +162,7 @@ class AddsInPlace(torch.nn.Module):
 
 def copying_loader(file, device):
     """A runtime that leaves the caller's inputs alone where eager writes into them."""
-    loaded = runtimes.load_torchscript(file, device)
+    loaded = torchscript.load_torchscript(file, device)
     return lambda *inputs: loaded(*(i.clone() for i in inputs))
 
 
@@ -174,7 +176,7 @@ def test_a_correct_in_place_model_passes_and_its_inputs_match_eagers(tmp_path):
 
 def test_an_artifact_that_does_not_write_into_its_inputs_as_eager_does_fails(tmp_path,
                                                                               monkeypatch):
-    monkeypatch.setitem(runtimes.LOADERS, "copying", copying_loader)
+    patch_loader(monkeypatch, "copying", copying_loader)
     subject = subject_of(Case("adds", AddsInPlace, lambda: (torch.randn(2, 3),)), "script",
                          tmp_path, runtime="copying")
     checks.matches_eager(subject)  # the outputs are right
@@ -251,12 +253,12 @@ def test_a_limit_gives_an_outer_timer_back_what_is_left_of_it():
 # ---------------------------------------------------------------- float64's opinion
 
 def noisy_loader(file, device):
-    loaded = runtimes.load_torchscript(file, device)
+    loaded = torchscript.load_torchscript(file, device)
     return lambda *inputs: loaded(*inputs) * (1 + 1e-2)
 
 
 def test_a_mismatch_says_how_far_eager_float32_is_from_float64(tmp_path, monkeypatch):
-    monkeypatch.setitem(runtimes.LOADERS, "noisy", noisy_loader)
+    patch_loader(monkeypatch, "noisy", noisy_loader)
     case = Case("linear", lambda: torch.nn.Linear(4, 3), lambda: (torch.randn(2, 4),))
     with pytest.raises(CheckFailure, match=r"eager float32 itself differs from eager float64 "
                                            r"by max abs \S+ .* times float32's own"):
@@ -301,13 +303,13 @@ class Tanh(torch.nn.Module):
 
 def large_input_loader(file, device):
     """A runtime that is off by 1 only on inputs above 100: only the scaled probe sees it."""
-    loaded = runtimes.load_torchscript(file, device)
+    loaded = torchscript.load_torchscript(file, device)
     return lambda x: loaded(x) + (x.abs().max() > 100).float()
 
 
 @pytest.fixture
 def large_input_runtime(monkeypatch):
-    monkeypatch.setitem(runtimes.LOADERS, "large", large_input_loader)
+    patch_loader(monkeypatch, "large", large_input_loader)
     return "large"
 
 
@@ -417,12 +419,12 @@ def test_an_export_past_the_cells_limit_is_not_run_again_by_the_record_or_the_ne
 def tuple_loader(file, device):
     """A runtime that returns (outputs, None, None) where eager returns a tensor, as
     scripted GoogLeNet does."""
-    loaded = runtimes.load_torchscript(file, device)
+    loaded = torchscript.load_torchscript(file, device)
     return lambda *inputs: (loaded(*inputs), None, None)
 
 
 def test_float64_never_excuses_another_structure(tmp_path, monkeypatch):
-    monkeypatch.setitem(runtimes.LOADERS, "tupled", tuple_loader)
+    patch_loader(monkeypatch, "tupled", tuple_loader)
     case = Case("tanh", Tanh, lambda: (torch.rand(2, 4),))
     with pytest.raises(CheckFailure, match="eager returned a Tensor"):
         checks.matches_eager(subject_of(case, "script", tmp_path, runtime="tupled"))

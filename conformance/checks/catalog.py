@@ -5,7 +5,6 @@ and raises `CheckFailure` with a message that explains the failure otherwise.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import Any, Callable
 
@@ -13,7 +12,9 @@ from conformance.runtimes import loaders as runtimes
 from conformance.checks.compare import Comparison, compare
 from conformance.exporters.artifact import ExportError
 from conformance.checks.subject import EagerFailed, Subject, tensor_leaves
-from conformance.targets import COMPILED_PATHS, ONNX_PATHS, Target
+from conformance.exporters.path import ARTIFACT_CHECKS
+from conformance.runtimes.table import RUNTIMES
+from conformance.targets import Target, path_row
 from conformance.runtimes.process import ProcessError
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.runtimes.fresh_process import to_cpu
@@ -318,7 +319,7 @@ def agrees_on_drawn_inputs(subject: Subject) -> dict:
     def inputs_of(drawn):
         return state.to_device(drawn.tensors(space, state.example))
 
-    if subject.target.path in COMPILED_PATHS:
+    if path_row(subject.target.path).inductor:
         subject = dataclasses.replace(subject, search=subject.search.with_more_time(
             COMPILED_SEARCH_TIME))
     result = _search(subject, spaces.drawn_inputs(space),
@@ -450,24 +451,13 @@ def fresh_process(subject: Subject) -> dict:
     return {**result.metrics(), **{f"fresh_{k}": v for k, v in timings.items()}}
 
 
-# Graph nodes that carry data-dependent control flow, per kind of artifact.
-CONTROL_FLOW_NODES = {
-    "torchscript": ("prim::If", "prim::Loop"),
-    "onnx": ("If", "Loop", "Scan"),
-    "export": ("cond", "while_loop"),  # torch.ops.higher_order.*
-}
-
-
 def control_flow_nodes(subject: Subject):
     """The artifact graph's control-flow nodes (TorchScript: with calls inlined): all of
     them, and those whose condition depends on the model's inputs."""
-    from conformance.checks.control_flow import control_flow
+    from conformance.checks.control_flow import control_flow, reads_loaded
 
-    if subject.target.path in ONNX_PATHS:
-        return control_flow("onnx", subject.artifact.file)
-    if subject.target.path == "export":
-        return control_flow("export", subject.artifact.file)
-    return control_flow("torchscript", subject.loaded)
+    kind = path_row(subject.target.path).graph
+    return control_flow(kind, subject.loaded if reads_loaded(kind) else subject.artifact.file)
 
 
 def keeps_branches(subject: Subject) -> dict:
@@ -585,11 +575,6 @@ CHECKS: dict[str, Callable[..., dict]] = {
     "compiles_fullgraph": compiles_fullgraph,
 }
 
-# Runtimes that call the model on the caller's tensors, in this process; ONNX Runtime
-# and the libtorch harness get copies by design (numpy arrays, files).
-MUTATING_RUNTIMES = frozenset({"torch", "inductor", "aot_eager"})
-
-
 def run_check(subject, check: str, seconds: float | None) -> dict:
     """One check of a cell, under the cell's time limit: a hang fails this cell with a
     message that names it, and the session goes on. Eager comes first: when it fails
@@ -616,25 +601,19 @@ def _where_it_stopped(exc: BaseException) -> str:
     return f"{code.co_name} ({code.co_filename}:{tb.tb_lineno})"
 
 
-# Checks of the exported file itself run once per ONNX artifact, on its ONNX Runtime
-# target; fresh_process is for the in-process runtimes whose artifact could silently
-# depend on the exporting process (ONNX runtimes always load from the file).
 def applies(check: str, case, target: Target) -> bool:
-    """Whether a check is a cell of the matrix for a case on a target."""
-    onnx_file_check = target.path in ONNX_PATHS and target.runtime == "onnxruntime"
-    if check in ("graph_valid", "io_names"):
-        return onnx_file_check
-    if check == "fresh_process":
-        return target.runtime == "torch"
+    """Whether a check is a cell of the matrix for a case on a target. The checks of the
+    artifact itself run once per artifact, on the runtime its path's row names."""
+    row, runtime = path_row(target.path), RUNTIMES[target.runtime]
+    if check in ARTIFACT_CHECKS:
+        return (check in row.artifact_checks and target.runtime == row.artifact_checks_on
+                and (check != "keeps_branches" or case.has_control_flow))
+    if check == "fresh_process":  # an artifact loaded where it was exported
+        return runtime.shares_exporting_process
     if check == "mutates_like_eager":  # runtimes that run on the caller's own tensors
-        return target.runtime in MUTATING_RUNTIMES
-    if check == "keeps_branches":
-        return case.has_control_flow and (target.runtime == "torch" and target.path != "aoti"
-                                          or onnx_file_check)
+        return runtime.calls_on_callers_tensors
     if check == "agrees_on_drawn_inputs":
         return bool(case.input_space)
     if check == "generated_models":  # the cells of a family, not of a case
         return False
-    if check == "compiles_fullgraph":  # once per case: a property of capture, not of a backend
-        return (target.path, target.runtime) == ("compile", "inductor")
     return True

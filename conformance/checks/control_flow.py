@@ -52,14 +52,24 @@ def input_dependent_control_flow(kind: str, artifact) -> collections.Counter:
     return control_flow(kind, artifact).dependent
 
 
+# Graph nodes that carry data-dependent control flow, per kind of graph.
+CONTROL_FLOW_NODES = {
+    "torchscript": ("prim::If", "prim::Loop"),
+    "onnx": ("If", "Loop", "Scan"),
+    "export": ("cond", "while_loop"),  # torch.ops.higher_order.*
+}
+
+
+def reads_loaded(kind: str) -> bool:
+    """Whether the reader of this kind of graph takes the loaded module (TorchScript's
+    graph is read from the module) rather than the artifact's file."""
+    return kind == "torchscript"
+
+
 def control_flow(kind: str, artifact) -> ControlFlow:
     """Every control-flow node of the artifact's graph, and those that depend on its inputs."""
-    from conformance.checks.catalog import CONTROL_FLOW_NODES
-
-    readers: dict[str, Callable[[Any, Callable[[str, bool], None]], None]] = {
-        "torchscript": _torchscript, "onnx": _onnx, "export": _exported}
-    if kind not in readers:
-        raise ValueError(f"unknown kind of artifact {kind!r}; known: {', '.join(readers)}")
+    if kind not in READERS:
+        raise ValueError(f"unknown kind of artifact {kind!r}; known: {', '.join(READERS)}")
     kinds = CONTROL_FLOW_NODES[kind]
     total = collections.Counter({k: 0 for k in kinds})
     dependent = collections.Counter({k: 0 for k in kinds})
@@ -69,7 +79,7 @@ def control_flow(kind: str, artifact) -> ControlFlow:
             total[node_kind] += 1
             dependent[node_kind] += int(depends)
 
-    readers[kind](artifact, found)
+    READERS[kind](artifact, found)
     return ControlFlow(kind, dependent, total)
 
 
@@ -463,3 +473,8 @@ def _exported(artifact, found) -> None:
     users = {name for name in program.graph_signature.user_inputs if isinstance(name, str)}
     holders = [n for n in program.graph.nodes if n.op == "placeholder"]
     _fx_graph(program.graph_module, [holder.name in users for holder in holders], found)
+
+
+# The readers, by kind of graph: what an export path's row names as its `graph`.
+READERS: dict[str, Callable[[Any, Callable[[str, bool], None]], None]] = {
+    "torchscript": _torchscript, "onnx": _onnx, "export": _exported}

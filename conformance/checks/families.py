@@ -17,21 +17,7 @@ from typing import Any, Callable
 
 from conformance.cases import Case, random_inputs
 from conformance.checks.property_search import SearchSettings
-from conformance.targets import Target
-
-# How a generated model writes a data-dependent branch for each path, or None.
-BRANCH_SPELLING = {
-    # A trace records the branch its example took: by design, so not a finding.
-    "trace": None,
-    "script": "if",
-    "onnx": "if",      # exported from the script (a control-flow case), so an ONNX If
-    "compile": "if",   # Dynamo breaks the graph at the branch and guards on it
-    # torch.export cannot follow a Python `if` on a tensor's value; torch.cond it is.
-    "onnx-dynamo": "cond",
-    "export": "cond",
-    "aoti": "cond",
-}
-
+from conformance.targets import Target, path_row
 
 @dataclasses.dataclass(frozen=True)
 class Gap:
@@ -102,7 +88,7 @@ class Family:
     def strategy(self, target: Target):
         from conformance.checks.generated import models
 
-        drawn = models(branch=BRANCH_SPELLING.get(target.path), max_layers=self.max_layers)
+        drawn = models(branch=path_row(target.path).branch, max_layers=self.max_layers)
         return drawn.filter(lambda model: not known_gap(target, model))
 
     def case(self, model, directory: Path) -> Case:
@@ -165,7 +151,7 @@ class FamilySubject:
 def _release(state, target: Target) -> None:
     """Unload the model from the harness, and forget Dynamo's compiled code of it."""
     state.close()
-    if target.path == "compile":
+    if not path_row(target.path).saves_file:  # compiled in this process
         import torch
 
         torch._dynamo.reset()

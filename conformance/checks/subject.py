@@ -10,11 +10,11 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from conformance import spaces
 
-from conformance.exporters import artifact as paths
+from conformance.exporters import artifact as exported
 
 from conformance.runtimes import loaders as runtimes
 from conformance.cases import Case, Inputs
@@ -24,8 +24,12 @@ from conformance.exporters.artifact import first_lines
 from conformance.checks.probes import Probe, aimed_probes, derived_probes, tracer_warnings
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.checks.property_search import SearchSettings
-from conformance.targets import DYNAMO_PATHS, IN_PROCESS_PATHS, Target, flat_outputs
-from conformance.runtimes.fresh_process import FreshProcess
+from conformance import targets
+from conformance.runtimes.table import RUNTIMES
+from conformance.targets import Target, flat_outputs, path_row
+
+if TYPE_CHECKING:  # the fresh process knows nothing of subjects
+    from conformance.runtimes.fresh_process import FreshProcess
 
 
 @dataclasses.dataclass
@@ -48,12 +52,6 @@ class EagerFailed(Exception):
                          "input); fix the case's model or inputs")
         self.label = label
         self.timed_out = timed_out
-
-
-# Paths whose artifacts take any input size: TorchScript keeps sizes symbolic (a trace
-# that froze one is the failure to find) and torch.compile recompiles for new sizes.
-# The others take other sizes only on the dims the case declares dynamic.
-SIZE_FREE_PATHS = frozenset({"trace", "script", "compile"})
 
 
 class CaseState:
@@ -206,10 +204,11 @@ class CaseState:
     def run(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Any:
         return self.call(fn, inputs, timing).outputs
 
-    def artifact(self, path: str, opset: int | None = None) -> paths.Artifact:
+    def artifact(self, path: str, opset: int | None = None) -> exported.Artifact:
         return self.memo(("artifact", path, opset), lambda: self._export(path, opset))
 
-    def export_options(self, path: str, opset: int | None) -> paths.ExportOptions:
+    def export_options(self, path: str, opset: int | None) -> exported.ExportOptions:
+        row = path_row(path)
         inputs = self.case.input_names or tuple(f"input_{i}" for i in range(len(self.example)))
         outputs = self.case.output_names or tuple(
             f"output_{i}" for i in range(len(tensor_leaves(self.eager("example", self.example)))))
@@ -217,11 +216,14 @@ class CaseState:
         # torch.export specializes a dimension whose example size is 1.
         batch_one = any(name == "batch" and self.example[index].shape[axis] == 1
                         for index, axis, name, _, _ in dims)
-        return paths.ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
+        return exported.ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
                                    dynamic_dims=dims,
-                                   script_first=path == "onnx" and self.case.has_control_flow,
-                                   export_batch=2 if path in DYNAMO_PATHS and batch_one else None,
-                                   inductor_threads=_inductor_threads() if path == "aoti" else None)
+                                   script_first=row.scripts_control_flow
+                                   and self.case.has_control_flow,
+                                   export_batch=2 if row.specializes_size_one and batch_one
+                                   else None,
+                                   inductor_threads=_inductor_threads() if row.bakes_threads
+                                   else None)
 
     def dynamic_dims(self) -> tuple:
         """The Dims of the case's input space; else, with batch sizes, axis 0 of every tensor."""
@@ -232,63 +234,66 @@ class CaseState:
         return tuple((index, 0, "batch", 1, None) for index, value in enumerate(self.example)
                      if hasattr(value, "shape"))
 
-    def export_example(self, options: paths.ExportOptions) -> Inputs:
+    def export_example(self, options: exported.ExportOptions) -> Inputs:
         if options.export_batch is None:
             return self.example
         return self.memo(("export_example", options.export_batch), lambda: self.to_device(
             self.seeded(5, lambda: self.case.example(batch=options.export_batch))))
 
-    def _export(self, path: str, opset: int | None) -> paths.Artifact:
-        if path in IN_PROCESS_PATHS:  # compiled when loaded; nothing is written
-            return paths.Artifact(path, None, 0.0, [])
+    def _export(self, path: str, opset: int | None) -> exported.Artifact:
+        row = path_row(path)
+        if not row.saves_file:  # compiled when loaded; nothing is written
+            return exported.Artifact(path, None, 0.0, [])
         options = self.export_options(path, opset)
         key = self.memo(("key", path, opset), lambda: artifact_key(
             self.case, path, options, self.device, self.model, self.export_example(options)))
-        file = self.artifact_dir / f"{self.case.name}-{path}-{key}{paths.SUFFIXES[path]}"
+        file = self.artifact_dir / f"{self.case.name}-{path}-{key}{row.suffix}"
         with artifact_lock(file, enabled=self.use_cache):
-            cached = paths.cached_artifact(path, file) if self.use_cache else None
+            cached = exported.cached_artifact(path, file) if self.use_cache else None
             if cached is not None:
                 return cached
-            return self._export_to(path, file, options, opset)
+            return self._export_to(row, file, options, opset)
 
-    def _export_to(self, path: str, file: Path, options: paths.ExportOptions,
-                   opset: int | None) -> paths.Artifact:
+    def _export_to(self, row, file: Path, options: exported.ExportOptions,
+                   opset: int | None) -> exported.Artifact:
         with self.context():
             # The exporter runs the model: on a copy, which a model may write into.
-            artifact = paths.export(path, self.model,
+            artifact = exported.export(row.name, row.export, self.model,
                                     runtimes.copy_inputs(self.export_example(options)), file,
                                     options)
-        self.timings[f"export_{path}{opset or ''}_s"] = artifact.export_seconds
+        self.timings[f"export_{row.name}{opset or ''}_s"] = artifact.export_seconds
         return artifact
 
     def loaded(self, target: Target) -> Callable:
         return self.memo(("loaded", target), lambda: self._load(target))
 
     def _load(self, target: Target) -> Callable:
-        if target.path == "compile":
+        if not path_row(target.path).saves_file:
             return self._compile(target)
         file = self.artifact(target.path, target.opset).file
-        harness = self.harness() if target.runtime == "libtorch" and self.harness else None
+        in_harness = RUNTIMES[target.runtime].in_harness
+        harness = self.harness() if in_harness and self.harness else None
         if harness:  # its build and start are the session's cost, not this artifact's load
             harness.ensure_started()
             if harness.build and not harness.build.cached:
                 self.timings.setdefault("harness_build_s", harness.build.seconds)
         started = time.perf_counter()
         with self.context():  # quantized TorchScript packs its weights for the engine at load
-            loaded = runtimes.load(target.runtime, file, self.device, harness, path=target.path)
+            loaded = targets.load(target, file, harness)
         self.timings[f"load_{target.path_id}_{target.runtime}_s"] = time.perf_counter() - started
         return loaded
 
     def _compile(self, target: Target) -> Callable:
         """torch.compile is lazy: the first call on the example compiles, and is timed."""
-        compiled = runtimes.compile_model(self.model, target.runtime)
+        compiled = targets.compile(self.model, target)
         self.run(compiled, self.example, timing=f"compile_{target.runtime}_s")
         return compiled
 
     def close(self) -> None:
         """Let go of what lives outside this process: models loaded in the harness."""
         for key, (ok, value) in self._memo.items():
-            if ok and isinstance(key, tuple) and key[0] == "loaded" and key[1].runtime == "libtorch":
+            if ok and isinstance(key, tuple) and key[0] == "loaded" \
+                    and RUNTIMES[key[1].runtime].in_harness:
                 value.close()
 
     def to_device(self, inputs: Inputs) -> Inputs:
@@ -310,7 +315,7 @@ class Subject:
         return self.state.case
 
     @property
-    def artifact(self) -> paths.Artifact:
+    def artifact(self) -> exported.Artifact:
         return self.state.artifact(self.target.path, self.target.opset)
 
     @property
@@ -333,7 +338,7 @@ class Subject:
     def artifact_summary(self) -> dict:
         """What a record says of the artifact; {} when there is none (eager, or an export
         that failed, which the check's message reports)."""
-        if self.target.path not in paths.EXPORTERS and self.target.path not in IN_PROCESS_PATHS:
+        if path_row(self.target.path) is None:  # eager's own latency cell
             return {}
         # Only what the check got to: exporting here would run outside every time limit.
         artifact = self.state.peek(("artifact", self.target.path, self.target.opset))
@@ -358,7 +363,7 @@ class Subject:
     def probes(self) -> list[Probe]:
         """The case's probes, and for an artifact whose export warned that it froze
         something of its example (a trace's TracerWarnings), probes aimed at that."""
-        warned = self.artifact.warnings if self.target.path in paths.EXPORTERS else []
+        warned = self.artifact.warnings if path_row(self.target.path).saves_file else []
         aimed = [p for p in aimed_probes(self.state.example, warned, self.case.skip_probes)
                  if self.state.accepted(p)]
         return self.state.probes + aimed
@@ -366,7 +371,7 @@ class Subject:
     def takes(self, probe: Probe) -> bool:
         """Whether the artifact is meant to take the probe's sizes: any size for the
         size-free paths, else only on the dims exported as dynamic."""
-        if not probe.resized or self.target.path in SIZE_FREE_PATHS:
+        if not probe.resized or path_row(self.target.path).takes_any_size:
             return True
         dynamic = {(index, axis) for index, axis, *_ in self.state.dynamic_dims()}
         return set(probe.resized) <= dynamic

@@ -1,13 +1,16 @@
-"""Paths: how a model leaves eager Python. Each turns a model into a saved artifact."""
+"""Artifacts: running a path's exporter into a file, atomically, with its facts beside it
+(what the export cost and warned, the size and sha256 of the bytes written), reading a
+cached one back, and explaining an exporter's failure in one paragraph."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -53,126 +56,7 @@ class ExportError(Exception):
     """The path could not turn the model into an artifact."""
 
 
-def export_trace(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
-    import torch
-
-    # strict=False lets dict and list outputs through (segmentation models);
-    # check_trace=False because the suite's own checks compare with eager.
-    traced = torch.jit.trace(model, example, strict=False, check_trace=False)
-    torch.jit.save(traced, str(file))
-
-
-def export_script(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
-    import torch
-
-    torch.jit.save(torch.jit.script(model), str(file))
-
-
-def export_onnx(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
-    import torch
-
-    source = torch.jit.script(model) if options.script_first else model
-    torch.onnx.export(source, example, str(file), dynamo=False, opset_version=options.opset,
-                      input_names=list(options.input_names),
-                      output_names=list(options.output_names), dynamic_axes=onnx_axes(options))
-
-
-def onnx_axes(options: ExportOptions) -> dict | None:
-    """The TorchScript-based exporter's dynamic_axes: each input's dynamic axes by name,
-    and axis 0 of every output when the batch is dynamic (other output sizes follow
-    from shape inference)."""
-    if not options.dynamic_dims:
-        return None
-    axes: dict[str, dict[int, str]] = {}
-    for index, axis, name, _, _ in options.dynamic_dims:
-        axes.setdefault(options.input_names[index], {})[axis] = name
-    if any(axis == 0 and name == "batch" for _, axis, name, _, _ in options.dynamic_dims):
-        axes.update({name: {0: "batch"} for name in options.output_names})
-    return axes
-
-
-def dynamic_shapes(example: tuple, options: ExportOptions) -> tuple | None:
-    """torch.export's dynamic_shapes: one torch.export.Dim per name, shared by its axes."""
-    import torch
-
-    if not options.dynamic_dims:
-        return None
-    dims = {name: torch.export.Dim(name, min=low, max=high) if high else
-            torch.export.Dim(name, min=low)
-            for _, _, name, low, high in options.dynamic_dims}
-    shapes: list = [{} if torch.is_tensor(i) else None for i in example]
-    for index, axis, name, _, _ in options.dynamic_dims:
-        shapes[index][axis] = dims[name]
-    return tuple(s or None for s in shapes)
-
-
-def export_program(model: Callable, example: tuple, options: ExportOptions):
-    import torch
-
-    return torch.export.export(_as_module(model), example,
-                               dynamic_shapes=dynamic_shapes(example, options))
-
-
-def export_export(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
-    import torch
-
-    torch.export.save(export_program(model, example, options), str(file))
-
-
-def export_aoti(model: Callable, example: tuple, file: Path, options: ExportOptions) -> None:
-    import torch
-
-    program = export_program(model, example, options)
-    torch._inductor.aoti_compile_and_package(program, package_path=str(file))
-
-
-def export_onnx_dynamo(model: Callable, example: tuple, file: Path,
-                       options: ExportOptions) -> None:
-    import torch
-
-    shapes = dynamic_shapes(example, options)
-    program = torch.onnx.export(_as_module(model), example, dynamo=True,
-                                opset_version=options.opset, verbose=False,
-                                input_names=list(options.input_names),
-                                output_names=list(options.output_names), dynamic_shapes=shapes)
-    program.save(str(file))
-
-
-def _as_module(model: Callable):
-    """torch.export takes modules; a plain function is wrapped in one."""
-    import torch
-
-    if isinstance(model, torch.nn.Module):
-        return model
-
-    class Function(torch.nn.Module):
-        def forward(self, *args):
-            return model(*args)
-
-    # torch.export matches dynamic_shapes to forward's parameters: give it the function's.
-    try:
-        parameters = list(inspect.signature(model).parameters.values())
-    except (TypeError, ValueError):  # a builtin without a signature keeps *args
-        return Function()
-    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    Function.forward.__signature__ = inspect.Signature([this, *parameters])
-    return Function()
-
-
-EXPORTERS: dict[str, Callable[[Callable, tuple, Path, ExportOptions], None]] = {
-    "trace": export_trace,
-    "script": export_script,
-    "onnx": export_onnx,
-    "onnx-dynamo": export_onnx_dynamo,
-    "export": export_export,
-    "aoti": export_aoti,
-}
-
-SUFFIXES = {"trace": ".pt", "script": ".pt", "onnx": ".onnx", "onnx-dynamo": ".onnx",
-            "export": ".pt2", "aoti": ".pt2"}
-
-
-def export(path: str, model: Any, example: tuple, file: Path,
+def export(path: str, exporter: Callable, model: Any, example: tuple, file: Path,
            options: ExportOptions) -> Artifact:
     """Run one path's exporter into `file`, atomically, with its facts beside it.
     Raises ExportError."""
@@ -184,7 +68,7 @@ def export(path: str, model: Any, example: tuple, file: Path,
     with warnings.catch_warnings(record=True) as caught, _quiet_torch_trace_log():
         warnings.simplefilter("always")
         try:
-            EXPORTERS[path](model, example, partial, options)
+            exporter(model, example, partial, options)
         except Exception as exc:
             partial.unlink(missing_ok=True)
             raise ExportError(explain_export_error(path, options, exc)) from exc
@@ -205,8 +89,6 @@ def _write_export_facts(artifact: Artifact, written: Path | None = None) -> None
     finds the file in the cache still reports them, and the size and sha256 of the
     bytes written (`written`, the file before it takes its name), which a later
     run checks before it reuses them."""
-    from conformance.exporters.cache import content_digest
-
     size, digest = content_digest(Path(written or artifact.file))
     facts = {"export_seconds": artifact.export_seconds, "warnings": artifact.warnings,
              "size": size, "sha256": digest}
@@ -221,8 +103,6 @@ def cached_artifact(path: str, file: Path) -> Artifact | None:
     no readable facts beside it, or bytes that are not the ones the export wrote
     (a truncated or altered file). A file that fails the check is removed, with
     its facts, and the caller exports again."""
-    from conformance.exporters.cache import content_digest, remove_artifact
-
     file = Path(file)
     if not file.exists():
         return None
@@ -294,3 +174,39 @@ def model_warnings(caught) -> list[str]:
 def first_lines(exc: BaseException, count: int = 6) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return "\n".join(lines[:count])
+
+
+# The cached file's bytes -----------------------------------------------------------
+
+
+def content_digest(file: Path) -> tuple[int, str]:
+    """Size and sha256 of a file's bytes; of a directory, its files' relative names
+    and bytes in sorted order."""
+    digest = hashlib.sha256()
+    if not file.is_dir():
+        with open(file, "rb") as handle:
+            size = _hash_stream(handle, digest)
+        return size, digest.hexdigest()
+    size = 0
+    for member in sorted(p for p in file.rglob("*") if p.is_file()):
+        name = member.relative_to(file).as_posix().encode()
+        digest.update(len(name).to_bytes(8, "little") + name)
+        with open(member, "rb") as handle:
+            size += _hash_stream(handle, digest)
+    return size, digest.hexdigest()
+
+
+def _hash_stream(handle, digest) -> int:
+    size = 0
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return size
+
+
+def remove_artifact(file: Path) -> None:
+    if file.is_dir():
+        shutil.rmtree(file, ignore_errors=True)
+    else:
+        file.unlink(missing_ok=True)
+

@@ -7,13 +7,13 @@ from __future__ import annotations
 import collections
 
 from conformance.latency import summary as latency_summary
+from conformance.exporters.table import PATHS
 from conformance.report.history import environment
 
 # Worst first: a cell of the grid takes the worst outcome of its checks.
 SEVERITY = ("error", "failed", "xpassed", "xfailed", "passed", "skipped")
-COST_TIMINGS = {"export_export_s": "torch.export", "export_aoti_s": "AOTInductor package",
-                "compile_inductor_s": "torch.compile (Inductor)",
-                "compile_aot_eager_s": "torch.compile (aot_eager)"}
+# The timings each export path's row names as its cost.
+COST_TIMINGS = {key: label for row in PATHS.values() for key, label in row.cost_timings.items()}
 
 
 class MergeConflict(Exception):

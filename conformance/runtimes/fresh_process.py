@@ -94,19 +94,21 @@ def serve() -> None:
 def handle(request: dict) -> dict:
     import torch
 
-    from conformance.runtimes import loaders as runtimes
+    from conformance.runtimes.loaders import run
+    from conformance.targets import Target, load
+
     install_budget(request)
     if "call" in request:
         return call_named(request)
     if request.get("quantized_engine"):
         torch.backends.quantized.engine = request["quantized_engine"]
     started = time.perf_counter()
-    loaded = runtimes.load(request["runtime"], Path(request["artifact"]), request["device"],
-                           path=request.get("path"))
+    target = Target(request["path"], request["runtime"], request["device"])
+    loaded = load(target, Path(request["artifact"]))
     loaded_at = time.perf_counter()
     inputs = torch.load(request["inputs"], weights_only=False)
     inputs = tuple(i.to(request["device"]) if torch.is_tensor(i) else i for i in inputs)
-    outputs = runtimes.run(loaded, inputs)
+    outputs = run(loaded, inputs)
     ran_at = time.perf_counter()
     torch.save(to_cpu(outputs), request["outputs"])
     return {"load_s": loaded_at - started, "run_s": ran_at - loaded_at,
