@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from conformance.exporters.path import ALL, DEVICES, ExportPath
+from conformance.exporters.path import ALL, ExportPath
 from conformance.exporters.table import PATHS
 from conformance.runtimes.loaders import compile_model
 from conformance.runtimes.table import RUNTIMES
@@ -72,16 +72,29 @@ def targets_for(tags: frozenset) -> list[Target]:
     return sorted(found, key=lambda t: t.device != "cpu")
 
 
+def loader(target: "Target") -> Callable[[Path, str], Callable] | None:
+    """The function (file, device) -> callable that loads the target's artifact in
+    Python; None for a runtime in the harness, or a path that saves nothing."""
+    runtime, row = RUNTIMES[target.runtime], path_row(target.path)
+    return runtime.load or (row.loaders.get(target.runtime) if row else None)
+
+
+def loader_name(target: "Target") -> str:
+    """The target's loader as "package.module:name", for a process of its own."""
+    found = loader(target)
+    if found is None:
+        raise ValueError(f"target {target.id} has no Python loader")
+    return f"{found.__module__}:{found.__qualname__}"
+
+
 def load(target: "Target", file: Path, harness=None) -> Callable:
     """A callable that runs the target's artifact; `harness` is the session's libtorch
     process. A path that saves nothing has no file to load: see `compile`."""
-    runtime, row = RUNTIMES[target.runtime], path_row(target.path)
-    if runtime.in_harness:
+    if RUNTIMES[target.runtime].in_harness:
         from conformance.runtimes.libtorch import LibtorchModel
 
         return LibtorchModel(harness, file, target.device)
-    loader = runtime.load or (row.loaders.get(target.runtime) if row else None)
-    return loader(file, target.device)
+    return loader(target)(file, target.device)
 
 
 def compile(model: Callable, target: "Target") -> Callable:

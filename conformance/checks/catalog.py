@@ -14,7 +14,7 @@ from conformance.exporters.artifact import ExportError
 from conformance.checks.subject import EagerFailed, Subject, tensor_leaves
 from conformance.exporters.path import ARTIFACT_CHECKS
 from conformance.runtimes.table import RUNTIMES
-from conformance.targets import Target, path_row
+from conformance.targets import Target, loader_name, path_row
 from conformance.runtimes.process import ProcessError
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.runtimes.fresh_process import to_cpu
@@ -441,9 +441,8 @@ def fresh_process(subject: Subject) -> dict:
                              lambda: subject.run_artifact(state.example))
     fresh, timings = run_or_fail(
         subject, "fresh_process", "loading and running the saved artifact",
-        lambda: subject.worker.run(subject.target.runtime, subject.artifact.file, state.example,
-                                   state.device, subject.case.quantized_engine,
-                                   subject.target.path))
+        lambda: subject.worker.run(loader_name(subject.target), subject.artifact.file,
+                                   state.example, state.device, subject.case.quantized_engine))
     result = _compare(subject, fresh, to_cpu(in_process))
     if not result.ok:
         fail(subject, "fresh_process", "the saved artifact gives other outputs in a fresh "

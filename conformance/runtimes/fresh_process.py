@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from conformance.runtimes import threads as budget
 from conformance.runtimes.process import PersistentProcess, ProcessError
@@ -40,9 +40,11 @@ class FreshProcess(PersistentProcess):
     def environment(self) -> dict:
         return {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
 
-    def run(self, runtime: str, artifact: Path, inputs: tuple, device: str,
-            quantized_engine: str | None = None, path: str | None = None) -> tuple[Any, dict]:
-        """Load `artifact` with `runtime` in the fresh process and run `inputs`.
+    def run(self, loader: str, artifact: Path, inputs: tuple, device: str,
+            quantized_engine: str | None = None) -> tuple[Any, dict]:
+        """Load `artifact` with `loader` ("package.module:name", a function of the file and
+        the device) in the fresh process and run `inputs`. The loader goes by name, so
+        a path that a plugin registered loads here too.
 
         Returns (outputs, timings). Raises WorkerError with the process's own
         error text, or with the tail of its stderr when it died.
@@ -55,7 +57,7 @@ class FreshProcess(PersistentProcess):
         out_file = self.dir / f"out-{self._requests}.pt"
         torch.save(tuple(i.cpu() if torch.is_tensor(i) else i for i in inputs), in_file)
         try:
-            timings = self.ask({"runtime": runtime, "path": path, "artifact": str(artifact),
+            timings = self.ask({"loader": loader, "artifact": str(artifact),
                                 "inputs": str(in_file), "outputs": str(out_file),
                                 "device": device, "quantized_engine": quantized_engine})
         finally:
@@ -95,7 +97,6 @@ def handle(request: dict) -> dict:
     import torch
 
     from conformance.runtimes.loaders import run
-    from conformance.targets import Target, load
 
     install_budget(request)
     if "call" in request:
@@ -103,8 +104,7 @@ def handle(request: dict) -> dict:
     if request.get("quantized_engine"):
         torch.backends.quantized.engine = request["quantized_engine"]
     started = time.perf_counter()
-    target = Target(request["path"], request["runtime"], request["device"])
-    loaded = load(target, Path(request["artifact"]))
+    loaded = named(request["loader"])(Path(request["artifact"]), request["device"])
     loaded_at = time.perf_counter()
     inputs = torch.load(request["inputs"], weights_only=False)
     inputs = tuple(i.to(request["device"]) if torch.is_tensor(i) else i for i in inputs)
@@ -117,10 +117,18 @@ def handle(request: dict) -> dict:
 
 def call_named(request: dict) -> dict:
     """The function a `call` request names, run on the request."""
+    return named(request["call"])(request)
+
+
+def named(function: str) -> Callable:
+    """The function "package.module:name" (a qualified name may have dots)."""
     import importlib
 
-    module, _, name = request["call"].partition(":")
-    return getattr(importlib.import_module(module), name)(request)
+    module, _, name = function.partition(":")
+    found = importlib.import_module(module)
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
 
 
 def install_budget(request: dict) -> None:
