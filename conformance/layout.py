@@ -1,11 +1,27 @@
-"""Where the suite's non-Python parts are: the built-in cases' directory and the C++
-harness sources. In a checkout they sit at the repository's top level (fixtures/,
+"""Where the suite's files are: its caches (artifacts, harness builds), the built-in
+cases' directory and the C++ harness sources. In a checkout they sit at the repository's top level (fixtures/,
 cpp_harness/); an installed copy holds them inside the package (see pyproject.toml's
 package-dir). Both are found through the import system, so either layout works."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "conformance"
+
+
+def default_dir() -> Path:
+    """The artifact cache's default directory."""
+    return cache_root() / "artifacts"
+
+
+def harness_build_dir() -> Path:
+    """Where the libtorch harness is built, one directory per build key."""
+    return cache_root() / "harness"
 
 
 def package_dir(name: str) -> Path:

@@ -1,12 +1,13 @@
 """The pytest plugin: options, the session object, the matrix, records.
 
 Installed as a pytest11 entry point, so `pytest --pyargs conformance --cases
-my_models.py` runs the suite against a user's own models.
+my_models.py` runs the suite against a user's own models. Plugins of other cells (the
+latency plugin, an entry point of its own) extend it through its hooks (hookspecs.py),
+its cells (cell.py) and its helpers here; it knows none of them.
 """
 from __future__ import annotations
 
 import collections
-import shlex
 import warnings
 from pathlib import Path
 
@@ -14,18 +15,16 @@ import pytest
 
 from conformance import expectations as expect
 from conformance import shard
+from conformance.runtimes import threads as budget
 from conformance.cases import CaseError
+from conformance.cell import CheckCell, cell_spec, make_cell
 from conformance.records import RecordWriter, make_record
 from conformance.layout import builtin_expectations
 from conformance.session import CellSpec, ConformanceSession, Options
-from conformance.exporters.cache import default_dir
+from conformance.layout import default_dir
 from conformance.keys import CELL, SESSION
-from conformance.latency.plugin import (LatencyCell, LatencyUsageError, add_latency_options,
-                                        install_budget, latency_options, latency_record_fields,
-                                        other_run_items)
-from conformance.latency.summary import summary_lines
 from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search_settings
-from conformance.targets import missing, slow_cell
+from conformance.targets import slow_cell
 from conformance.versions import header_line, torch_release
 
 RECORD = "conformance_record"
@@ -35,8 +34,20 @@ class ConformanceWarning(UserWarning):
     """Something in the suite's own data needs attention (a stale expectation row)."""
 
 
+def pytest_addhooks(pluginmanager):
+    from conformance import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def option_group(parser):
+    """The options' group in --help, shared with the plugins of other cells: whichever
+    plugin is loaded first names it."""
+    return parser.getgroup("conformance", "conformance: PyTorch export conformance")
+
+
 def pytest_addoption(parser):
-    group = parser.getgroup("conformance", "conformance: PyTorch export conformance")
+    group = option_group(parser)
     group.addoption("--cases", action="append", default=[], metavar="FILE_OR_MODULE",
                     help="add the cases (a CASES list) of a .py file or an importable module; "
                          "repeatable")
@@ -83,7 +94,12 @@ def pytest_addoption(parser):
     group.addoption("--property-seed", type=int, default=None, metavar="N",
                     help="the seed of the property searches, to repeat a run's findings exactly "
                          "(a nightly run prints its seed in the header and records)")
-    add_latency_options(group)
+    # The thread budget is every run's: a conformance run may pin it too.
+    group.addoption("--threads", type=int, default=None, metavar="N",
+                    help="intra-op threads of every runtime: torch, ONNX Runtime, the libtorch "
+                         "harness (default: 1 in a latency run, each runtime's own otherwise)")
+    group.addoption("--flush-denormal", action="store_true",
+                    help="read and write denormal floats as zero in every runtime")
 
 
 @pytest.hookimpl(trylast=True)
@@ -102,7 +118,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "conformance_check: a (case, target, check) cell of the "
                             "conformance matrix")
     config.addinivalue_line("markers", "slow: left out of the CI tier (-m 'not slow')")
-    config.addinivalue_line("markers", "latency: a latency benchmark cell (run with --latency)")
     config.addinivalue_line("markers", "ci: the CI tier, every cell not marked slow (-m ci)")
     config.addinivalue_line("markers", "nightly: the nightly tier, every cell (-m nightly)")
     # Every torch.jit call warns that TorchScript is deprecated; the suite tests it on purpose.
@@ -113,7 +128,7 @@ def pytest_configure(config):
             shard.parse(config.option.shard)
         install_budget(config)
         session = ConformanceSession(_options(config))
-    except (CaseError, expect.ExpectationError, LatencyUsageError, shard.ShardError) as exc:
+    except (CaseError, expect.ExpectationError, shard.ShardError) as exc:
         raise pytest.UsageError(str(exc)) from None
     session.expectations.builtin_case = _builtin_case(session)
     config.stash[SESSION] = session
@@ -123,6 +138,21 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
         config.pluginmanager.register(Recorder(RecordWriter(session.options.results)),
                                       "conformance-recorder")
+
+
+def install_budget(config) -> None:
+    """The same threads and denormal policy for every runtime of this process: --threads,
+    else the default a plugin gives its run (a latency run's: 1 thread). A run with
+    neither, and without --flush-denormal, leaves every runtime its default."""
+    opt = config.option
+    if opt.threads is not None and opt.threads < 1:
+        raise pytest.UsageError(f"--threads must be at least 1, got {opt.threads}")
+    threads = opt.threads or config.hook.pytest_conformance_default_threads(config=config)
+    if threads is None and not opt.flush_denormal:
+        return
+    import torch
+
+    budget.install(budget.Budget(threads or torch.get_num_threads(), opt.flush_denormal))
 
 
 def _check_rootdir(config) -> None:
@@ -154,7 +184,7 @@ def _options(config) -> Options:
                    cell_timeout=opt.cell_timeout, eager_timeout=opt.eager_timeout,
                    harness_timeout=opt.harness_timeout,
                    harness_build_dir=Path(opt.harness_build_dir) if opt.harness_build_dir
-                   else None, latency=latency_options(config),
+                   else None,
                    search=search_settings(opt.property_profile, _property_seed(config)))
 
 
@@ -193,22 +223,18 @@ def pytest_report_header(config):
 
 
 def pytest_generate_tests(metafunc):
-    session = metafunc.config.stash[SESSION]
     if "conformance_spec" in metafunc.fixturenames:
+        session = metafunc.config.stash[SESSION]
         cells = session.cells()
         session.generated = True
         params = [pytest.param(spec, id=spec.id, marks=_marks(metafunc.config, session, spec))
                   for spec in cells]
         metafunc.parametrize("conformance_spec", params)
-    if "latency_spec" in metafunc.fixturenames:
-        params = [pytest.param(spec, id=spec.id, marks=_case_marks(metafunc.config, session, spec)
-                               + [pytest.mark.latency])
-                  for spec in session.latency_cells()]
-        metafunc.parametrize("latency_spec", params)
 
 
-def _case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
-    """The case's tags as markers, and `slow` for the compiled paths outside pt2-ci."""
+def case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
+    """The case's tags as markers, and `slow` for the compiled paths outside pt2-ci: the
+    tiers (`-m ci`, `-m nightly`) select any plugin's cells of a case alike."""
     case = session.entry(spec.case)
     marks = []
     for tag in sorted(case.tags):
@@ -223,26 +249,31 @@ def _case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
 
 
 def _register_tag(config, session: ConformanceSession, tag: str) -> None:
-    """A case tag as a marker, registered once (`-m TAG`, `pytest --markers`)."""
-    if tag not in session.registered_tags and tag not in TIER_MARKERS:
-        session.registered_tags.add(tag)
+    """A case tag as a marker, registered once (`-m TAG`, `pytest --markers`); a marker
+    a plugin registered with its own text (slow, ci, latency, ...) keeps it."""
+    if tag in session.registered_tags:
+        return
+    session.registered_tags.add(tag)
+    if not _is_marker(config, tag):
         config.addinivalue_line("markers", f"{tag}: cases tagged {tag!r}")
 
 
-# Markers the plugin registers itself, with their own text.
-TIER_MARKERS = frozenset({"slow", "ci", "nightly", "latency", "conformance_check"})
+def _is_marker(config, name: str) -> bool:
+    return any(line.split(":")[0].split("(")[0].strip() == name
+               for line in config.getini("markers"))
 
 
 def _marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     marks = [pytest.mark.conformance_check, pytest.mark.xdist_group(spec.case),
-             *_case_marks(config, session, spec)]
-    # The cell itself decides what its row means (Cell.check); looking the row up here
-    # marks it as matched, for the warning about rows that match no cell.
-    session.expectations.lookup(spec.case, spec.target.id, spec.check)
+             *case_marks(config, session, spec)]
+    # The cell itself decides what its row means (CheckCell.judge); looking the row up
+    # here marks it as matched, for the warning about rows that match no cell.
+    session.expectation(spec)
     return marks
 
 
-def _deselect(config, items: list, dropped: list) -> None:
+def deselect(config, items: list, dropped: list) -> None:
+    """Take `dropped` out of the run, as pytest's own deselection does."""
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         gone = set(dropped)
@@ -253,9 +284,8 @@ def pytest_collection_modifyitems(session, config, items):
     conformance = config.stash.get(SESSION, None)
     if not conformance:
         return
-    _deselect(config, items, other_run_items(config, items))
     if config.option.shard:
-        _deselect(config, items, shard.outside(items, *shard.parse(config.option.shard)))
+        deselect(config, items, shard.outside(items, *shard.parse(config.option.shard)))
     if not conformance.generated:
         return
     for row in conformance.expectations.unmatched():
@@ -264,94 +294,15 @@ def pytest_collection_modifyitems(session, config, items):
             f"{torch_release()}: remove it or fix its patterns"))
 
 
-class Cell:
-    """A cell being checked: runs its check and keeps what the record needs."""
-
-    def __init__(self, spec: CellSpec, session: ConformanceSession, reproduce: str):
-        self.spec = spec
-        self.session = session
-        self.reproduce = reproduce
-        self.metrics: dict = {}
-        self.timings: dict = {}
-        self.artifact: dict = {}
-        self.failure = ""  # the CheckFailure's message, when the check failed
-        self.failure_kind: str | None = None  # and its kind, one of FAILURE_KINDS
-
-    def check(self) -> None:
-        from conformance.checks.catalog import CheckFailure, run_check
-
-        subject = self.session.subject(self.spec, self.reproduce)
-        failure = None
-        try:
-            self.metrics = run_check(subject, self.spec.check,
-                                     self.session.options.cell_timeout)
-        except CheckFailure as exc:
-            failure, self.metrics = exc, exc.metrics
-        finally:
-            self.timings = subject.timings
-            self.artifact = subject.artifact_summary()
-        if failure:
-            self.failure, self.failure_kind = str(failure), failure.kind
-        self.judge()
-
-    def judge(self) -> None:
-        """The cell's verdict: an expectation row, when one applies, says which failure is
-        expected; any other outcome fails. The messages explain the failure; a traceback
-        into the suite would not."""
-        row = self.session.expectations.lookup(self.spec.case, self.spec.target.id,
-                                               self.spec.check)
-        if row:
-            verdict = expect.judge(row, self.failure_kind, self.failure, self.spec.id,
-                                   torch_release())
-            if verdict.outcome == "xfail":
-                pytest.xfail(verdict.message)
-            pytest.fail(verdict.message, pytrace=False)
-        if self.failure_kind:
-            pytest.fail(self.failure, pytrace=False)
-
-
 @pytest.fixture
-def conformance_cell(conformance_spec: CellSpec, request) -> Cell:
-    return _cell(request, conformance_spec, Cell)
-
-
-@pytest.fixture
-def latency_cell(latency_spec: CellSpec, request) -> LatencyCell:
-    return _cell(request, latency_spec, LatencyCell)
-
-
-def _cell(request, spec: CellSpec, kind):
-    """The cell of a test, or a skip (a failure under --require) when the machine
-    lacks what its target needs."""
-    session = request.config.stash[SESSION]
-    lacking = _lacking(session, spec)
-    if lacking and lacking[0] in session.options.required:
-        pytest.fail(f"--require {lacking[0]}: {lacking[1]}")
-    if lacking:
-        pytest.skip(lacking[1])
-    cell = kind(spec, session, _reproduce(request))
-    request.node.stash[CELL] = cell
-    return cell
-
-
-def _lacking(session: ConformanceSession, spec: CellSpec) -> tuple[str, str] | None:
-    """Why the cell cannot run here, and the name `--require` would give it."""
-    case = session.entry(spec.case)
-    if case.quantized_engine and spec.target.device != "cpu":
-        return "quantized", "eager-mode quantized kernels run on the CPU only"
-    return missing(spec.target.runtime, spec.target.device, spec.target.path)
-
-
-def _reproduce(request) -> str:
-    extra = "".join(f" --cases {shlex.quote(c)}" for c in request.config.option.cases)
-    return f"pytest {shlex.quote(request.node.nodeid)}{extra}"
+def conformance_cell(conformance_spec: CellSpec, request) -> CheckCell:
+    return make_cell(request, conformance_spec, CheckCell)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    params = item.callspec.params if hasattr(item, "callspec") else {}
-    spec = params.get("conformance_spec") or params.get("latency_spec")
+    spec = cell_spec(item)
     if spec is None:
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
@@ -363,23 +314,18 @@ def pytest_runtest_makereport(item, call):
 def _record(item, report, call, spec: CellSpec) -> dict:
     cell = item.stash.get(CELL, None)
     outcome, message = _outcome(report, call, cell)
+    # The row that applies to the cell: its reason, where it is, and the kind it expects.
+    row = cell.row if cell else item.config.stash[SESSION].expectation(spec)
     data = {"case": spec.case, "target": spec.target.id, "path": spec.target.path,
             "runtime": spec.target.runtime, "device": spec.target.device,
             "check": spec.check, "nodeid": item.nodeid,
             "metrics": cell.metrics if cell else {}, "timings": cell.timings if cell else {},
             "artifact": cell.artifact if cell else {},
-            "expectation": _expectation(item, spec),
+            "expectation": row.record() if row else None,
             # the CheckFailure's kind (FAILURE_KINDS) of a failed or xfailed check, else None
-            "failure_kind": getattr(cell, "failure_kind", None)}
-    if spec.check == "latency":
-        data.update(latency_record_fields(item.config))
+            "failure_kind": getattr(cell, "failure_kind", None),
+            **(cell.record_fields() if cell else {})}
     return make_record(data, outcome, call.duration, message)
-
-
-def _expectation(item, spec: CellSpec) -> dict | None:
-    """The row that applies to the cell: its reason, where it is, and the kind it expects."""
-    row = item.config.stash[SESSION].expectations.lookup(spec.case, spec.target.id, spec.check)
-    return row.record() if row else None
 
 
 def _outcome(report, call, cell=None) -> tuple[str, str]:
@@ -402,7 +348,6 @@ class Recorder:
 
     def __init__(self, writer):
         self.writer = writer
-        self.latency: list[dict] = []
         self.outcomes: dict[str, collections.Counter] = collections.defaultdict(
             collections.Counter)
         self.expected: collections.Counter = collections.Counter()  # xfails by row
@@ -412,8 +357,6 @@ class Recorder:
             if name == RECORD:
                 self.writer.write(value)
                 self.outcomes[value["target"]][value["outcome"]] += 1
-                if value["check"] == "latency":
-                    self.latency.append(value)
                 if value["outcome"] == "xfailed" and value.get("expectation"):
                     self.expected[value["expectation"]["row"]] += 1
 
@@ -427,11 +370,8 @@ class Recorder:
             terminalreporter.section("conformance expected failures, by expectation row")
             for row, count in self.expected.most_common():
                 terminalreporter.write_line(f"{count:>5}  {row}")
-        latency_lines = summary_lines(self.latency)
-        if latency_lines:
-            terminalreporter.section("conformance latency")
-            for line in latency_lines:
-                terminalreporter.write_line(line)
+        terminalreporter.config.hook.pytest_conformance_terminal_summary(
+            terminalreporter=terminalreporter)
         terminalreporter.write_line(
             f"conformance: {self.writer.count} records written to {self.writer.file}")
 

@@ -9,18 +9,15 @@ from pathlib import Path
 from conformance.runtimes import threads as budget
 from conformance import expectations as expect
 from conformance.cases import Case, Registry, build_registry, load_cases_module
-from conformance.exporters.cache import harness_build_dir
+from conformance.layout import harness_build_dir
 from conformance.checks.catalog import CHECKS, applies
 from conformance.runtimes.libtorch import Harness
-from conformance.latency.measure import EAGER_PATH, NOT_TIMED, Method
-from conformance.latency.summary import DEFAULT_MAX_SLOWDOWN
 from conformance.checks.families import FAMILIES, Family, FamilySubject, scratch_dir
 from conformance.checks.property_search import SearchSettings
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target, targets_for
 from conformance.versions import torch_release
 from conformance.runtimes.fresh_process import FreshProcess
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,17 +47,7 @@ class Options:
     cell_timeout: float | None = 900.0
     eager_timeout: float | None = 300.0
     harness_build_dir: Path | None = None
-    latency: LatencyOptions | None = None  # set when the run is a latency run
     search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
-
-
-@dataclasses.dataclass
-class LatencyOptions:
-    method: Method
-    baseline: Path | None = None  # the records of an earlier run, for the regression gate
-    max_slowdown: float = DEFAULT_MAX_SLOWDOWN
-    memory: bool = False  # measure peak memory, one new process per cell
-    baseline_speedups: dict = dataclasses.field(default_factory=dict)  # (case, target) -> x
 
 
 class ConformanceSession:
@@ -84,6 +71,7 @@ class ConformanceSession:
             {f.name: f for f in FAMILIES} if options.builtin_cases else {})
         self.generated = False
         self.registered_tags: set[str] = set()
+        self._rows: dict[CellSpec, expect.Expectation | None] = {}
 
     def tags(self) -> list[str]:
         """Every tag of the session's cases and families, sorted."""
@@ -114,15 +102,12 @@ class ConformanceSession:
                 CellSpec(family.name, target, "generated_models")
                 for family in self.families.values() for target in targets_for(family.tags)]
 
-    def latency_cells(self) -> list[CellSpec]:
-        """One latency cell per case and timed target, and eager's own, per device."""
-        cells = []
-        for case in self.registry:
-            targets = [t for t in targets_for(case.tags) if t.runtime not in NOT_TIMED]
-            devices = dict.fromkeys(t.device for t in targets)
-            eager = [Target(EAGER_PATH, "torch", device) for device in devices]
-            cells += [CellSpec(case.name, target, "latency") for target in eager + targets]
-        return cells
+    def expectation(self, spec: CellSpec) -> expect.Expectation | None:
+        """The expectation row that applies to a cell. Looked up once per cell and
+        remembered: the parametrization, the verdict and the record all ask."""
+        if spec not in self._rows:
+            self._rows[spec] = self.expectations.lookup(spec.case, spec.target.id, spec.check)
+        return self._rows[spec]
 
     def subject(self, spec: CellSpec, reproduce: str) -> Subject | FamilySubject:
         if spec.case in self.families:

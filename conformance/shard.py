@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import zlib
 
+from conformance.cell import cell_spec
+
 
 class ShardError(ValueError):
     pass
@@ -26,8 +28,6 @@ def shard_of(case: str, count: int) -> int:
 
 
 def outside(items: list, index: int, count: int) -> list:
-    """The items of cells whose case is in another shard."""
-    specs = ((item, item.callspec.params.get("conformance_spec")
-              or item.callspec.params.get("latency_spec"))
-             for item in items if hasattr(item, "callspec"))
+    """The items of cells, of any plugin, whose case is in another shard."""
+    specs = ((item, cell_spec(item)) for item in items)
     return [item for item, spec in specs if spec and shard_of(spec.case, count) != index]

@@ -160,7 +160,7 @@ def test_a_quantized_artifact_is_loaded_under_its_cases_engine(tmp_path, monkeyp
     import torch
 
     from conformance.runtimes import libtorch as harness
-    from conformance.exporters.cache import harness_build_dir
+    from conformance.layout import harness_build_dir
 
     if runtime == "libtorch" and harness.toolchain_problem():
         pytest.skip(harness.toolchain_problem())

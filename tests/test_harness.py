@@ -13,7 +13,7 @@ from conformance.checks import catalog as checks
 from conformance.runtimes import libtorch as harness
 
 from conformance.exporters import artifact as paths
-from conformance.exporters.cache import harness_build_dir
+from conformance.layout import harness_build_dir
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.compare import compare
 from conformance.runtimes.libtorch import Harness, HarnessError, LibtorchModel

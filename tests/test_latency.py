@@ -21,6 +21,7 @@ from conformance.checks.catalog import CheckFailure
 from conformance.latency.measure import Method, NotBenchmarked
 from conformance.checks.subject import CaseState, Subject
 from conformance.targets import Target
+from tests.patching import exporter_of, loader_of, patch_exporter, patch_loader
 from tests import broken_models
 
 QUICK = Method(warmup=2, min_rounds=15, max_rounds=40, max_time_s=0.05)
@@ -83,7 +84,7 @@ def subject_for(case, path, runtime, tmp_path) -> Subject:
 
 def slowed_loader(monkeypatch, runtime: str, delay_s: float) -> None:
     """A runtime that computes the right outputs, `delay_s` late."""
-    sound = runtimes.LOADERS[runtime]
+    sound = loader_of(runtime)
 
     def slow(file, device):
         loaded = sound(file, device)
@@ -93,7 +94,7 @@ def slowed_loader(monkeypatch, runtime: str, delay_s: float) -> None:
             return loaded(*inputs)
         return call
 
-    monkeypatch.setitem(runtimes.LOADERS, runtime, slow)
+    patch_loader(monkeypatch, runtime, slow)
 
 
 def test_a_slowed_runtime_measures_slower_than_eager(tmp_path, monkeypatch):
@@ -121,13 +122,13 @@ def test_the_regression_gate_fails_a_slowed_runtime_against_a_sound_baseline(tmp
 
 
 def test_an_artifact_that_differs_from_eager_is_not_benchmarked(tmp_path, monkeypatch):
-    sound = paths.EXPORTERS["trace"]
+    sound = exporter_of("trace")
 
     def other_weights(model, example, file, options):
         torch.manual_seed(123)
         sound(broken_models.Linear().eval(), example, file, options)
 
-    monkeypatch.setitem(paths.EXPORTERS, "trace", other_weights)
+    patch_exporter(monkeypatch, "trace", other_weights)
     subject = subject_for(broken_models.linear_case(), "trace", "torch", tmp_path)
     with pytest.raises(NotBenchmarked, match="does not match eager: case linear, target "
                                              "trace-torch-cpu, check matches_eager"):
@@ -142,7 +143,7 @@ def test_an_expected_failure_is_not_benchmarked_and_a_crash_fails(tmp_path, monk
     def crashing(file, device):
         raise RuntimeError("the runtime fell over")
 
-    monkeypatch.setitem(runtimes.LOADERS, "torch", crashing)
+    patch_loader(monkeypatch, "torch", crashing)
     crashed = subject_for(broken_models.linear_case(), "script", "torch", tmp_path / "crash")
     with pytest.raises(CheckFailure, match="the runtime fell over"):
         latency.ensure_correct(crashed, None)
@@ -219,7 +220,7 @@ class Wide(torch.nn.Module):
 @pytest.mark.parametrize("runtime", ["torch", "libtorch"])
 def test_peak_memory_comes_from_a_process_of_its_own_and_sees_the_weights(tmp_path, runtime):
     from conformance.runtimes import libtorch as harness
-    from conformance.exporters.cache import harness_build_dir
+    from conformance.layout import harness_build_dir
     from conformance.cases import Case, random_inputs
     from conformance.latency.memory import peak_rss_mib
 

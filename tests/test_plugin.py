@@ -396,6 +396,29 @@ def test_a_latency_run_records_samples_budget_and_prints_the_table(suite, pytest
                                  "*geometric mean of the speedup over eager*"])
 
 
+def test_the_matrix_runs_with_the_latency_plugin_blocked(pytester):
+    """The conformance plugin stands alone: the latency plugin only adds to it. The
+    thread budget is the core's, so --threads stays; --latency goes with its plugin."""
+    pytester.makepyfile(my_models=USER_CASES, test_matrix=MATRIX)
+    args = ("-p", "no:conformance-latency", "--no-builtin-cases", "--cases", "my_models.py",
+            "--conformance-results", "records.jsonl", "-p", "no:randomly",
+            "--artifacts-dir=artifacts")
+    result = pytester.runpytest(*args, "--threads=1", "-k",
+                                "small and trace-torch-cpu and (matches_eager or generalizes)")
+    result.assert_outcomes(passed=2)
+    assert {(r["target"], r["check"]) for r in records(pytester)} == {
+        ("trace-torch-cpu", "matches_eager"), ("trace-torch-cpu", "generalizes")}
+    result.stdout.fnmatch_lines(["*conformance by target*", "*2 records written to*"])
+    assert "conformance latency" not in result.stdout.str()
+    # The package's own latency test module goes with its plugin.
+    listed = pytester.runpytest(*args, "--pyargs", "conformance", "--co", "-q")
+    assert listed.ret == pytest.ExitCode.OK and "test_check[small-" in listed.stdout.str()
+    assert "test_latency" not in listed.stdout.str()
+    result = pytester.runpytest(*args, "--co", "--latency")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unrecognized arguments: --latency*"])
+
+
 def test_a_latency_run_refuses_parallel_workers(suite):
     result = suite("--latency", "-n", "2", "--co")
     result.stderr.fnmatch_lines(["*--latency runs in one process*"])

@@ -121,7 +121,7 @@ def test_compiles_fullgraph_fails_on_a_graph_break(tmp_path):
                     reason=str(harness.toolchain_problem()))
 def test_an_aoti_package_with_other_weights_fails_on_python_and_on_libtorch(tmp_path,
                                                                             monkeypatch):
-    from conformance.exporters.cache import harness_build_dir
+    from conformance.layout import harness_build_dir
 
     export_other_weights(monkeypatch, "aoti")
     process = harness.Harness(harness_build_dir(), timeout_s=300)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from conformance.runtimes import loaders as runtimes
+from conformance.runtimes.loaders import copy_inputs
 from conformance.checks.compare import Comparison, compare
 from conformance.exporters.artifact import ExportError
 from conformance.checks.subject import EagerFailed, Subject, tensor_leaves
@@ -18,6 +18,7 @@ from conformance.targets import Target, loader_name, path_row
 from conformance.runtimes.process import ProcessError
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.runtimes.fresh_process import to_cpu
+from conformance.messages import first_lines
 
 
 # What kind of failure a check met, in the words expectation rows use (`kind = ...`).
@@ -71,12 +72,10 @@ def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], An
     except ProcessError as exc:  # the fresh process or the libtorch harness
         fail(subject, check, f"{what} failed in {exc.where}", str(exc), kind=exc.kind)
     except Exception as exc:  # any runtime error is this cell's failure, not the session's
-        fail(subject, check, f"{what} raised {type(exc).__name__}", _first_lines(exc),
+        fail(subject, check, f"{what} raised {type(exc).__name__}", first_lines(exc, 8),
              kind="runtime-error")
 
 
-def _first_lines(exc: BaseException, count: int = 8) -> str:
-    return "\n".join([line for line in str(exc).splitlines() if line.strip()][:count])
 
 
 def _compare(subject: Subject, actual: Any, expected: Any) -> Comparison:
@@ -380,7 +379,7 @@ def _compare_on(subject: Subject, inputs) -> tuple[Comparison, Any]:
     try:
         expected = subject.expected(subject.state.run(subject.state.model, inputs))
     except Exception as exc:
-        raise _EagerRejects(f"{type(exc).__name__}: {_first_lines(exc, 3)}") from exc
+        raise _EagerRejects(f"{type(exc).__name__}: {first_lines(exc, 3)}") from exc
     return _compare(subject, subject.run_artifact(inputs), expected), expected
 
 
@@ -391,7 +390,7 @@ def _disagreement(subject: Subject, inputs) -> str | None:
     except _EagerRejects as exc:  # the space holds inputs the model itself rejects
         return f"eager raised {exc}: the input space holds inputs the model rejects"
     except Exception as exc:  # an artifact that refuses a declared input fails the property
-        return f"the artifact raised {type(exc).__name__}: {_first_lines(exc, 4)}"
+        return f"the artifact raised {type(exc).__name__}: {first_lines(exc, 4)}"
     return None if result.ok else result.summary()
 
 
@@ -489,7 +488,7 @@ def compiles_fullgraph(subject: Subject) -> dict:
         fail(subject, "compiles_fullgraph", f"torch.compile(fullgraph=True) refuses the model "
              f"({metrics['graph_breaks']} graph break(s) without fullgraph, "
              f"{metrics['graphs']} graph(s) captured)",
-             _break_reasons(explained) or _first_lines(exc), metrics, kind="property")
+             _break_reasons(explained) or first_lines(exc, 8), metrics, kind="property")
     return metrics
 
 
@@ -502,7 +501,7 @@ def explain(state):
 
     torch._dynamo.reset()
     with state.context():
-        return torch._dynamo.explain(state.model)(*runtimes.copy_inputs(state.example))
+        return torch._dynamo.explain(state.model)(*copy_inputs(state.example))
 
 
 def count_recompiles(state, probe_inputs: list) -> int:
@@ -534,7 +533,7 @@ def graph_valid(subject: Subject) -> dict:
                                                      strict_mode=True)
     except Exception as exc:  # the checker's own message says what is malformed
         fail(subject, "graph_valid", f"the ONNX model is not valid: {type(exc).__name__}",
-             _first_lines(exc), kind="property")
+             first_lines(exc, 8), kind="property")
     return {"nodes": len(inferred.graph.node),
             "opset": next((o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")),
                           None)}

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from conformance import spaces
 
-from conformance.exporters import artifact as exported
+from conformance.exporters.artifact import Artifact, ExportOptions, cached_artifact, export
 
-from conformance.runtimes import loaders as runtimes
+from conformance.runtimes.loaders import copy_inputs, run
 from conformance.cases import Case, Inputs
 from conformance.exporters.cache import artifact_key, artifact_lock
 from conformance.checks.compare import flatten
-from conformance.exporters.artifact import first_lines
+from conformance.messages import first_line, first_lines
 from conformance.checks.probes import Probe, aimed_probes, derived_probes, tracer_warnings
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.checks.property_search import SearchSettings
@@ -157,7 +157,7 @@ class CaseState:
         except EagerFailed as exc:
             if not probe.derived or exc.timed_out:
                 raise
-            self.dropped_probes[probe.label] = str(exc).splitlines()[0]
+            self.dropped_probes[probe.label] = first_line(exc)
             return False
         return True
 
@@ -193,10 +193,10 @@ class CaseState:
     def call(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Call:
         """Run `fn` on its own copy of the inputs: eager and every artifact get fresh
         tensors, so a model that writes into its inputs cannot change another's."""
-        own = runtimes.copy_inputs(inputs)
+        own = copy_inputs(inputs)
         started = time.perf_counter()
         with self.context():
-            outputs = runtimes.run(fn, own)
+            outputs = run(fn, own)
         if timing:
             self.timings[timing] = time.perf_counter() - started
         return Call(outputs, own)
@@ -204,10 +204,10 @@ class CaseState:
     def run(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Any:
         return self.call(fn, inputs, timing).outputs
 
-    def artifact(self, path: str, opset: int | None = None) -> exported.Artifact:
+    def artifact(self, path: str, opset: int | None = None) -> Artifact:
         return self.memo(("artifact", path, opset), lambda: self._export(path, opset))
 
-    def export_options(self, path: str, opset: int | None) -> exported.ExportOptions:
+    def export_options(self, path: str, opset: int | None) -> ExportOptions:
         row = path_row(path)
         inputs = self.case.input_names or tuple(f"input_{i}" for i in range(len(self.example)))
         outputs = self.case.output_names or tuple(
@@ -216,7 +216,7 @@ class CaseState:
         # torch.export specializes a dimension whose example size is 1.
         batch_one = any(name == "batch" and self.example[index].shape[axis] == 1
                         for index, axis, name, _, _ in dims)
-        return exported.ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
+        return ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
                                    dynamic_dims=dims,
                                    script_first=row.scripts_control_flow
                                    and self.case.has_control_flow,
@@ -234,32 +234,32 @@ class CaseState:
         return tuple((index, 0, "batch", 1, None) for index, value in enumerate(self.example)
                      if hasattr(value, "shape"))
 
-    def export_example(self, options: exported.ExportOptions) -> Inputs:
+    def export_example(self, options: ExportOptions) -> Inputs:
         if options.export_batch is None:
             return self.example
         return self.memo(("export_example", options.export_batch), lambda: self.to_device(
             self.seeded(5, lambda: self.case.example(batch=options.export_batch))))
 
-    def _export(self, path: str, opset: int | None) -> exported.Artifact:
+    def _export(self, path: str, opset: int | None) -> Artifact:
         row = path_row(path)
         if not row.saves_file:  # compiled when loaded; nothing is written
-            return exported.Artifact(path, None, 0.0, [])
+            return Artifact(path, None, 0.0, [])
         options = self.export_options(path, opset)
         key = self.memo(("key", path, opset), lambda: artifact_key(
             self.case, path, options, self.device, self.model, self.export_example(options)))
         file = self.artifact_dir / f"{self.case.name}-{path}-{key}{row.suffix}"
         with artifact_lock(file, enabled=self.use_cache):
-            cached = exported.cached_artifact(path, file) if self.use_cache else None
+            cached = cached_artifact(path, file) if self.use_cache else None
             if cached is not None:
                 return cached
             return self._export_to(row, file, options, opset)
 
-    def _export_to(self, row, file: Path, options: exported.ExportOptions,
-                   opset: int | None) -> exported.Artifact:
+    def _export_to(self, row, file: Path, options: ExportOptions,
+                   opset: int | None) -> Artifact:
         with self.context():
             # The exporter runs the model: on a copy, which a model may write into.
-            artifact = exported.export(row.name, row.export, self.model,
-                                    runtimes.copy_inputs(self.export_example(options)), file,
+            artifact = export(row.name, row.export, self.model,
+                                    copy_inputs(self.export_example(options)), file,
                                     options)
         self.timings[f"export_{row.name}{opset or ''}_s"] = artifact.export_seconds
         return artifact
@@ -315,7 +315,7 @@ class Subject:
         return self.state.case
 
     @property
-    def artifact(self) -> exported.Artifact:
+    def artifact(self) -> Artifact:
         return self.state.artifact(self.target.path, self.target.opset)
 
     @property

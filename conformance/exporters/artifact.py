@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from conformance.messages import first_lines
+
 # Deprecation notices that every call of a TorchScript API emits since torch 2.9;
 # they say nothing about the model, so records keep only the other warnings.
 _BOILERPLATE = ("is deprecated",)
@@ -150,8 +152,7 @@ def explain_export_error(path: str, options: ExportOptions, exc: BaseException) 
 def _cause(text: str, count: int = 6) -> str:
     if _SUMMARY in text:
         text = text.split(_SUMMARY, 1)[1]
-    lines = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(lines[:count])
+    return first_lines(text, count)
 
 
 def _chain_text(exc: BaseException | None) -> str:
@@ -171,9 +172,6 @@ def model_warnings(caught) -> list[str]:
     return messages
 
 
-def first_lines(exc: BaseException, count: int = 6) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return "\n".join(lines[:count])
 
 
 # The cached file's bytes -----------------------------------------------------------

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +39,6 @@ from conformance.exporters.fingerprint import (case_fingerprint, code_fingerprin
                                                global_flags, inputs_fingerprint,
                                                model_fingerprint, sha, stable_repr)
 from conformance.versions import versions
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "conformance"
-
-
-def default_dir() -> Path:
-    return cache_root() / "artifacts"
-
-
-def harness_build_dir() -> Path:
-    """Where the libtorch harness is built, one directory per build key."""
-    return cache_root() / "harness"
 
 
 def artifact_key(case: Case, path: str, options: Any, device: str, model: Any = None,

@@ -17,6 +17,7 @@ from typing import Callable
 
 from conformance.latency import stats as latency_stats
 from conformance.checks.subject import Subject
+from conformance.targets import path_row
 
 # Runtimes with no latency cell, and why: their speed is not what they are for.
 NOT_TIMED = {
@@ -161,7 +162,7 @@ def cold_costs(subject: Subject) -> dict:
     timings, target = subject.state.timings, subject.target
     if target.path == EAGER_PATH:
         return {"build_s": timings.get("build_s"), "first_call_s": timings.get("eager_s")}
-    if target.path == "compile":  # compiled lazily: the first call is the compile
+    if not path_row(target.path).saves_file:  # compiled lazily: the first call compiles
         return {"compile_s": timings.get(f"compile_{target.runtime}_s"),
                 "first_call_s": timings.get(f"compile_{target.runtime}_s")}
     artifact = subject.artifact

@@ -15,8 +15,13 @@ from pathlib import Path
 
 from conformance.runtimes import threads as budget
 from conformance.checks.subject import Subject
+from conformance.targets import Target, loader_name, path_row
 
-BUILT_IN_PROCESS = frozenset({"eager", "compile"})
+def built_in_process(target: Target) -> bool:
+    """Eager, and a path that saves nothing (torch.compile): no artifact to load, so the
+    new process builds the case itself."""
+    row = path_row(target.path)
+    return row is None or not row.saves_file
 
 
 def peak_rss_mib(subject: Subject, case_modules: list[str], builtin: bool,
@@ -25,7 +30,7 @@ def peak_rss_mib(subject: Subject, case_modules: list[str], builtin: bool,
     target = subject.target
     if target.runtime == "libtorch":
         kib = _libtorch_peak(subject, harness_build_root, timeout_s)
-    elif target.path in BUILT_IN_PROCESS:
+    elif built_in_process(target):
         kib = _built_case_peak(subject, case_modules, builtin, timeout_s)
     else:
         kib = _artifact_peak(subject, timeout_s)
@@ -51,8 +56,8 @@ def _artifact_peak(subject: Subject, timeout_s: float) -> int:
     state, target = subject.state, subject.target
     process = FreshProcess(timeout_s)
     try:
-        _, timings = process.run(target.runtime, subject.artifact.file, state.example,
-                                 state.device, subject.case.quantized_engine, target.path)
+        _, timings = process.run(loader_name(target), subject.artifact.file, state.example,
+                                 state.device, subject.case.quantized_engine)
         return timings["peak_rss_kib"]
     finally:
         process.close()
@@ -83,14 +88,14 @@ def build_and_run_case(request: dict) -> dict:
     from conformance.cases import build_registry, load_cases_module
     from conformance.checks.subject import CaseState
     from conformance.runtimes.fresh_process import peak_rss_kib
-    from conformance.targets import Target
 
     registry = build_registry(request.get("builtin", True),
                               [load_cases_module(spec) for spec in request.get("case_modules", [])])
     state = CaseState(registry[request["case"]], request["device"], Path(request["scratch"]))
     started = time.perf_counter()
-    if request["path"] == "compile":
-        state.loaded(Target("compile", request["runtime"], request["device"]))
-    else:
+    target = Target(request["path"], request["runtime"], request["device"])
+    if path_row(target.path) is None:  # eager
         state.run(state.model, state.example)
+    else:  # compiled in process by its first call
+        state.loaded(target)
     return {"build_and_run_s": time.perf_counter() - started, "peak_rss_kib": peak_rss_kib()}

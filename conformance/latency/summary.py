@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from conformance.latency.stats import UNSTABLE_SPREAD, geometric_mean
+from conformance.messages import first_line
 
 CHECK = "latency"
 # What the Raspberry Pi tutorial measured for qnnpack-quantized models on a Pi 4
@@ -159,9 +160,9 @@ def lost(records: list[dict], baseline_records: list[dict]) -> list[str]:
     for case, target in sorted(speedups(baseline_records)):
         record = recorded.get((case, target))
         if record and (case, target) not in now:
-            why = (record.get("message") or "").strip().splitlines()[:1]
+            why = first_line(record.get("message") or "")
             found.append(f"case {case}, target {target}: measured in the baseline, "
-                         f"{record['outcome']} now" + (f": {why[0]}" if why else ""))
+                         f"{record['outcome']} now" + (f": {why}" if why else ""))
     return found
 
 

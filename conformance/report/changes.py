@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 
 from conformance.latency import summary as latency_summary
+from conformance.messages import first_line
+
+
 BAD = frozenset({"failed", "error"})
 GOOD = frozenset({"passed", "xfailed"})  # an expected failure is the table's verdict
 
@@ -48,9 +51,9 @@ class Changes:
 
 
 def describe(record: dict) -> str:
-    first = (record.get("message") or "").strip().splitlines()[:1]
+    first = first_line(record.get("message") or "")
     return (f"{record['case']} {record['target']} {record['check']} ({record['outcome']})"
-            + (f": {first[0][:200]}" if first else ""))
+            + (f": {first[:200]}" if first else ""))
 
 
 def compare(previous: list[dict], current: list[dict], max_slowdown: float

@@ -6,6 +6,7 @@ import json
 import math
 
 from conformance.latency.summary import ms
+from conformance.messages import first_line
 
 COLOURS = {"error": "#b71c1c", "failed": "#e53935", "xpassed": "#fb8c00", "xfailed": "#fdd835",
            "passed": "#43a047", "skipped": "#e0e0e0", None: "#ffffff"}
@@ -78,8 +79,8 @@ def _hover(case: str, target: str, cell: dict) -> str:
     lines = [f"{case} on {target}: {cell['outcome']}"]
     for c in cell["checks"]:
         error = f", max abs {c['max_abs']:.3g}" if c.get("max_abs") is not None else ""
-        first = c["message"].strip().splitlines()[:1]
-        lines.append(f"{c['check']}: {c['outcome']}{error}" + (f" ({first[0][:160]})"
+        first = first_line(c["message"])
+        lines.append(f"{c['check']}: {c['outcome']}{error}" + (f" ({first[:160]})"
                                                                if first else ""))
     return "\n".join(lines)
 

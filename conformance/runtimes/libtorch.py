@@ -367,7 +367,7 @@ def _median(values: list[float]) -> float:
 if __name__ == "__main__":
     import argparse
 
-    from conformance.exporters.cache import harness_build_dir
+    from conformance.layout import harness_build_dir
 
     parser = argparse.ArgumentParser(description="Build the libtorch harness and measure what "
                                                  "one request costs")
