@@ -1,0 +1,31 @@
+"""What `pip install .` ships: every subpackage of conformance/, and the top-level
+fixtures/ and cpp_harness/ inside the package (pyproject.toml lists packages by name,
+so a new subpackage that is not listed would be missing from an installed copy)."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def setuptools_table() -> dict:
+    return tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_subpackage_of_the_suite_is_shipped():
+    found = {".".join(init.parent.relative_to(REPOSITORY).parts)
+             for init in (REPOSITORY / "conformance").rglob("__init__.py")}
+    assert found <= set(setuptools_table()["packages"]), \
+        f"add {sorted(found - set(setuptools_table()['packages']))} to pyproject.toml's packages"
+
+
+def test_the_top_level_fixtures_and_harness_are_shipped_inside_the_package():
+    table = setuptools_table()
+    assert table["package-dir"] == {"conformance.fixtures": "fixtures",
+                                    "conformance.cpp_harness": "cpp_harness"}
+    assert {"conformance.fixtures", "conformance.cpp_harness"} <= set(table["packages"])
+    shipped = table["package-data"]
+    assert (REPOSITORY / "fixtures" / "expectations.toml").is_file() and \
+        "*.toml" in shipped["conformance.fixtures"]
+    assert {"CMakeLists.txt", "*.cpp"} <= set(shipped["conformance.cpp_harness"])
