@@ -22,8 +22,8 @@ from typing import Callable
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from conformance.layout import builtin_expectations
 from conformance.checks.catalog import FAILURE_KINDS
+from conformance.layout import builtin_expectations
 
 FIELDS = {"case", "target", "check", "kind", "match", "torch", "reason"}
 OBSERVED_LINES = 2  # lines of a failure quoted beside an xfail's reason

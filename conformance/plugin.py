@@ -15,15 +15,14 @@ import pytest
 
 from conformance import expectations as expect
 from conformance import shard
-from conformance.runtimes import threads as budget
 from conformance.cases import CaseError
 from conformance.cell import CheckCell, cell_spec, make_cell
-from conformance.records import RecordWriter, make_record
-from conformance.layout import builtin_expectations
-from conformance.session import CellSpec, ConformanceSession, Options
-from conformance.layout import default_dir
-from conformance.keys import CELL, SESSION
 from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search_settings
+from conformance.keys import CELL, SESSION
+from conformance.layout import builtin_expectations, default_dir
+from conformance.records import RecordWriter, make_record
+from conformance.runtimes import thread_budget
+from conformance.session import CellSpec, ConformanceSession, Options
 from conformance.targets import slow_cell
 from conformance.versions import header_line, torch_release
 
@@ -152,7 +151,7 @@ def install_budget(config) -> None:
         return
     import torch
 
-    budget.install(budget.Budget(threads or torch.get_num_threads(), opt.flush_denormal))
+    thread_budget.install(thread_budget.Budget(threads or torch.get_num_threads(), opt.flush_denormal))
 
 
 def _check_rootdir(config) -> None:

@@ -6,18 +6,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from conformance.runtimes import threads as budget
 from conformance import expectations as expect
 from conformance.cases import Case, Registry, build_registry, load_cases_module
-from conformance.layout import harness_build_dir
 from conformance.checks.catalog import CHECKS, applies
-from conformance.runtimes.libtorch import Harness
 from conformance.checks.families import FAMILIES, Family, FamilySubject, scratch_dir
 from conformance.checks.property_search import SearchSettings
 from conformance.checks.subject import CaseState, Subject
+from conformance.layout import harness_build_dir
+from conformance.runtimes import thread_budget
+from conformance.runtimes.fresh_process import FreshProcess
+from conformance.runtimes.libtorch import Harness
 from conformance.targets import Target, targets_for
 from conformance.versions import torch_release
-from conformance.runtimes.fresh_process import FreshProcess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ class ConformanceSession:
         # removed at its end: a full matrix writes gigabytes.
         self._scratch = None if options.artifact_cache else tempfile.mkdtemp(prefix="conformance-")
         self.artifact_dir = Path(self._scratch) if self._scratch else options.artifact_dir
-        self._worker: FreshProcess | None = None
+        self._fresh_process: FreshProcess | None = None
         self._harness: Harness | None = None
         self._state: CaseState | None = None
         self._generated_dir: Path | None = None
@@ -114,7 +114,7 @@ class ConformanceSession:
             return FamilySubject(self.families[spec.case], spec.target, self.scratch(),
                                  lambda: self.harness, reproduce, self.options.search)
         return Subject(self.state(self.registry[spec.case], spec.target.device), spec.target,
-                       self.worker, reproduce, self.options.search)
+                       self.fresh_process, reproduce, self.options.search)
 
     def state(self, case: Case, device: str) -> CaseState:
         """The state of the current case; moving to another case frees the previous one."""
@@ -134,20 +134,20 @@ class ConformanceSession:
         return self._generated_dir
 
     @property
-    def worker(self) -> FreshProcess:
-        if self._worker is None:
-            self._worker = FreshProcess(self.options.fresh_process_timeout)
-        return self._worker
+    def fresh_process(self) -> FreshProcess:
+        if self._fresh_process is None:
+            self._fresh_process = FreshProcess(self.options.fresh_process_timeout)
+        return self._fresh_process
 
     @property
     def harness(self) -> Harness:
         if self._harness is None:
             self._harness = Harness(self.options.harness_build_dir or harness_build_dir(),
-                                    self.options.harness_timeout, budget.installed())
+                                    self.options.harness_timeout, thread_budget.installed())
         return self._harness
 
     def close(self) -> None:
-        for process in (self._worker, self._harness):
+        for process in (self._fresh_process, self._harness):
             if process:
                 process.close()
         for directory in (self._scratch, self._generated_dir):

@@ -2,6 +2,8 @@
 import torch
 
 from conformance import Case, random_inputs
+
+
 class Branchy(torch.nn.Module):
     def forward(self, x):
         if x.sum() > 0:

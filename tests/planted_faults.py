@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from conformance import Case
+
 PASS = "pass"
 # Every path the catalogue runs, each on the runtime its users ship it with.
 TARGETS = {

@@ -10,15 +10,12 @@ import pytest
 import torch
 
 from conformance import Case, random_inputs
-
-from conformance.exporters import cache, fingerprint
-
-from conformance.checks import catalog as checks
-
-from conformance.exporters import artifact as paths
 from conformance.cases import import_file_as
+from conformance.checks import catalog as checks
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
+from conformance.exporters import artifact as paths
+from conformance.exporters import cache, fingerprint
 from conformance.targets import Target
 from tests.patching import exporter_of, patch_exporter
 

@@ -4,16 +4,15 @@ import dataclasses
 import pytest
 
 from conformance.checks import catalog as checks
-
-from conformance.runtimes import loaders as runtimes
 from conformance.checks.catalog import CheckFailure
-from conformance.spaces import Dim, TensorSpace
 from conformance.checks.subject import CaseState, Subject
-from conformance.targets import Target
-from conformance.runtimes.fresh_process import FreshProcess
-from tests.patching import patch_loader
-from tests import broken_models
 from conformance.exporters import torchscript
+from conformance.runtimes import loaders as runtimes
+from conformance.runtimes.fresh_process import FreshProcess
+from conformance.spaces import Dim, TensorSpace
+from conformance.targets import Target
+from tests import broken_models
+from tests.patching import patch_loader
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +158,8 @@ def test_which_checks_apply_to_which_targets(check, case, target, applies):
 def test_a_quantized_artifact_is_loaded_under_its_cases_engine(tmp_path, monkeypatch, runtime):
     import torch
 
-    from conformance.runtimes import libtorch as harness
     from conformance.layout import harness_build_dir
+    from conformance.runtimes import libtorch as harness
 
     if runtime == "libtorch" and harness.toolchain_problem():
         pytest.skip(harness.toolchain_problem())

@@ -11,7 +11,7 @@ import torch
 
 from conformance.cases import Tolerance
 from conformance.checks.compare import (DEFAULT_TOLERANCES, EXACT, Comparison, allowed_error,
-                                 compare, flatten, tolerance_for)
+                                        compare, flatten, tolerance_for)
 
 Output = collections.namedtuple("Output", ["logits", "hidden"])
 

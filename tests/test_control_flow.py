@@ -9,8 +9,8 @@ import onnx
 import pytest
 import torch
 
-from conformance.checks.control_flow import CONTROL_FLOW_NODES
-from conformance.checks.control_flow import control_flow, input_dependent_control_flow
+from conformance.checks.control_flow import (CONTROL_FLOW_NODES, control_flow,
+                                             input_dependent_control_flow)
 
 
 @torch.jit.script

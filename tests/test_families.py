@@ -7,17 +7,16 @@ from hypothesis import find
 from hypothesis.errors import NoSuchExample
 
 from conformance.checks import catalog as checks
-
-from conformance.exporters import artifact as paths
 from conformance.checks.catalog import CheckFailure
-from conformance.expectations import load_table
 from conformance.checks.families import FAMILIES, KNOWN_GAPS, FamilySubject, known_gap
-from conformance.fixtures import findings
 from conformance.checks.property_search import Profile, SearchSettings, search_settings
+from conformance.expectations import load_table
+from conformance.exporters import artifact as paths
+from conformance.exporters import torchscript
+from conformance.fixtures import findings
 from conformance.layout import builtin_expectations
 from conformance.targets import Target
 from tests.patching import patch_exporter
-from conformance.exporters import torchscript
 
 # Room enough for the planted bug to be drawn (grouped convolutions are a small share
 # of the models) and shrunk within a self-test.

@@ -15,8 +15,8 @@ import torch
 
 from conformance.cases import Case, name_problem
 from conformance.checks.compare import compare
-from conformance.fixtures import BUILTIN_CASES, seed_models, vision_zoo
 from conformance.checks.subject import CaseState
+from conformance.fixtures import BUILTIN_CASES, seed_models, vision_zoo
 
 CASES = {case.name: case for case in BUILTIN_CASES}
 # The cases whose example and probes take different branches of Python control

@@ -9,18 +9,17 @@ import pytest
 import torch
 
 from conformance.checks import catalog as checks
-
-from conformance.runtimes import libtorch as harness
-
-from conformance.exporters import artifact as paths
-from conformance.layout import harness_build_dir
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.compare import compare
-from conformance.runtimes.libtorch import Harness, HarnessError, LibtorchModel
 from conformance.checks.subject import CaseState, Subject
+from conformance.exporters import artifact as paths
+from conformance.layout import harness_build_dir
+from conformance.runtimes import libtorch as harness
+from conformance.runtimes.libtorch import Harness, HarnessError, LibtorchModel
 from conformance.targets import Target
 from tests import broken_models
 from tests.patching import patch_exporter
+
 
 @pytest.fixture(autouse=True)
 def toolchain(request):
@@ -256,7 +255,7 @@ def test_a_failed_build_fails_every_libtorch_cell_with_the_build_log(tmp_path, m
 
 
 def test_the_thread_budget_reaches_the_harness_at_every_start(tmp_path):
-    from conformance.runtimes.threads import Budget
+    from conformance.runtimes.thread_budget import Budget
 
     # 3: neither libtorch's default on a 2-core machine nor the 2 set below.
     process = Harness(harness_build_dir(), timeout_s=120, budget=Budget(threads=3))

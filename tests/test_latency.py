@@ -6,23 +6,18 @@ import time
 import pytest
 import torch
 
-from conformance.runtimes import threads as budget
-
-from conformance.latency import measure as latency
-
-from conformance.latency import stats as latency_stats
-
-from conformance.latency import summary as latency_summary
-
-from conformance.exporters import artifact as paths
-
-from conformance.runtimes import loaders as runtimes
 from conformance.checks.catalog import CheckFailure
-from conformance.latency.measure import Method, NotBenchmarked
 from conformance.checks.subject import CaseState, Subject
+from conformance.exporters import artifact as paths
+from conformance.latency import measure as latency
+from conformance.latency import stats as latency_stats
+from conformance.latency import summary as latency_summary
+from conformance.latency.measure import Method, NotBenchmarked
+from conformance.runtimes import loaders as runtimes
+from conformance.runtimes import thread_budget
 from conformance.targets import Target
-from tests.patching import exporter_of, loader_of, patch_exporter, patch_loader
 from tests import broken_models
+from tests.patching import exporter_of, loader_of, patch_exporter, patch_loader
 
 QUICK = Method(warmup=2, min_rounds=15, max_rounds=40, max_time_s=0.05)
 
@@ -154,14 +149,14 @@ def test_the_budget_sets_torch_threads_and_onnxruntime_session_options():
 
     before = torch.get_num_threads()
     try:
-        budget.install(budget.Budget(threads=1))
+        thread_budget.install(thread_budget.Budget(threads=1))
         assert torch.get_num_threads() == 1
         options = ort.SessionOptions()
-        budget.installed().onnxruntime_options(options)
+        thread_budget.installed().onnxruntime_options(options)
         assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
         assert options.get_session_config_entry("session.set_denormal_as_zero") == "0"
     finally:
-        budget.install(None)
+        thread_budget.install(None)
         torch.set_num_threads(before)
 
 
@@ -219,10 +214,10 @@ class Wide(torch.nn.Module):
 
 @pytest.mark.parametrize("runtime", ["torch", "libtorch"])
 def test_peak_memory_comes_from_a_process_of_its_own_and_sees_the_weights(tmp_path, runtime):
-    from conformance.runtimes import libtorch as harness
-    from conformance.layout import harness_build_dir
     from conformance.cases import Case, random_inputs
     from conformance.latency.memory import peak_rss_mib
+    from conformance.layout import harness_build_dir
+    from conformance.runtimes import libtorch as harness
 
     if runtime == "libtorch" and harness.toolchain_problem():
         pytest.skip(harness.toolchain_problem())

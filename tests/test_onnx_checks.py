@@ -6,17 +6,15 @@ import pytest
 from onnx import numpy_helper
 
 from conformance.checks import catalog as checks
-
-from conformance.exporters import artifact as paths
-
-from conformance.runtimes import loaders as runtimes
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
-from conformance.targets import Target
-from tests.patching import patch_exporter, patch_loader
-from tests import broken_models
-from conformance.runtimes import onnx as onnx_runtime
+from conformance.exporters import artifact as paths
 from conformance.exporters import onnx as onnx_exporter
+from conformance.runtimes import loaders as runtimes
+from conformance.runtimes import onnx as onnx_runtime
+from conformance.targets import Target
+from tests import broken_models
+from tests.patching import patch_exporter, patch_loader
 
 
 def onnx_subject(case, tmp_path, path="onnx", runtime="onnxruntime", opset=17) -> Subject:

@@ -458,8 +458,8 @@ CASES = [Case(name, lambda: torch.nn.Linear(4, 2), example=random_inputs((3, 4))
 
 
 def test_two_shards_merge_into_the_report_of_the_unsharded_run(pytester):
-    from conformance.report import data as report_data
     from conformance.records import read_records
+    from conformance.report import data as report_data
 
     pytester.makepyfile(sharded=SHARDED_CASES, test_matrix=MATRIX)
 

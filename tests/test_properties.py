@@ -5,17 +5,16 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from conformance.checks import catalog as checks
-
-from conformance.runtimes import loaders as runtimes
 from conformance.cases import Case, random_inputs
+from conformance.checks import catalog as checks
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.property_search import Profile, SearchSettings, search, search_settings
-from conformance.spaces import Dim, TensorSpace, example_problem
 from conformance.checks.subject import CaseState, Subject
+from conformance.exporters import torchscript
+from conformance.runtimes import loaders as runtimes
+from conformance.spaces import Dim, TensorSpace, example_problem
 from conformance.targets import Target
 from tests.patching import patch_loader
-from conformance.exporters import torchscript
 
 # Room enough for a planted bug to be found and shrunk within a self-test.
 THOROUGH = SearchSettings(Profile("thorough", max_examples=60, budget_s=120.0, shrink_s=120.0,

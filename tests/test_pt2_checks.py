@@ -4,18 +4,15 @@ import pytest
 import torch
 
 from conformance.checks import catalog as checks
-
-from conformance.runtimes import libtorch as harness
-
-from conformance.exporters import artifact as paths
-
-from conformance.runtimes import loaders as runtimes
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
-from conformance.targets import Target
+from conformance.exporters import artifact as paths
+from conformance.runtimes import libtorch as harness
+from conformance.runtimes import loaders as runtimes
 from conformance.runtimes.fresh_process import FreshProcess
-from tests.patching import exporter_of, patch_compile_backend, patch_exporter
+from conformance.targets import Target
 from tests import broken_models
+from tests.patching import exporter_of, patch_compile_backend, patch_exporter
 
 
 @pytest.fixture(scope="module")

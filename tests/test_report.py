@@ -6,12 +6,11 @@ import json
 import pytest
 
 from conformance.report import changes
-
+from conformance.report import cli as report
+from conformance.report import data as report_data
 from conformance.report import history
 
-from conformance.report import cli as report
 
-from conformance.report import data as report_data
 def record(case, target, check, outcome, max_abs=None, message="", expectation=None,
            torch="2.14.1"):
     return {"case": case, "target": target, "path": target.split("-")[0],

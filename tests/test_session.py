@@ -3,8 +3,8 @@ from pathlib import Path
 
 import torch
 
-from conformance.session import ConformanceSession, Options
 from conformance.checks.subject import CaseState
+from conformance.session import ConformanceSession, Options
 from conformance.targets import Target, loader_name
 from tests import broken_models
 
@@ -37,7 +37,7 @@ def test_the_fresh_process_can_be_used_again_after_it_was_closed(tmp_path):
     state = CaseState(broken_models.linear_case(), "cpu", tmp_path / "cache")
     artifact = state.artifact("script")
     for _ in range(2):
-        outputs, _ = session.worker.run(loader_name(Target("script", "torch")), artifact.file,
+        outputs, _ = session.fresh_process.run(loader_name(Target("script", "torch")), artifact.file,
                                          state.example, "cpu")
         expected = state.eager("example", state.example)
         assert torch.allclose(outputs, expected, rtol=1e-5, atol=1e-6)

@@ -10,20 +10,18 @@ import pytest
 import torch
 
 from conformance import Case
-
 from conformance.checks import catalog as checks
-
-from conformance.runtimes import loaders as runtimes
 from conformance.checks.catalog import CheckFailure, run_check
 from conformance.checks.probes import DERIVED_PROBES, aimed_probes, derived_probes
 from conformance.checks.property_search import Profile, SearchSettings
-from conformance.spaces import Dim, TensorSpace
 from conformance.checks.subject import CaseState, Subject
-from conformance.targets import Target
 from conformance.checks.time_limit import TimeLimitExceeded, time_limit
+from conformance.exporters import torchscript
+from conformance.runtimes import loaders as runtimes
+from conformance.spaces import Dim, TensorSpace
+from conformance.targets import Target
 from tests.patching import patch_loader
 from tests.planted_faults import BranchOnMean as SignBranch
-from conformance.exporters import torchscript
 
 
 def subject_of(case, path, tmp_path, runtime="torch", **state_options) -> Subject:

@@ -8,18 +8,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from conformance.runtimes.loaders import copy_inputs
 from conformance.checks.compare import Comparison, compare
-from conformance.exporters.artifact import ExportError
 from conformance.checks.subject import EagerFailed, Subject, tensor_leaves
+from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
+from conformance.exporters.artifact import ExportError
 from conformance.exporters.path import ARTIFACT_CHECKS
+from conformance.messages import first_lines
+from conformance.runtimes.fresh_process import to_cpu
+from conformance.runtimes.loaders import copy_inputs
+from conformance.runtimes.process import ProcessError
 from conformance.runtimes.table import RUNTIMES
 from conformance.targets import Target, loader_name, path_row
-from conformance.runtimes.process import ProcessError
-from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
-from conformance.runtimes.fresh_process import to_cpu
-from conformance.messages import first_lines
-
 
 # What kind of failure a check met, in the words expectation rows use (`kind = ...`).
 FAILURE_KINDS = {
@@ -440,7 +439,7 @@ def fresh_process(subject: Subject) -> dict:
                              lambda: subject.run_artifact(state.example))
     fresh, timings = run_or_fail(
         subject, "fresh_process", "loading and running the saved artifact",
-        lambda: subject.worker.run(loader_name(subject.target), subject.artifact.file,
+        lambda: subject.fresh_process.run(loader_name(subject.target), subject.artifact.file,
                                    state.example, state.device, subject.case.quantized_engine))
     result = _compare(subject, fresh, to_cpu(in_process))
     if not result.ok:

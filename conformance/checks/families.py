@@ -19,6 +19,7 @@ from conformance.cases import Case, random_inputs
 from conformance.checks.property_search import SearchSettings
 from conformance.targets import Target, path_row
 
+
 @dataclasses.dataclass(frozen=True)
 class Gap:
     """Layers that a target gets wrong or cannot export, found by a search and kept as a

@@ -12,19 +12,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from conformance import spaces
-
-from conformance.exporters.artifact import Artifact, ExportOptions, cached_artifact, export
-
-from conformance.runtimes.loaders import copy_inputs, run
+from conformance import spaces, targets
 from conformance.cases import Case, Inputs
-from conformance.exporters.cache import artifact_key, artifact_lock
 from conformance.checks.compare import flatten
-from conformance.messages import first_line, first_lines
 from conformance.checks.probes import Probe, aimed_probes, derived_probes, tracer_warnings
-from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.checks.property_search import SearchSettings
-from conformance import targets
+from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
+from conformance.exporters.artifact import Artifact, ExportOptions, cached_artifact, export
+from conformance.exporters.cache import artifact_key, artifact_lock
+from conformance.messages import first_line, first_lines
+from conformance.runtimes.loaders import copy_inputs, run
 from conformance.runtimes.table import RUNTIMES
 from conformance.targets import Target, flat_outputs, path_row
 
@@ -306,7 +303,7 @@ class Subject:
 
     state: CaseState
     target: Target
-    worker: FreshProcess | None = None
+    fresh_process: FreshProcess | None = None
     reproduce: str = ""
     search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
 

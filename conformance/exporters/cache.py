@@ -36,8 +36,8 @@ from typing import Any
 
 from conformance.cases import Case
 from conformance.exporters.fingerprint import (case_fingerprint, code_fingerprint, file_digest,
-                                               global_flags, inputs_fingerprint,
-                                               model_fingerprint, sha, stable_repr)
+                                               global_flags, inputs_fingerprint, model_fingerprint,
+                                               sha, stable_repr)
 from conformance.versions import versions
 
 

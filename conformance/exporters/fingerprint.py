@@ -25,8 +25,6 @@ from typing import Any, Iterable
 
 from conformance.cases import Case
 
-
-
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 

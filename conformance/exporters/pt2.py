@@ -3,8 +3,8 @@ AOTInductor package compiled from the exported program: a shared library and its
 weights)."""
 from __future__ import annotations
 
-from pathlib import Path
 import inspect
+from pathlib import Path
 from typing import Callable
 
 from conformance.exporters.artifact import ExportOptions

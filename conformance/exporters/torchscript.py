@@ -3,8 +3,8 @@ runs) and `script` (torch.jit.script compiles the Python source, control flow an
 Both save a TorchScript file that the torch runtime and the libtorch harness load."""
 from __future__ import annotations
 
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from conformance.exporters.artifact import ExportOptions

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance.runtimes import threads as budget
 from conformance.cell import Cell
 from conformance.latency.measure import EAGER_PATH, NOT_TIMED, Method, NotBenchmarked
 from conformance.latency.summary import CHECK, DEFAULT_MAX_SLOWDOWN, regression
+from conformance.runtimes import thread_budget
 from conformance.session import CellSpec, ConformanceSession
 from conformance.targets import Target, targets_for
 
@@ -47,7 +47,7 @@ class LatencyCell(Cell):
 
     def record_fields(self) -> dict:
         """Latencies compare only between runs with the same budget and method."""
-        return {"budget": budget.described(),
+        return {"budget": thread_budget.described(),
                 "method": self.options.method.describe() if self.options else None}
 
     def measure(self, benchmark=None) -> None:
@@ -69,8 +69,8 @@ class LatencyCell(Cell):
         """The samples and their statistics, and the peak memory when asked. Only an
         artifact that computes what eager computes is timed; an expectation row of its
         matches_eager cell says it does not."""
-        from conformance.latency import measure as latency
         from conformance.checks.catalog import run_or_fail
+        from conformance.latency import measure as latency
 
         row = self.session.expectation(dataclasses.replace(self.spec, check="matches_eager"))
         latency.ensure_correct(subject, row.reason if row else None)
@@ -81,8 +81,8 @@ class LatencyCell(Cell):
                 subject, "latency", "measuring peak memory", lambda: self.peak_memory(subject))
 
     def peak_memory(self, subject) -> float:
-        from conformance.layout import harness_build_dir
         from conformance.latency.memory import peak_rss_mib
+        from conformance.layout import harness_build_dir
 
         opts = self.session.options
         return peak_rss_mib(subject, opts.cases, opts.builtin_cases,
@@ -113,4 +113,4 @@ def feed_benchmark(benchmark, spec: CellSpec, metrics: dict) -> None:
         "target": spec.target.id, "speedup": metrics["speedup"],
         "eager_median_s": metrics["eager_median_s"], "p90_s": metrics.get("p90_s"),
         "p99_s": metrics.get("p99_s"), "iqr_over_median": metrics["iqr_over_median"],
-        **(budget.described() or {})})
+        **(thread_budget.described() or {})})

@@ -15,8 +15,8 @@ import math
 import time
 from typing import Callable
 
-from conformance.latency import stats as latency_stats
 from conformance.checks.subject import Subject
+from conformance.latency import stats as latency_stats
 from conformance.targets import path_row
 
 # Runtimes with no latency cell, and why: their speed is not what they are for.

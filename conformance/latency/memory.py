@@ -13,9 +13,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from conformance.runtimes import threads as budget
 from conformance.checks.subject import Subject
+from conformance.runtimes import thread_budget
 from conformance.targets import Target, loader_name, path_row
+
 
 def built_in_process(target: Target) -> bool:
     """Eager, and a path that saves nothing (torch.compile): no artifact to load, so the
@@ -40,7 +41,7 @@ def peak_rss_mib(subject: Subject, case_modules: list[str], builtin: bool,
 def _libtorch_peak(subject: Subject, build_root: Path, timeout_s: float) -> int:
     from conformance.runtimes.libtorch import Harness, LibtorchModel
 
-    process = Harness(build_root, timeout_s, budget.installed())
+    process = Harness(build_root, timeout_s, thread_budget.installed())
     try:
         with subject.state.context():
             LibtorchModel(process, subject.artifact.file, subject.state.device)(

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from conformance.runtimes import threads as budget
 from conformance.cell import cell_spec, make_cell
 from conformance.keys import SESSION
 from conformance.latency.cell import LatencyCell, LatencyOptions, latency_cells
@@ -21,6 +20,7 @@ from conformance.latency.measure import Method
 from conformance.latency.summary import (CHECK, DEFAULT_MAX_SLOWDOWN, budget_mismatch, speedups,
                                          summary_lines)
 from conformance.plugin import RECORD, case_marks, deselect, option_group
+from conformance.runtimes import thread_budget
 from conformance.session import CellSpec
 
 SPEC = "latency_spec"  # the parameter that carries a latency cell's spec
@@ -128,7 +128,7 @@ def _baseline_speedups(baseline: Path, results: Path) -> dict:
         raise pytest.UsageError(f"--latency-baseline {baseline} is this run's own results "
                                 f"file, which the run empties: copy it elsewhere first")
     records = read_records(baseline)
-    mismatch = budget_mismatch(records, budget.described())
+    mismatch = budget_mismatch(records, thread_budget.described())
     if mismatch:
         raise pytest.UsageError(f"--latency-baseline {baseline}: {mismatch}")
     return speedups(records)

@@ -9,7 +9,6 @@ import dataclasses
 from conformance.latency import summary as latency_summary
 from conformance.messages import first_line
 
-
 BAD = frozenset({"failed", "error"})
 GOOD = frozenset({"passed", "xfailed"})  # an expected failure is the table's verdict
 

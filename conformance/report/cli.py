@@ -18,12 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-from conformance.report import changes as changes_mod
-from conformance.report import history
-from conformance.report import data as report_data
-from conformance.report import html as report_html
 from conformance.latency.summary import DEFAULT_MAX_SLOWDOWN
 from conformance.records import read_records
+from conformance.report import changes as changes_mod
+from conformance.report import data as report_data
+from conformance.report import history
+from conformance.report import html as report_html
 
 
 def markdown(summary: dict, changes: dict | None, title: str) -> str:

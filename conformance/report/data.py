@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import collections
 
-from conformance.latency import summary as latency_summary
 from conformance.exporters.table import PATHS
+from conformance.latency import summary as latency_summary
 from conformance.report.history import environment
 
 # Worst first: a cell of the grid takes the worst outcome of its checks.

@@ -15,22 +15,22 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from conformance.runtimes import threads as budget
+from conformance.runtimes import thread_budget
 from conformance.runtimes.process import PersistentProcess, ProcessError
 
 
-class WorkerError(ProcessError):
+class FreshProcessError(ProcessError):
     """The fresh process failed to load or run the artifact, or died."""
 
     where = "the fresh process"
 
 
 class FreshProcess(PersistentProcess):
-    error = WorkerError
+    error = FreshProcessError
     name = "the fresh process"
 
     def __init__(self, timeout_s: float = 600.0, command: list[str] | None = None):
-        super().__init__(timeout_s, prefix="conformance-worker-")
+        super().__init__(timeout_s, prefix="conformance-fresh-process-")
         self._command = command or [sys.executable, "-m", "conformance.runtimes.fresh_process"]
         self._requests = 0
 
@@ -46,7 +46,7 @@ class FreshProcess(PersistentProcess):
         the device) in the fresh process and run `inputs`. The loader goes by name, so
         a path that a plugin registered loads here too.
 
-        Returns (outputs, timings). Raises WorkerError with the process's own
+        Returns (outputs, timings). Raises FreshProcessError with the process's own
         error text, or with the tail of its stderr when it died.
         """
         import torch
@@ -74,14 +74,14 @@ class FreshProcess(PersistentProcess):
 
     def ask(self, request: dict) -> dict:
         """One request, with the suite's thread budget; the reply's timings."""
-        reply = json.loads(self.exchange(json.dumps({**request, **(budget.described() or {})})))
+        reply = json.loads(self.exchange(json.dumps({**request, **(thread_budget.described() or {})})))
         if not reply.get("ok"):
-            raise WorkerError(reply.get("error", "no error text"))
+            raise FreshProcessError(reply.get("error", "no error text"))
         return reply["timings"]
 
 
 def serve() -> None:
-    """The worker's loop: answer requests until stdin closes."""
+    """The fresh process's loop: answer requests until stdin closes."""
     protocol = sys.stdout
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
     for line in sys.stdin:
@@ -134,7 +134,7 @@ def named(function: str) -> Callable:
 def install_budget(request: dict) -> None:
     """The suite's thread budget, when it has one, for this process too."""
     if request.get("threads"):
-        budget.install(budget.Budget(request["threads"], request.get("flush_denormal", False)))
+        thread_budget.install(thread_budget.Budget(request["threads"], request.get("flush_denormal", False)))
 
 
 def peak_rss_kib() -> int:

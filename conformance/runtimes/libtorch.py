@@ -146,7 +146,7 @@ class Harness(PersistentProcess):
     def __init__(self, build_root: Path, timeout_s: float = 600.0, budget=None):
         super().__init__(timeout_s, prefix="conformance-harness-")
         self.build_root = Path(build_root)
-        self.budget = budget  # a budget.Budget: threads and denormals, set at every start
+        self.budget = budget  # a thread_budget.Budget: threads and denormals, set at every start
         self.build: Build | None = None
         self._build_failure: HarnessError | None = None
         self.version = ""

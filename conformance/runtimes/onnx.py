@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from conformance.runtimes import threads
+from conformance.runtimes import thread_budget
 
 
 class OnnxCallable:
@@ -35,8 +35,8 @@ def load_onnxruntime(file: Path, device: str, optimize: bool = True) -> Callable
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
-    if threads.installed():  # the latency run's; a conformance run leaves ORT its default
-        threads.installed().onnxruntime_options(options)
+    if thread_budget.installed():  # the latency run's; a conformance run leaves ORT its default
+        thread_budget.installed().onnxruntime_options(options)
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     session = ort.InferenceSession(str(file), options, providers=[provider])
     names = [i.name for i in session.get_inputs()]
