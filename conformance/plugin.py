@@ -101,16 +101,22 @@ def pytest_addoption(parser):
                     help="read and write denormal floats as zero in every runtime")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_cmdline_main(config):
-    """Under pytest-xdist, a case's cells go to one worker (their xdist_group): its model
-    is built, its eager outputs computed and its artifacts exported once. An explicit
-    `--dist` is left as given."""
-    args = config.invocation_params.args
-    explicit = any(str(a) == "-d" or str(a).startswith("--dist") for a in args)
-    if getattr(config.option, "numprocesses", None) and config.option.dist == "load" \
-            and not explicit:
-        config.option.dist = "loadgroup"
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist, a case's cells go to one worker: its model is built, its eager
+    outputs computed and its artifacts exported once. That is `--dist loadgroup`, and
+    the default of a bare `-n`; another `--dist` given on the command line is left as is."""
+    dist = config.getvalue("dist")
+    if dist != "loadgroup" and (dist != "load" or _explicit_dist(config)):
+        return None
+    from conformance.case_groups import CaseGroupScheduling
+
+    return CaseGroupScheduling(config, log)
+
+
+def _explicit_dist(config) -> bool:
+    return any(str(a) == "-d" or str(a).startswith("--dist")
+               for a in config.invocation_params.args)
 
 
 def pytest_configure(config):

@@ -420,3 +420,23 @@ def test_two_processes_exporting_one_artifact_export_it_once(tmp_path, monkeypat
         process.join(timeout=60)
     assert log.read_text().count("export") == 1
     assert cached == [False, True]
+
+
+def test_the_suites_own_modules_do_not_enter_the_key(monkeypatch):
+    # This module's globals reach the suite's own modules (cache, fingerprint). Their
+    # state is the process's history (caches that fill, a package that gains an attribute
+    # per subpackage imported), not the artifact's: two workers must agree on the key.
+    case = Case("linear", lambda: torch.nn.Linear(4, 3), random_inputs((2, 4)))
+    before = key_of(case)
+    monkeypatch.setattr(fingerprint, "_RACY_NS", fingerprint._RACY_NS + 1)
+    assert key_of(case) == before
+    modules = fingerprint.code_fingerprint(case, torch.nn.Linear(4, 3))["modules"]
+    assert not [name for name in modules if name.startswith("conformance")], modules
+
+
+def test_a_built_in_cases_own_module_is_part_of_the_key():
+    from conformance.fixtures import BUILTIN_CASES
+
+    case = next(c for c in BUILTIN_CASES if c.name == "my_cell")
+    modules = fingerprint.code_fingerprint(case, CaseState(case, "cpu", "unused").model)
+    assert "conformance.fixtures.seed_models" in modules["modules"]

@@ -1,5 +1,6 @@
 """The plugin end to end, through pytester: user cases, ids, records, expectations."""
 import json
+import re
 
 import pytest
 
@@ -528,21 +529,69 @@ def test_markers_lists_every_case_tag_once(suite):
                for line in result.stdout.lines) == 1
 
 
-@pytest.mark.parametrize("args, dist, expected", [
-    (("-n", "2"), "load", "loadgroup"),           # xdist's default becomes loadgroup
-    (("-n", "2", "--dist", "load"), "load", "load"),  # an explicit choice is kept
-    (("-n", "2", "--dist=worksteal"), "worksteal", "worksteal"),
-    ((), "no", "no"),
+TWO_CASES = """
+import torch
+from conformance import Case, random_inputs
+
+CASES = [Case(name, lambda: torch.nn.Linear(4, 3), random_inputs((2, 4)))
+         for name in ("alpha", "beta")]
+"""
+
+
+def test_xdist_runs_a_cases_cells_on_one_worker_and_exports_once(pytester):
+    pytester.makepyfile(two_cases=TWO_CASES)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=two_cases.py", "-n", "2",
+        "-v", "-p", "no:cacheprovider", "--conformance-results=records.jsonl",
+        "--artifacts-dir=artifacts", "-k", "cpu and (trace or script) and not libtorch")
+    result.assert_outcomes(passed=16)  # 2 cases x 2 paths x 4 checks
+    workers = {}
+    for line in result.stdout.lines:
+        found = re.search(r"\[(gw\d)\].*test_check\[(alpha|beta)-", line)
+        if found:
+            workers.setdefault(found.group(2), set()).add(found.group(1))
+    assert workers.keys() == {"alpha", "beta"}
+    assert all(len(used) == 1 for used in workers.values()), workers
+    records = [json.loads(line) for line in
+               (pytester.path / "records.jsonl").read_text().splitlines()]
+    exports = {(r["case"], r["path"]): set() for r in records}
+    for r in records:  # one export per artifact: every cell saw the same one, fresh
+        exports[(r["case"], r["path"])].add((r["artifact"]["file"], r["artifact"]["cached"],
+                                             r["artifact"]["export_s"]))
+    assert all(len(seen) == 1 and not next(iter(seen))[1] for seen in exports.values()), exports
+
+
+@pytest.mark.parametrize("args, dist, grouped", [
+    (("-n", "2"), "load", True),                       # xdist's default: grouped by case
+    (("-n", "2", "--dist", "loadgroup"), "loadgroup", True),
+    (("-n", "2", "--dist", "load"), "load", False),    # an explicit choice is kept
+    (("-n", "2", "--dist=worksteal"), "worksteal", False),
 ])
-def test_xdist_runs_group_a_cases_cells_on_one_worker(args, dist, expected):
+def test_the_case_scheduler_is_chosen_unless_another_dist_is_given(args, dist, grouped,
+                                                                   monkeypatch):
     import types
 
+    import sys
+
     from conformance import plugin
+
+    monkeypatch.setitem(sys.modules, "conformance.case_groups", types.SimpleNamespace(
+        CaseGroupScheduling=lambda config, log: "by case"))
     config = types.SimpleNamespace(invocation_params=types.SimpleNamespace(args=args),
-                                   option=types.SimpleNamespace(numprocesses=2 if args else None,
-                                                                dist=dist))
-    plugin.pytest_cmdline_main(config)
-    assert config.option.dist == expected
+                                   getvalue=lambda name: dist)
+    assert plugin.pytest_xdist_make_scheduler(config, None) == ("by case" if grouped else None)
+
+
+def test_the_case_scheduler_groups_cells_by_case_and_keeps_xdist_groups():
+    from conformance.case_groups import CaseGroupScheduling
+
+    scheduler = CaseGroupScheduling.__new__(CaseGroupScheduling)  # _split_scope needs no state
+    assert scheduler._split_scope("x/test_conformance.py::test_check[my_cell-trace-torch-cpu-"
+                                  "matches_eager]") == "conformance case my_cell"
+    assert scheduler._split_scope("x/test_latency.py::test_latency[resnet18-eager-torch-cpu-"
+                                  "latency]") == "conformance case resnet18"
+    assert scheduler._split_scope("tests/test_a.py::test_b[1]") == "tests/test_a.py::test_b[1]"
+    assert scheduler._split_scope("tests/test_a.py::test_b[1]@mine") == "mine"
 
 
 def test_the_summary_counts_expected_failures_per_row_instead_of_listing_them(suite):

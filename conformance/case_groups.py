@@ -1,0 +1,34 @@
+"""Under pytest-xdist, one worker for all the cells of a case: its model is built, its
+eager outputs computed and its artifacts exported once.
+
+pytest-xdist's `--dist loadgroup` groups the items of one `xdist_group` mark by adding
+the group's name to each item's node id on the worker; pytest 9 keeps node ids in a
+structured form that this no longer changes, so with pytest 9 and pytest-xdist 3.8
+loadgroup silently spreads a group over every worker (a case's cells then export its
+artifacts on two workers, under two keys). This scheduler, used for `--dist loadgroup`,
+reads a cell's case from its id instead, and keeps xdist's own grouping for other
+tests where xdist managed to add it.
+"""
+from __future__ import annotations
+
+import re
+
+from xdist.scheduler import LoadGroupScheduling
+
+# The matrix's test functions: the id starts with the case's name, which holds no '-'.
+CELL_ID = re.compile(r"::test_(?:check|latency)\[([a-z0-9][a-z0-9_.]*)-[^\]]*\]$")
+
+
+def case_of(nodeid: str) -> str | None:
+    """The case of a cell's node id; None for any other test."""
+    found = CELL_ID.search(nodeid)
+    return found.group(1) if found else None
+
+
+class CaseGroupScheduling(LoadGroupScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+        scope = super()._split_scope(nodeid)
+        if scope != nodeid:  # an xdist_group that xdist could add to the node id
+            return scope
+        case = case_of(nodeid)
+        return f"conformance case {case}" if case else nodeid
