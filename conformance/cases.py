@@ -77,6 +77,10 @@ class Case:
         `AIMED_PROBES`) the model cannot take, each with the reason. A derived probe
         on which eager raises is dropped anyway; skipping it saves the eager run and
         says why in the case itself.
+    unsupported: export paths (names of `conformance.exporters.table.PATHS`) that cannot
+        export the model, each with the reason: every cell of the path is expected to
+        fail with the exporter's error (an expectation row, kept with the case), and a
+        cell that passes fails instead, so the declaration goes when the path learns.
     """
 
     name: str
@@ -92,6 +96,7 @@ class Case:
     output_names: tuple[str, ...] = ()
     input_space: tuple[TensorSpace | None, ...] = ()
     skip_probes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    unsupported: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "tags", frozenset(self.tags))
@@ -105,6 +110,10 @@ class Case:
         if not callable(self.build) or not callable(self.example):
             raise TypeError(f"case {self.name!r}: build and example must be callables")
         object.__setattr__(self, "skip_probes", dict(self.skip_probes))
+        object.__setattr__(self, "unsupported", dict(self.unsupported))
+        problem = unsupported_problem(self.unsupported)
+        if problem:
+            raise ValueError(f"case {self.name!r}: unsupported: {problem}")
         problem = skip_probes_problem(self.skip_probes)
         if problem:
             raise ValueError(f"case {self.name!r}: skip_probes: {problem}")
@@ -122,12 +131,24 @@ def skip_probes_problem(skip: Mapping[str, str]) -> str | None:
     """What is wrong with a case's opt-outs of derived probes, or None."""
     from conformance.checks.probes import AIMED_PROBES, DERIVED_PROBES
 
-    known = {**DERIVED_PROBES, **AIMED_PROBES}
-    for name, reason in skip.items():
+    return reasons_problem(skip, {**DERIVED_PROBES, **AIMED_PROBES}, "a derived probe",
+                           "why the model cannot take that input")
+
+
+def unsupported_problem(unsupported: Mapping[str, str]) -> str | None:
+    """What is wrong with a case's unsupported paths, or None."""
+    from conformance.exporters.table import PATHS
+
+    return reasons_problem(unsupported, PATHS, "an export path", "what the exporter cannot do")
+
+
+def reasons_problem(reasons: Mapping[str, str], known, what: str, why: str) -> str | None:
+    """Each name must be one of `known` and come with a reason."""
+    for name, reason in reasons.items():
         if name not in known:
-            return f"{name!r} is not a derived probe; they are {sorted(known)}"
+            return f"{name!r} is not {what}; they are {sorted(known)}"
         if not isinstance(reason, str) or not reason.strip():
-            return f"{name!r} needs a reason (why the model cannot take that input)"
+            return f"{name!r} needs a reason ({why})"
     return None
 
 
@@ -160,20 +181,28 @@ class CaseError(Exception):
     """A case, or a module of cases, cannot be used; the message says why."""
 
 
+BUILTIN_ORIGIN = "conformance.fixtures"
+
+
 class Registry:
     """Cases by name, in the order they were added."""
 
     def __init__(self, cases: Iterable[Case] = ()):
         self._cases: dict[str, Case] = {}
         self._origin: dict[str, str] = {}
+        self.shadowed: dict[str, str] = {}  # built-in case names a user's case took over
         self.extend(cases, origin="<init>")
 
     def add(self, case: Case, origin: str = "<unknown>") -> None:
+        """Add a case. A user's case replaces a built-in case of the same name (the user
+        asked for theirs; `shadowed` keeps the notice); any other clash is an error."""
         if not isinstance(case, Case):
             raise CaseError(f"{origin}: expected a conformance.Case, got {type(case).__name__}")
-        if case.name in self._cases:
+        if case.name in self._cases and self._origin[case.name] != BUILTIN_ORIGIN:
             raise CaseError(
                 f"{origin}: case {case.name!r} is already defined by {self._origin[case.name]}")
+        if case.name in self._cases:
+            self.shadowed[case.name] = origin
         self._cases[case.name] = case
         self._origin[case.name] = origin
 
@@ -203,10 +232,28 @@ def build_registry(builtin: bool, user_cases: Iterable[tuple[str, list[Case]]]) 
     if builtin:
         from conformance.fixtures import BUILTIN_CASES
 
-        registry.extend(BUILTIN_CASES, origin="conformance.fixtures")
+        registry.extend(BUILTIN_CASES, origin=BUILTIN_ORIGIN)
     for origin, cases in user_cases:
         registry.extend(cases, origin=origin)
     return registry
+
+
+def example_problem(case: Case) -> str | None:
+    """What is wrong with what the case's `example` returns, or None: it must be a tuple
+    (or list) of the model's positional inputs, which the suite spreads over the call.
+    A bare tensor would be spread row by row. Calls the factory once, seeded."""
+    import torch
+
+    torch.manual_seed(case.seed + 1)
+    try:
+        inputs = case.example()
+    except Exception:  # the cells report it, as eager's own failure on the example
+        return None
+    if isinstance(inputs, (tuple, list)):
+        return None
+    return (f"case {case.name!r}: example() returned a {type(inputs).__name__}; it must "
+            "return a tuple of the model's positional inputs, e.g. "
+            "`example=lambda: (torch.randn(2, 4),)` or `example=random_inputs((2, 4))`")
 
 
 def load_cases_module(spec: str) -> tuple[str, list[Case]]:
@@ -228,6 +275,9 @@ def load_cases_module(spec: str) -> tuple[str, list[Case]]:
         if not isinstance(case, Case):
             raise CaseError(f"--cases {spec}: CASES[{index}] is a {type(case).__name__}, "
                             "not a conformance.Case")
+        problem = example_problem(case)
+        if problem:
+            raise CaseError(f"--cases {spec}: {problem}")
     return getattr(module, "__file__", spec) or spec, list(cases)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -106,8 +107,27 @@ def _lacking(session: ConformanceSession, spec: CellSpec) -> tuple[str, str] | N
 
 
 def _reproduce(request) -> str:
-    extra = "".join(f" --cases {shlex.quote(c)}" for c in request.config.option.cases)
-    return f"pytest {shlex.quote(request.node.nodeid)}{extra}"
+    """A command that runs this cell again, from where this run started: the test by its
+    file and id, and every option that changes which cases exist or what they check."""
+    return shlex.join(["pytest", _test_address(request.node, request.config),
+                       *_case_options(request.config.option)])
+
+
+def _test_address(item, config) -> str:
+    """The test's file (relative to the run's directory where it lies below it: an installed
+    copy's is absolute) and its name with the cell's id."""
+    file = Path(item.path)
+    start = Path(config.invocation_params.dir)
+    shown = file.relative_to(start) if file.is_relative_to(start) else file
+    return f"{shown}::{item.name}"
+
+
+def _case_options(option) -> list[str]:
+    """The options that decide which cases exist and what their cells expect (a property
+    search's failure adds its profile and seed itself)."""
+    words = [f"--cases={spec}" for spec in option.cases]
+    words += [f"--expectations={file}" for file in option.expectations]
+    return words + (["--no-builtin-cases"] if option.no_builtin_cases else [])
 
 
 def cell_spec(item) -> CellSpec | None:

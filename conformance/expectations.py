@@ -137,6 +137,19 @@ def _match(where: str, row: dict) -> re.Pattern | None:
                                f"regular expression ({exc})") from exc
 
 
+def declared_rows(cases) -> list[Expectation]:
+    """The rows cases declare themselves (`Case.unsupported`): every cell of the path is
+    expected to fail with the exporter's error (a path that saves nothing fails when it
+    compiles, as a runtime error)."""
+    from conformance.exporters.table import PATHS
+
+    return [Expectation(case=case.name, target=f"{path}-*", check=("*",),
+                        kind="export-error" if PATHS[path].saves_file else "runtime-error",
+                        match=None, torch=SpecifierSet(""), reason=reason.strip(),
+                        source=f"case {case.name}, unsupported")
+            for case in cases for path, reason in case.unsupported.items()]
+
+
 class ExpectationTable:
     """The active rows for one torch release, and which of them matched a cell.
 
@@ -163,6 +176,12 @@ class ExpectationTable:
                 self.matched.add(index)
                 return row
         return None
+
+    def put_first(self, rows: list[Expectation]) -> None:
+        """Rows that come before the tables' (a case's own declarations), added before
+        any cell is looked up."""
+        assert not self.matched, "rows are added before the first lookup"
+        self.rows = [row for row in rows if row.applies_to_torch(self.torch_release)] + self.rows
 
     def unmatched(self) -> list[Expectation]:
         return [row for index, row in enumerate(self.rows) if index not in self.matched]

@@ -8,6 +8,7 @@ its cells (cell.py) and its helpers here; it knows none of them.
 from __future__ import annotations
 
 import collections
+import re
 import warnings
 from pathlib import Path
 
@@ -136,6 +137,11 @@ def pytest_configure(config):
     except (CaseError, expect.ExpectationError, shard.ShardError) as exc:
         raise pytest.UsageError(str(exc)) from None
     session.expectations.builtin_case = _builtin_case(session)
+    for name, origin in session.shadowed().items():
+        config.issue_config_time_warning(ConformanceWarning(
+            f"case {name!r} of {origin} replaces the built-in case of that name (the "
+            "built-in expectation rows do not apply to it); rename it to run both"),
+            stacklevel=2)
     config.stash[SESSION] = session
     if config.option.markers:  # `pytest --markers`: every case tag, which cells carry
         for tag in session.tags():
@@ -160,19 +166,26 @@ def install_budget(config) -> None:
     thread_budget.install(thread_budget.Budget(threads or torch.get_num_threads(), opt.flush_denormal))
 
 
+# Options whose value is a path: given as `--flag VALUE`, pytest's early parse (before
+# plugins add their options) takes VALUE for a test path.
+PATH_OPTIONS = ("--cases", "--expectations", "--artifacts-dir", "--conformance-results",
+                "--harness-build-dir", "--latency-baseline")
+
+
 def _check_rootdir(config) -> None:
-    """pytest picks its rootdir before plugins parse their options, and takes an
-    existing directory given as `--artifacts-dir DIR` for a test path: the ini file
-    and testpaths are then lost. The `=` form avoids it; say so instead of misbehaving."""
-    args = list(config.invocation_params.args)
-    for flag in ("--artifacts-dir", "--conformance-results", "--harness-build-dir"):
-        if flag not in args or args.index(flag) + 1 >= len(args):
-            continue
-        value = Path(config.invocation_params.dir, args[args.index(flag) + 1]).resolve()
-        moved = config.rootpath != Path(config.invocation_params.dir).resolve()
-        if moved and config.rootpath in (value, value.parent):
-            raise pytest.UsageError(f"pytest took the value of {flag} for its root directory; "
-                                    f"write {flag}={args[args.index(flag) + 1]} (with '=')")
+    """pytest picks its rootdir before plugins parse their options, from every existing
+    path on the command line: `--cases ../elsewhere/my_models.py` (with a space) moves
+    the rootdir to a common ancestor, where the ini file and its testpaths are lost and
+    the whole tree is collected. A value inside the directory the run starts from moves
+    nothing; one outside it is refused with the `=` form, which avoids it."""
+    args = [str(a) for a in config.invocation_params.args]
+    start = Path(config.invocation_params.dir).resolve()
+    for flag, value in zip(args, args[1:]):
+        path = Path(start, value).resolve()
+        if flag in PATH_OPTIONS and path.exists() and not path.is_relative_to(start):
+            raise pytest.UsageError(f"write {flag}={value} (with '='): with a space, pytest "
+                                    f"takes {value} for a test path before the suite reads "
+                                    "its options, and moves its root directory")
 
 
 def _options(config) -> Options:
@@ -356,6 +369,7 @@ class Recorder:
         self.outcomes: dict[str, collections.Counter] = collections.defaultdict(
             collections.Counter)
         self.expected: collections.Counter = collections.Counter()  # xfails by row
+        self.causes: collections.Counter = collections.Counter()  # failures by root cause
 
     def pytest_runtest_logreport(self, report):
         for name, value in report.user_properties:
@@ -364,6 +378,8 @@ class Recorder:
                 self.outcomes[value["target"]][value["outcome"]] += 1
                 if value["outcome"] == "xfailed" and value.get("expectation"):
                     self.expected[value["expectation"]["row"]] += 1
+                if value["outcome"] in ("failed", "error"):
+                    self.causes[failure_cause(value)] += 1
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.writer.count:
@@ -375,10 +391,25 @@ class Recorder:
             terminalreporter.section("conformance expected failures, by expectation row")
             for row, count in self.expected.most_common():
                 terminalreporter.write_line(f"{count:>5}  {row}")
+        shared = [(cause, count) for cause, count in self.causes.most_common() if count > 1]
+        if shared:
+            terminalreporter.section("conformance failures that share a cause")
+            for cause, count in shared:
+                terminalreporter.write_line(f"{count:>5} cells  {cause}")
         terminalreporter.config.hook.pytest_conformance_terminal_summary(
             terminalreporter=terminalreporter)
         terminalreporter.write_line(
             f"conformance: {self.writer.count} records written to {self.writer.file}")
+
+
+def failure_cause(record: dict) -> str:
+    """What a failed cell's message says went wrong, less the cell: one exporter error
+    fails every check and runtime of its path with the same words."""
+    lines = [line.strip() for line in (record.get("message") or "").splitlines() if line.strip()]
+    what = re.sub(r"^case \S+, target \S+, check \S+: ", "", lines[0]) if lines else ""
+    detail = lines[1] if len(lines) > 1 and not lines[1].startswith("reproduce:") else ""
+    return (f"case {record['case']}, path {record['path']}: {what}"
+            + (f" / {detail[:160]}" if detail else ""))
 
 
 OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")

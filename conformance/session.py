@@ -58,6 +58,8 @@ class ConformanceSession:
         self._registry: Registry | None = self._load_registry() if self.user_cases else None
         rows = [row for file in options.expectation_files for row in expect.load_table(file)]
         self.expectations = expect.ExpectationTable(rows, torch_release())
+        if self._registry is not None:
+            self.expectations.put_first(expect.declared_rows(self._registry))
         # Without the cache, artifacts go to a directory of this session only,
         # removed at its end: a full matrix writes gigabytes.
         self._scratch = None if options.artifact_cache else tempfile.mkdtemp(prefix="conformance-")
@@ -73,6 +75,11 @@ class ConformanceSession:
         self.registered_tags: set[str] = set()
         self._rows: dict[CellSpec, expect.Expectation | None] = {}
 
+    def shadowed(self) -> dict[str, str]:
+        """Built-in case names that a --cases module took over, and that module; without
+        user cases, none (and the built-in cases stay unimported)."""
+        return self._registry.shadowed if self._registry is not None else {}
+
     def tags(self) -> list[str]:
         """Every tag of the session's cases and families, sorted."""
         return sorted({tag for case in self.registry for tag in case.tags}
@@ -83,6 +90,7 @@ class ConformanceSession:
         """Built-in cases are imported on first use, so `pytest --help` stays fast."""
         if self._registry is None:
             self._registry = self._load_registry()
+            self.expectations.put_first(expect.declared_rows(self._registry))
         return self._registry
 
     def _load_registry(self) -> Registry:

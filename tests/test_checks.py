@@ -2,6 +2,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 from conformance.checks import catalog as checks
 from conformance.checks.catalog import CheckFailure
@@ -174,3 +175,39 @@ def test_a_quantized_artifact_is_loaded_under_its_cases_engine(tmp_path, monkeyp
         assert checks.matches_eager(subject)["max_abs"] == 0
     finally:
         process.close()
+
+
+class _Inner(torch.nn.Module):
+    def forward(self, x):
+        return torch.mm(x, x)
+
+
+class _Middle(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _Inner()
+
+    def forward(self, x):
+        return self.inner(x) + 1
+
+
+class _Outer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.middle = _Middle()
+
+    def forward(self, x):
+        return self.middle(x) * 2
+
+
+def test_an_interpreter_error_keeps_its_cause_line(tmp_path, monkeypatch):
+    # TorchScript states the cause after a stack of frames: 14 lines here, cut to 8.
+    patch_loader(monkeypatch, "nested", lambda file, device: torch.jit.script(_Outer()))
+    subject = subject_of(broken_models.linear_case(), "script", tmp_path, runtime="nested")
+    with pytest.raises(CheckFailure) as failed:
+        checks.matches_eager(subject)
+    message = str(failed.value)
+    assert failed.value.kind == "runtime-error"
+    assert "The following operation failed in the TorchScript interpreter" in message
+    assert "more lines ...]" in message
+    assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in message

@@ -1,6 +1,7 @@
 """The plugin end to end, through pytester: user cases, ids, records, expectations."""
 import json
 import re
+import shlex
 
 import pytest
 
@@ -313,6 +314,79 @@ def test_a_duplicate_case_name_is_a_clear_usage_error(pytester):
     assert "case 'branchy' is already defined by" in result.stderr.str()
 
 
+def test_a_user_case_named_like_a_built_in_one_replaces_it_with_a_notice(pytester):
+    pytester.makepyfile(my_models=TWO_CASES.replace('"alpha", "beta"', '"my_cell",'))
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--cases=my_models.py", "-p", "no:cacheprovider",
+        "--conformance-results=records.jsonl", "-k", "my_cell and trace-torch-cpu-matches_eager")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*case 'my_cell' of *my_models.py replaces the built-in case*"])
+    record = json.loads((pytester.path / "records.jsonl").read_text().splitlines()[0])
+    assert record["case"] == "my_cell" and record["expectation"] is None
+
+
+def test_an_example_that_returns_a_bare_tensor_is_refused_at_collection(pytester):
+    pytester.makepyfile(my_models=TWO_CASES.replace("random_inputs((2, 4))",
+                                                    "lambda: torch.randn(2, 4)"))
+    result = pytester.runpytest("--no-builtin-cases", "--cases=my_models.py", "--co")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert ("case 'alpha': example() returned a Tensor; it must return a tuple of the "
+            "model's positional inputs") in result.stderr.str()
+
+
+UNSCRIPTABLE_CASE = """
+import torch
+from conformance import Case, random_inputs
+
+
+class Tries(torch.nn.Module):
+    def forward(self, x):
+        try:
+            return x * 2
+        except RuntimeError:
+            return x
+
+
+CASES = [Case("tries", Tries, random_inputs((2, 3)))]
+"""
+
+
+def test_failures_with_one_cause_are_counted_together_in_the_summary(pytester):
+    pytester.makepyfile(my_models=UNSCRIPTABLE_CASE)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py",
+        "-p", "no:cacheprovider", "-k", "tries and script and cpu and not libtorch")
+    result.assert_outcomes(failed=4)  # TorchScript has no try: every check of the path
+    result.stdout.fnmatch_lines([
+        "*conformance failures that share a cause*",
+        "*4 cells  case tries, path script: the path could not export the model / the script "
+        "exporter failed*"])
+
+
+def test_a_case_declares_a_path_it_does_not_support_without_a_table(pytester):
+    declared = UNSCRIPTABLE_CASE.replace(
+        'CASES = [Case("tries", Tries, random_inputs((2, 3)))]',
+        'CASES = [Case("tries", Tries, random_inputs((2, 3)),\n'
+        '              unsupported={"script": "TorchScript has no try blocks"})]')
+    pytester.makepyfile(my_models=declared)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py", "-rx",
+        "-p", "no:cacheprovider", "-k", "tries and (script or trace) and cpu and not libtorch")
+    result.assert_outcomes(passed=4, xfailed=4)  # the trace exports; the script cannot
+    result.stdout.fnmatch_lines(["*TorchScript has no try blocks*"])
+
+
+def test_a_declared_unsupported_path_must_name_a_path_and_a_reason():
+    import torch
+
+    from conformance import Case, random_inputs
+
+    with pytest.raises(ValueError, match="'tflite' is not an export path"):
+        Case("c", torch.nn.Identity, random_inputs((1,)), unsupported={"tflite": "no"})
+    with pytest.raises(ValueError, match="'script' needs a reason"):
+        Case("c", torch.nn.Identity, random_inputs((1,)), unsupported={"script": " "})
+
+
 def test_help_lists_the_options_in_one_group(pytester):
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["conformance: PyTorch export conformance:", "*--cases*",
@@ -363,6 +437,62 @@ def test_a_separated_directory_option_that_would_move_the_rootdir_is_refused(
     result = pytester.runpytest("--co", "--artifacts-dir", str(elsewhere))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"write --artifacts-dir={elsewhere}" in result.stderr.str()
+
+
+@pytest.mark.parametrize("flag", ["--cases", "--expectations"])
+def test_a_separated_file_option_outside_the_run_directory_is_refused(pytester, tmp_path_factory,
+                                                                     flag):
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "my_models.py"
+    elsewhere.write_text(TWO_CASES)
+    result = pytester.runpytest("--co", flag, str(elsewhere))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"write {flag}={elsewhere}" in result.stderr.str()
+
+
+def test_the_equals_form_of_cases_from_elsewhere_collects_them(pytester, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "my_models.py"
+    elsewhere.write_text(TWO_CASES)
+    result = pytester.runpytest_subprocess("--pyargs", "conformance", "--co", "-q",
+                                           "--no-builtin-cases", f"--cases={elsewhere}",
+                                           "-k", "trace-torch-cpu-matches_eager")
+    collected = [line for line in result.stdout.lines if "::test_check[" in line]
+    assert [line.split("::")[-1] for line in collected] == [
+        "test_check[alpha-trace-torch-cpu-matches_eager]",
+        "test_check[beta-trace-torch-cpu-matches_eager]"]
+
+
+GATE_CASE = """
+import torch
+from conformance import Case, random_inputs
+
+
+class Gate(torch.nn.Module):
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else -x
+
+
+CASES = [Case("gate", Gate, random_inputs((2, 3), offset=1.0))]
+"""
+
+
+def test_the_reproduce_line_of_a_user_case_runs_that_cell_again(pytester):
+    pytester.makepyfile(gate_cases=GATE_CASE)
+    first = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=gate_cases.py",
+        "-p", "no:cacheprovider", "--conformance-results=records.jsonl",
+        "-k", "gate and trace-torch-cpu-generalizes")
+    first.assert_outcomes(failed=1)  # the trace froze the branch its example took
+    record = json.loads((pytester.path / "records.jsonl").read_text().splitlines()[0])
+    line = re.search(r"reproduce: (.*)", record["message"]).group(1)
+    assert "--cases=gate_cases.py" in line and "--no-builtin-cases" in line
+    command = shlex.split(line)
+    assert command[0] == "pytest"
+    again = pytester.runpytest_subprocess(*command[1:], "-p", "no:cacheprovider", "-v",
+                                          "--conformance-results=again.jsonl")
+    again.assert_outcomes(failed=1)
+    records = [json.loads(r) for r in (pytester.path / "again.jsonl").read_text().splitlines()]
+    assert [(r["case"], r["target"], r["check"]) for r in records] == [
+        ("gate", "trace-torch-cpu", "generalizes")]
 
 
 QUICK_LATENCY = ("--latency", "--latency-warmup=1", "--latency-min-rounds=5",

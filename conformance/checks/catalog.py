@@ -13,7 +13,7 @@ from conformance.checks.subject import EagerFailed, Subject, tensor_leaves
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.exporters.artifact import ExportError
 from conformance.exporters.path import ARTIFACT_CHECKS
-from conformance.messages import first_lines
+from conformance.messages import first_lines, head_and_cause
 from conformance.runtimes.fresh_process import to_cpu
 from conformance.runtimes.loaders import copy_inputs
 from conformance.runtimes.process import ProcessError
@@ -71,7 +71,7 @@ def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], An
     except ProcessError as exc:  # the fresh process or the libtorch harness
         fail(subject, check, f"{what} failed in {exc.where}", str(exc), kind=exc.kind)
     except Exception as exc:  # any runtime error is this cell's failure, not the session's
-        fail(subject, check, f"{what} raised {type(exc).__name__}", first_lines(exc, 8),
+        fail(subject, check, f"{what} raised {type(exc).__name__}", head_and_cause(exc, 8),
              kind="runtime-error")
 
 
