@@ -2,10 +2,11 @@
 
 The public API for declaring cases::
 
-    from conformance import Case, Dim, TensorSpace, Tolerance, random_inputs
+    from conformance import Case, Dim, TensorSpace, Tolerance, random_inputs, random_tokens
 """
-from conformance.cases import Case, CaseError, Registry, Tolerance, random_inputs
+from conformance.cases import Case, CaseError, Registry, Tolerance, random_inputs, random_tokens
 from conformance.spaces import Dim, TensorSpace
 
-__all__ = ["Case", "CaseError", "Dim", "Registry", "TensorSpace", "Tolerance", "random_inputs"]
+__all__ = ["Case", "CaseError", "Dim", "Registry", "TensorSpace", "Tolerance", "random_inputs",
+           "random_tokens"]
 __version__ = "0.1.0"

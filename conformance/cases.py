@@ -177,6 +177,22 @@ def random_inputs(*shapes: Sequence[int], scale: float = 1.0, offset: float = 0.
     return make
 
 
+def random_tokens(*shapes: Sequence[int], vocab: int):
+    """An `example` factory of integer inputs: one int64 tensor of ids in [0, vocab) per
+    shape (token ids; `vocab=2` makes a mask of 0s and 1s). Takes `batch=N` like
+    `random_inputs`."""
+    import torch
+
+    if vocab < 1:
+        raise ValueError(f"random_tokens: vocab must be at least 1, got {vocab}")
+
+    def make(batch: int | None = None) -> Inputs:
+        return tuple(torch.randint(0, vocab, (batch,) + tuple(s[1:]) if batch else tuple(s))
+                     for s in shapes)
+
+    return make
+
+
 class CaseError(Exception):
     """A case, or a module of cases, cannot be used; the message says why."""
 

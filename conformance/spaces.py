@@ -34,16 +34,30 @@ class Dim:
             raise ValueError(f"Dim {self.name!r}: needs 1 <= min <= max, got {self.min}..{self.max}")
 
 
+# The dtypes an input space draws: floats, and integers (token ids, masks, types), which
+# are drawn as rounded floats within [low, high].
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+          "uint8", "bool")
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorSpace:
-    """One float input: its shape (ints and Dims) and the range of its values."""
+    """One input: its shape (ints and Dims), the range of its values and its dtype. An
+    integer space is a vocabulary (`low=0, high=vocab - 1`), a mask (0 and 1) or types."""
 
     shape: tuple[int | Dim, ...]
     low: float = -1000.0
     high: float = 1000.0
+    dtype: str = "float32"
+
+    @property
+    def integer(self) -> bool:
+        return not self.dtype.startswith(("float", "bfloat"))
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(self.shape))
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TensorSpace dtype {self.dtype!r}: one of {DTYPES}")
         if not self.low <= self.high:
             raise ValueError(f"TensorSpace: low {self.low} is above high {self.high}")
         for size in self.shape:
@@ -83,6 +97,9 @@ def example_problem(space: InputSpace, example: tuple) -> str | None:
         if tensor is None:
             continue
         shape = tuple(getattr(value, "shape", ()))
+        dtype = str(getattr(value, "dtype", "")).removeprefix("torch.")
+        if dtype != tensor.dtype:
+            return f"input {index}: the space's dtype is {tensor.dtype}, the example's {dtype}"
         if len(shape) != len(tensor.shape):
             return f"input {index}: the space has {len(tensor.shape)} dims, the example {shape}"
         for size, actual in zip(tensor.shape, shape):
@@ -101,17 +118,24 @@ class Fill:
     scale: float
     offset: float
 
-    def tensor(self, shape: tuple[int, ...], low: float, high: float):
+    def tensor(self, shape: tuple[int, ...], low: float, high: float, dtype: str = "float32"):
         import torch
 
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
-        return (noise * self.scale + self.offset).clamp(low, high)
+        values = noise * self.scale + self.offset
+        if dtype != "float32" and not dtype.startswith(("float", "bfloat")):
+            values = values.round()
+        return values.clamp(low, high).to(getattr(torch, dtype))
 
-    def code(self, shape: tuple[int, ...], low: float, high: float) -> str:
+    def code(self, shape: tuple[int, ...], low: float, high: float,
+             dtype: str = "float32") -> str:
+        rounded = ".round()" if not dtype.startswith(("float", "bfloat")) else ""
+        cast = "" if dtype == "float32" else f".to(torch.{dtype})"
         if self.scale == 0.0:
-            return f"torch.full({shape}, {min(max(self.offset, low), high)!r})"
+            value = min(max(self.offset, low), high)
+            return f"torch.full({shape}, {value!r}){rounded}{cast}"
         return (f"(torch.randn({shape}, generator=torch.Generator().manual_seed({self.seed}))"
-                f" * {self.scale!r} + {self.offset!r}).clamp({low!r}, {high!r})")
+                f" * {self.scale!r} + {self.offset!r}){rounded}.clamp({low!r}, {high!r}){cast}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,14 +151,14 @@ class DrawnInputs:
 
     def tensors(self, space: InputSpace, example: tuple) -> tuple:
         return tuple(kept if tensor is None else fill.tensor(self.shape(tensor), tensor.low,
-                                                             tensor.high)
+                                                             tensor.high, tensor.dtype)
                      for tensor, fill, kept in zip(space, self.fills, example))
 
     def code(self, space: InputSpace) -> str:
         """Python lines that make these inputs (an input kept from the example says so)."""
         lines = [f"{'input_' + str(i)} = " + (
             "<the case's example input>" if tensor is None
-            else fill.code(self.shape(tensor), tensor.low, tensor.high))
+            else fill.code(self.shape(tensor), tensor.low, tensor.high, tensor.dtype))
             for i, (tensor, fill) in enumerate(zip(space, self.fills))]
         return "\n".join(lines)
 

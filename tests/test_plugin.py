@@ -387,6 +387,60 @@ def test_a_declared_unsupported_path_must_name_a_path_and_a_reason():
         Case("c", torch.nn.Identity, random_inputs((1,)), unsupported={"script": " "})
 
 
+TOKEN_CASE = """
+import torch
+from conformance import Case, Dim, TensorSpace, random_tokens
+
+VOCAB = 50
+
+
+class TinyEncoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, 8)
+        self.project = torch.nn.Linear(8, 4)
+
+    def forward(self, ids, mask):
+        hidden = self.project(self.embed(ids)) * mask.unsqueeze(-1)
+        return hidden.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+
+
+def example():
+    return random_tokens((2, 8), vocab=VOCAB)() + random_tokens((2, 8), vocab=2)()
+
+
+SEQ = Dim("seq", 2, 16)
+CASES = [Case("tiny_encoder", TinyEncoder, example,
+              input_space=(TensorSpace((2, SEQ), low=0, high=VOCAB - 1, dtype="int64"),
+                           TensorSpace((2, SEQ), low=0, high=1, dtype="int64")))]
+"""
+
+
+def test_token_ids_and_a_mask_with_a_dynamic_sequence_length_pass_every_exporter(pytester):
+    pytester.makepyfile(my_models=TOKEN_CASE)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py",
+        "-p", "no:cacheprovider", "--conformance-results=records.jsonl",
+        "-k", "cpu and not libtorch and not noopt and not reference and not compile "
+              "and not aoti and (matches_eager or agrees_on_drawn_inputs)")
+    result.assert_outcomes(passed=10)  # 5 paths x 2 checks
+    records = [json.loads(line) for line in
+               (pytester.path / "records.jsonl").read_text().splitlines()]
+    drawn = [r for r in records if r["check"] == "agrees_on_drawn_inputs"]
+    assert len(drawn) == 5 and all(r["metrics"]["examples"] >= 4 for r in drawn), drawn
+
+
+def test_an_integer_space_draws_integers_in_range_that_its_code_reproduces():
+    import torch
+
+    from conformance.spaces import Fill
+
+    fill = Fill(seed=3, scale=100.0, offset=20.0)
+    drawn = fill.tensor((2, 7), 0, 49, "int64")
+    assert drawn.dtype == torch.int64 and 0 <= int(drawn.min()) and int(drawn.max()) <= 49
+    assert torch.equal(eval(fill.code((2, 7), 0, 49, "int64")), drawn)
+
+
 def test_help_lists_the_options_in_one_group(pytester):
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["conformance: PyTorch export conformance:", "*--cases*",

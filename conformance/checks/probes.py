@@ -166,7 +166,8 @@ def within(space: tuple, inputs: Inputs, example: Inputs) -> Inputs:
     if not space:
         return inputs
     return tuple(original if bounds is None else
-                 value.clamp(bounds.low, bounds.high) if _is_float(value) else value
+                 value.clamp(bounds.low, bounds.high) if _is_float(value) else
+                 value.clamp(int(bounds.low), int(bounds.high)) if _is_integer(value) else value
                  for bounds, value, original in zip(space, inputs, example))
 
 
