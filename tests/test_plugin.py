@@ -441,6 +441,44 @@ def test_an_integer_space_draws_integers_in_range_that_its_code_reproduces():
     assert torch.equal(eval(fill.code((2, 7), 0, 49, "int64")), drawn)
 
 
+PYTREE_OUTPUT_CASE = """
+import dataclasses
+
+import torch
+from conformance import Case, random_inputs
+
+
+@dataclasses.dataclass
+class Pair:
+    first: torch.Tensor
+    second: torch.Tensor
+
+
+torch.export.register_dataclass(Pair, serialized_type_name="my_models.Pair")
+
+
+class Pairs(torch.nn.Module):
+    def forward(self, x):
+        return Pair(x * 2, x + 1)
+
+
+CASES = [Case("pairs", Pairs, random_inputs((2, 3)))]
+"""
+
+
+def test_a_saved_program_with_a_registered_output_type_names_the_import_it_needs(pytester):
+    pytester.makepyfile(my_models=PYTREE_OUTPUT_CASE)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py",
+        "-p", "no:cacheprovider", "-k", "pairs and export-torch-cpu and (matches_eager "
+                                         "or fresh_process)")
+    # In the exporting process the type is registered; a process that loads the program
+    # without importing its module cannot rebuild the outputs, and is told what to import.
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*outputs or inputs are my_models.Pair, a pytree type*"
+                                 "add `import my_models` before loading it*"])
+
+
 def test_help_lists_the_options_in_one_group(pytester):
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["conformance: PyTorch export conformance:", "*--cases*",

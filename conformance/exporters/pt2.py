@@ -3,7 +3,10 @@ AOTInductor package compiled from the exported program: a shared library and its
 weights)."""
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -68,12 +71,67 @@ def as_module(model: Callable):
 
 
 def load_exported_program(file: Path, device: str) -> Callable:
+    """torch.export.load, raising the cause it only logs: a program whose inputs or
+    outputs are pytree types (a transformers ModelOutput) loads only where the module
+    that registers them was imported; the error says which import to add."""
     import torch
 
-    return torch.export.load(str(file)).module()
+    with _logged_errors("torch.export") as logged:
+        try:
+            return torch.export.load(str(file)).module()
+        except RuntimeError as exc:
+            if not logged:
+                raise
+            raise RuntimeError(_unregistered_type_hint(logged[-1]) or
+                               f"torch.export.load: {type(logged[-1]).__name__}: "
+                               f"{logged[-1]}") from exc
 
 
 def load_aoti_package(file: Path, device: str) -> Callable:
+    """aoti_load_package. The package rebuilds its outputs' pytree types at every call: one
+    not registered in this process gets the same hint as torch.export.load's."""
     import torch
 
-    return torch._inductor.aoti_load_package(str(file))
+    package = torch._inductor.aoti_load_package(str(file))
+
+    def call(*args, **kwargs):
+        try:
+            return package(*args, **kwargs)
+        except NotImplementedError as exc:
+            hint = _unregistered_type_hint(exc)
+            if hint is None:
+                raise
+            raise RuntimeError(hint) from exc
+
+    return call
+
+
+_UNREGISTERED = re.compile(r"Deserializing ([\w.]+)\.(\w+) in pytree is not registered")
+
+
+def _unregistered_type_hint(error: BaseException) -> str | None:
+    found = _UNREGISTERED.search(str(error))
+    if not found:
+        return None
+    module, name = found.groups()
+    return (f"the saved program's outputs or inputs are {module}.{name}, a pytree type that "
+            f"is registered when its module is imported: add `import {module}` before "
+            "loading it (where the program is deployed, too)")
+
+
+@contextlib.contextmanager
+def _logged_errors(logger_name: str):
+    """The exceptions a logger records (with exc_info) while the block runs."""
+    errors: list[BaseException] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info and record.exc_info[1] is not None:
+                errors.append(record.exc_info[1])
+
+    logger, handler = logging.getLogger(logger_name), Keep()
+    logger.addHandler(handler)
+    try:
+        yield errors
+    finally:
+        logger.removeHandler(handler)
