@@ -8,7 +8,6 @@ its cells (cell.py) and its helpers here; it knows none of them.
 from __future__ import annotations
 
 import collections
-import re
 import warnings
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from conformance.cell import CheckCell, cell_spec, make_cell
 from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search_settings
 from conformance.keys import CELL, SESSION
 from conformance.layout import builtin_expectations, default_dir
-from conformance.records import RecordWriter, make_record
+from conformance.records import RecordWriter, failure_cause, make_record
 from conformance.runtimes import thread_budget
 from conformance.session import CellSpec, ConformanceSession, Options
 from conformance.targets import slow_cell
@@ -400,16 +399,6 @@ class Recorder:
             terminalreporter=terminalreporter)
         terminalreporter.write_line(
             f"conformance: {self.writer.count} records written to {self.writer.file}")
-
-
-def failure_cause(record: dict) -> str:
-    """What a failed cell's message says went wrong, less the cell: one exporter error
-    fails every check and runtime of its path with the same words."""
-    lines = [line.strip() for line in (record.get("message") or "").splitlines() if line.strip()]
-    what = re.sub(r"^case \S+, target \S+, check \S+: ", "", lines[0]) if lines else ""
-    detail = lines[1] if len(lines) > 1 and not lines[1].startswith("reproduce:") else ""
-    return (f"case {record['case']}, path {record['path']}: {what}"
-            + (f" / {detail[:160]}" if detail else ""))
 
 
 OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")

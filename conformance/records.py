@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -41,3 +42,13 @@ def make_record(cell: dict, outcome: str, duration_s: float, message: str = "") 
 
 def read_records(file: Path) -> list[dict]:
     return [json.loads(line) for line in Path(file).read_text().splitlines() if line.strip()]
+
+
+def failure_cause(record: dict) -> str:
+    """What a failed cell's message says went wrong, less the cell: one exporter error
+    fails every check and runtime of its path with the same words."""
+    lines = [line.strip() for line in (record.get("message") or "").splitlines() if line.strip()]
+    what = re.sub(r"^case \S+, target \S+, check \S+: ", "", lines[0]) if lines else ""
+    detail = lines[1] if len(lines) > 1 and not lines[1].startswith("reproduce:") else ""
+    return (f"case {record['case']}, path {record['path']}: {what}"
+            + (f" / {detail[:160]}" if detail else ""))

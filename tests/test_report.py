@@ -86,6 +86,25 @@ def test_the_summary_counts_pass_rates_and_costs():
     assert summary["costs"] == [{"case": "a", "torch.export": 1.5}]
 
 
+def test_failures_that_share_a_cause_are_one_line_of_the_report_with_their_count():
+    export_error = ("case c, target {target}, check {check}: the path could not export the "
+                    "model\n  the onnx exporter at opset 17 failed on operator aten::<x>: "
+                    "UnsupportedOperatorError\n  reproduce: pytest x")
+    records = night() + [
+        record("c", target, check, "failed", message=export_error.format(target=target,
+                                                                          check=check))
+        for target in ("onnx-op17-onnxruntime-cpu", "onnx-op17-onnxruntime-noopt-cpu")
+        for check in ("matches_eager", "generalizes")]
+    shared = report_data.summarize(records)["shared_causes"]
+    assert shared == [{"cells": 4, "cause": "case c, path onnx: the path could not export the "
+                       "model / the onnx exporter at opset 17 failed on operator aten::<x>: "
+                       "UnsupportedOperatorError"}]
+    page = report_html_of(records)
+    section = page.split("<h2>Failures that share a cause</h2>")[1].split("<h2>")[0]
+    assert "<td class='name'>4</td>" in section
+    assert "aten::&lt;x&gt;" in section and "aten::<x>" not in section  # escaped
+
+
 def test_merging_shards_gives_the_unsharded_run_and_refuses_conflicts():
     whole = night()
     first, second = whole[:2], whole[2:]

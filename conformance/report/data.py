@@ -8,6 +8,7 @@ import collections
 
 from conformance.exporters.table import PATHS
 from conformance.latency import summary as latency_summary
+from conformance.records import failure_cause
 from conformance.report.history import environment
 
 # Worst first: a cell of the grid takes the worst outcome of its checks.
@@ -114,8 +115,16 @@ def latency(records: list[dict]) -> dict:
             "budget": latency_summary.run_budget(records)}
 
 
+def shared_causes(records: list[dict]) -> list[dict]:
+    """Failures that share a cause, most cells first: one exporter error fails every
+    check and runtime of its path with the same words."""
+    counts = collections.Counter(failure_cause(r) for r in conformance_records(records)
+                                 if r["outcome"] in ("failed", "error"))
+    return [{"cause": cause, "cells": n} for cause, n in counts.most_common() if n > 1]
+
+
 def summarize(records: list[dict]) -> dict:
-    return {"environment": environment(records), "counts": outcome_counts(records),
+    return {"shared_causes": shared_causes(records), "environment": environment(records), "counts": outcome_counts(records),
             "pass_rates": pass_rates(records), "grid": grid(records), "costs": costs(records),
             "latency": latency(records)}
 

@@ -118,6 +118,13 @@ def pass_rate_section(rows: list[dict]) -> str:
         ["target", "ran", "passed", "failed", "xfailed", "xpassed", "skipped", "pass rate"], body)
 
 
+def shared_causes_section(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    return "<h2>Failures that share a cause</h2>" + table(
+        ["cells", "cause"], [[r["cells"], r["cause"]] for r in rows], name_columns=2)
+
+
 def costs_section(rows: list[dict]) -> str:
     if not rows:
         return ""
@@ -173,7 +180,8 @@ def render(summary: dict, changes: dict | None, title: str) -> str:
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}"
             f"</title><style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"
             f"<p id='counts'>{esc(counts)}</p>"
-            + changes_section(changes) + grid_section(summary["grid"])
+            + changes_section(changes) + shared_causes_section(summary["shared_causes"])
+            + grid_section(summary["grid"])
             + pass_rate_section(summary["pass_rates"]) + latency_section(summary["latency"])
             + costs_section(summary["costs"]) + environment_section(summary["environment"])
             + f"<script type='application/json' id='cells'>{cells}</script>"
