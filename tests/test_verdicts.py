@@ -426,3 +426,23 @@ def test_float64_never_excuses_another_structure(tmp_path, monkeypatch):
     case = Case("tanh", Tanh, lambda: (torch.rand(2, 4),))
     with pytest.raises(CheckFailure, match="eager returned a Tensor"):
         checks.matches_eager(subject_of(case, "script", tmp_path, runtime="tupled"))
+
+
+class _Holder:
+    """A plain object holding a tensor, as a model's cache object does."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def test_float64_never_excuses_a_mismatch_inside_an_object(tmp_path):
+    # The tensor leaves reach the top-level tensor only: the mismatch inside the object
+    # must not be excused by leaves that are all right.
+    subject = subject_of(Case("linear", lambda: torch.nn.Linear(4, 3),
+                              lambda: (torch.randn(2, 4),)), "trace", tmp_path)
+    top, held = torch.randn(3), torch.randn(5)
+    expected, actual = (top, _Holder(held)), (top.clone(), _Holder(held + 1))
+    reference = (top.double(), _Holder(held.double()))
+    result = checks.compare(actual, expected, None)
+    assert not result.ok and result.total == 8
+    assert not checks.right_by_float64(subject, actual, expected, reference, True, result)

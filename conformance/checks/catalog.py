@@ -181,6 +181,10 @@ def right_by_float64(subject: Subject, actual, expected, reference: Any, derived
                        tensor_leaves(subject.expected(reference))))
     if len(triples) != len(tensor_leaves(expected)):
         return False
+    # Every element the comparison counted must be judged here: a tensor held where the
+    # leaves do not reach (an object's attribute) would otherwise be excused unseen.
+    if sum(e.numel() for _, e, _ in triples) != result.total:
+        return False
     tolerance = subject.case.tolerance
     for a, e, r in triples:
         misses = element_misses(a, e, tolerance)
