@@ -376,6 +376,24 @@ def test_a_case_declares_a_path_it_does_not_support_without_a_table(pytester):
     result.stdout.fnmatch_lines(["*TorchScript has no try blocks*"])
 
 
+def test_a_declared_unsupported_path_passes_no_cell_of_a_wrong_artifact(pytester):
+    # The trace exports, and bakes the branch its example took (a fault found with the
+    # example alone): a declaration that the path cannot export excuses none of it.
+    declared = GATE_CASE.replace(
+        'CASES = [Case("gate", Gate, random_inputs((2, 3), offset=1.0))]',
+        'CASES = [Case("gate", Gate, random_inputs((2, 3), offset=1.0),\n'
+        '              unsupported={"trace": "said to be unsupported"})]')
+    pytester.makepyfile(gate_cases=declared)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=gate_cases.py",
+        "-p", "no:cacheprovider", "-k", "gate and trace-torch-cpu and (matches_eager "
+                                        "or generalizes)")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*UNEXPECTED PASS: gate-trace-torch-cpu-matches_eager*",
+        "*expected export-error (said to be unsupported*observed mismatch*generalizes*"])
+
+
 def test_a_declared_unsupported_path_must_name_a_path_and_a_reason():
     import torch
 

@@ -80,20 +80,18 @@ def row_fields(row) -> dict:
     return {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
 
 
-@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(ExportPath)])
-def test_a_path_row_that_forgets_a_field_is_refused(field):
-    fields = row_fields(PATHS["trace"])
-    del fields[field]
-    with pytest.raises(TypeError, match=field):
-        ExportPath(**fields)
+ROWS_MISSING_A_FIELD = [(kind, row, field.name) for kind, row in
+                        ((ExportPath, PATHS["trace"]), (Runtime, RUNTIMES["onnxruntime"]))
+                        for field in dataclasses.fields(kind)]
 
 
-@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(Runtime)])
-def test_a_runtime_row_that_forgets_a_field_is_refused(field):
-    fields = row_fields(RUNTIMES["onnxruntime"])
+@pytest.mark.parametrize("kind, row, field", ROWS_MISSING_A_FIELD,
+                         ids=[f"{kind.__name__}.{field}" for kind, _, field in ROWS_MISSING_A_FIELD])
+def test_a_row_that_forgets_a_field_is_refused(kind, row, field):
+    fields = row_fields(row)
     del fields[field]
     with pytest.raises(TypeError, match=field):
-        Runtime(**fields)
+        kind(**fields)
 
 
 CONTRADICTIONS = [

@@ -13,6 +13,7 @@ from conformance.checks.subject import EagerFailed, Subject, tensor_leaves
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
 from conformance.exporters.artifact import ExportError
 from conformance.exporters.path import ARTIFACT_CHECKS
+from conformance.exporters.pt2 import unregistered_type_hint
 from conformance.messages import first_lines, head_and_cause
 from conformance.runtimes.fresh_process import to_cpu
 from conformance.runtimes.loaders import copy_inputs
@@ -69,10 +70,17 @@ def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], An
         fail(subject, check, "the path could not export the model", str(exc),
              kind="export-error")
     except ProcessError as exc:  # the fresh process or the libtorch harness
-        fail(subject, check, f"{what} failed in {exc.where}", str(exc), kind=exc.kind)
+        fail(subject, check, f"{what} failed in {exc.where}", _with_hint(str(exc)),
+             kind=exc.kind)
     except Exception as exc:  # any runtime error is this cell's failure, not the session's
-        fail(subject, check, f"{what} raised {type(exc).__name__}", head_and_cause(exc, 8),
-             kind="runtime-error")
+        fail(subject, check, f"{what} raised {type(exc).__name__}",
+             _with_hint(head_and_cause(exc, 8)), kind="runtime-error")
+
+
+def _with_hint(text: str) -> str:
+    """An error's text, and what to do about it where the suite knows."""
+    hint = unregistered_type_hint(text)
+    return f"{text}\n{hint}" if hint else text
 
 
 

@@ -82,34 +82,24 @@ def load_exported_program(file: Path, device: str) -> Callable:
         except RuntimeError as exc:
             if not logged:
                 raise
-            raise RuntimeError(_unregistered_type_hint(logged[-1]) or
-                               f"torch.export.load: {type(logged[-1]).__name__}: "
+            raise RuntimeError(f"torch.export.load: {type(logged[-1]).__name__}: "
                                f"{logged[-1]}") from exc
 
 
 def load_aoti_package(file: Path, device: str) -> Callable:
     """aoti_load_package. The package rebuilds its outputs' pytree types at every call: one
-    not registered in this process gets the same hint as torch.export.load's."""
+    not registered in this process fails there (see `unregistered_type_hint`)."""
     import torch
 
-    package = torch._inductor.aoti_load_package(str(file))
-
-    def call(*args, **kwargs):
-        try:
-            return package(*args, **kwargs)
-        except NotImplementedError as exc:
-            hint = _unregistered_type_hint(exc)
-            if hint is None:
-                raise
-            raise RuntimeError(hint) from exc
-
-    return call
+    return torch._inductor.aoti_load_package(str(file))
 
 
 _UNREGISTERED = re.compile(r"Deserializing ([\w.]+)\.(\w+) in pytree is not registered")
 
 
-def _unregistered_type_hint(error: BaseException) -> str | None:
+def unregistered_type_hint(error: object) -> str | None:
+    """For an error that a pytree type of a saved program is not registered where it was
+    loaded (torch.export.load, an AOTInductor package's call): the import to add."""
     found = _UNREGISTERED.search(str(error))
     if not found:
         return None
