@@ -5,7 +5,8 @@
 #   make bench   records go to results/latency-records.jsonl
 # and the nightly job: the whole matrix, then its report and history entry:
 #   make nightly results/report/report.html, summary.md, report.json; results/history.sqlite
-# Each creates (or reuses) .venv and installs the pinned dependencies into it.
+# Each creates (or reuses) .venv and installs the pinned dependencies into it, with the
+# `families` extra (transformers and timm, for the built-in model families).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -59,7 +60,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[families]"
 	touch $(STAMP)
 
 clean:

@@ -2,11 +2,12 @@
 
 The public API for declaring cases::
 
-    from conformance import Case, Dim, TensorSpace, Tolerance, random_inputs, random_tokens
+    from conformance import Case, Dim, Inputs, TensorSpace, Tolerance, random_inputs, random_tokens
 """
+from conformance.calling import Inputs
 from conformance.cases import Case, CaseError, Registry, Tolerance, random_inputs, random_tokens
 from conformance.spaces import Dim, TensorSpace
 
-__all__ = ["Case", "CaseError", "Dim", "Registry", "TensorSpace", "Tolerance", "random_inputs",
-           "random_tokens"]
+__all__ = ["Case", "CaseError", "Dim", "Inputs", "Registry", "TensorSpace", "Tolerance",
+           "random_inputs", "random_tokens"]
 __version__ = "0.1.0"

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from conformance.calling import Inputs, is_inputs
 from conformance.spaces import TensorSpace, space_dims
 
-Inputs = tuple  # a tuple of positional arguments, usually tensors
+# The inputs of a case inside the suite: one flat tuple (see conformance.calling).
+FlatInputs = tuple
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
 # Words of the cell ids besides the paths and runtimes: the latency run's eager target
@@ -54,10 +56,14 @@ class Case:
 
     name: lowercase words joined by `_`; must not contain a path or runtime word.
     build: returns an `nn.Module` (set to eval mode by the suite) or a plain function.
-    example: returns the example inputs as a tuple. When `batch_sizes` is set it
-        must accept `batch=N` and return inputs whose dim 0 is N.
-    probes: returns a list of further input tuples the artifact must agree with
-        eager on: other values, inputs that take another branch, other sizes.
+    example: returns the example inputs: a tuple of positional inputs, a dict of keyword
+        inputs, or `Inputs(*args, **kwargs)` for both. When `batch_sizes` is set it
+        must accept `batch=N` and return inputs whose dim 0 is N. Inside the suite the
+        inputs are one flat tuple, the positional ones and then the keyword ones in the
+        order of the model's forward signature; `input_names` and `input_space` follow
+        that order.
+    probes: returns a list of further inputs (in the example's form) the artifact must
+        agree with eager on: other values, inputs that take another branch, other sizes.
     batch_sizes: batch sizes other than the example's that the artifact must accept.
     tags: free words; each becomes a pytest marker (`-m "not slow"`).
         Tags the suite reads: `slow`, `control-flow`, `classifier`.
@@ -68,7 +74,8 @@ class Case:
         the batch-2 inputs the dynamo exporter sees when the example has batch 1
         (seed + 5) and the derived probes (seed + 6).
     input_names, output_names: the names an exported graph must give its inputs and
-        (flattened) outputs; default `input_0, ...` and `output_0, ...`.
+        (flattened) outputs; default `input_0, ...` for positional inputs, a keyword
+        input's own name, and `output_0, ...`.
     input_space: per input, a `TensorSpace` (its shape with `Dim`s for the dynamic
         dimensions, and its value range) or None to keep the example's input. The
         exporters make the Dims dynamic, and the `agrees_on_drawn_inputs` check draws
@@ -81,12 +88,15 @@ class Case:
         export the model, each with the reason: every cell of the path is expected to
         fail with the exporter's error (an expectation row, kept with the case), and a
         cell that passes fails instead, so the declaration goes when the path learns.
+    requires: modules the case needs besides the suite's own dependencies (`transformers`,
+        `timm`); where one does not import, every cell of the case skips, saying which
+        and how to install it.
     """
 
     name: str
     build: Callable[[], Any]
-    example: Callable[..., Inputs]
-    probes: Callable[[], Sequence[Inputs]] | None = None
+    example: Callable[..., "Inputs | tuple | dict"]
+    probes: Callable[[], Sequence["Inputs | tuple | dict"]] | None = None
     batch_sizes: tuple[int, ...] = ()
     tags: frozenset[str] = frozenset()
     tolerance: Tolerance | None = None
@@ -97,6 +107,7 @@ class Case:
     input_space: tuple[TensorSpace | None, ...] = ()
     skip_probes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     unsupported: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "tags", frozenset(self.tags))
@@ -104,6 +115,7 @@ class Case:
         object.__setattr__(self, "input_names", tuple(self.input_names))
         object.__setattr__(self, "output_names", tuple(self.output_names))
         object.__setattr__(self, "input_space", tuple(self.input_space))
+        object.__setattr__(self, "requires", tuple(self.requires))
         problem = name_problem(self.name)
         if problem:
             raise ValueError(f"case name {self.name!r}: {problem}")
@@ -168,7 +180,7 @@ def random_inputs(*shapes: Sequence[int], scale: float = 1.0, offset: float = 0.
     """
     import torch
 
-    def make(batch: int | None = None) -> Inputs:
+    def make(batch: int | None = None) -> FlatInputs:
         return tuple(
             torch.randn(*((batch,) + tuple(s[1:]) if batch else tuple(s))) * scale + offset
             for s in shapes
@@ -186,7 +198,7 @@ def random_tokens(*shapes: Sequence[int], vocab: int):
     if vocab < 1:
         raise ValueError(f"random_tokens: vocab must be at least 1, got {vocab}")
 
-    def make(batch: int | None = None) -> Inputs:
+    def make(batch: int | None = None) -> FlatInputs:
         return tuple(torch.randint(0, vocab, (batch,) + tuple(s[1:]) if batch else tuple(s))
                      for s in shapes)
 
@@ -255,21 +267,42 @@ def build_registry(builtin: bool, user_cases: Iterable[tuple[str, list[Case]]]) 
 
 
 def example_problem(case: Case) -> str | None:
-    """What is wrong with what the case's `example` returns, or None: it must be a tuple
-    (or list) of the model's positional inputs, which the suite spreads over the call.
-    A bare tensor would be spread row by row. Calls the factory once, seeded."""
+    """What is wrong with what the case's `example` returns, or None: a tuple (or list)
+    of positional inputs, a dict of keyword inputs, or `Inputs` for both. A bare tensor
+    would be spread row by row. Calls the factory once, seeded."""
     import torch
 
+    if missing_requirements(case):  # the example may need what is missing
+        return None
     torch.manual_seed(case.seed + 1)
     try:
         inputs = case.example()
     except Exception:  # the cells report it, as eager's own failure on the example
         return None
-    if isinstance(inputs, (tuple, list)):
+    if is_inputs(inputs):
         return None
     return (f"case {case.name!r}: example() returned a {type(inputs).__name__}; it must "
-            "return a tuple of the model's positional inputs, e.g. "
+            "return a tuple of the model's positional inputs, a dict of its keyword inputs "
+            "or conformance.Inputs(*args, **kwargs), e.g. "
             "`example=lambda: (torch.randn(2, 4),)` or `example=random_inputs((2, 4))`")
+
+
+def missing_requirements(case: Case) -> list[str]:
+    """The modules of `case.requires` that are not installed."""
+    return [name for name in case.requires if importlib.util.find_spec(name) is None]
+
+
+# Modules that built-in cases require, and the extra of the suite that installs them.
+EXTRAS = {"transformers": "families", "timm": "families"}
+
+
+def requirement_hint(modules: Sequence[str]) -> str:
+    """How to install modules a case requires."""
+    extras = sorted({EXTRAS[m] for m in modules if m in EXTRAS})
+    others = [m for m in modules if m not in EXTRAS]
+    ways = [f"pip install 'conformance[{e}]' (`make suite` installs it)" for e in extras]
+    ways += [f"pip install {' '.join(others)}"] if others else []
+    return " and ".join(ways)
 
 
 def load_cases_module(spec: str) -> tuple[str, list[Case]]:

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import pytest
 
 from conformance import expectations as expect
+from conformance.cases import missing_requirements, requirement_hint
 from conformance.keys import CELL, SESSION
 from conformance.session import CellSpec, ConformanceSession
 from conformance.targets import missing
@@ -101,6 +102,10 @@ def make_cell(request, spec: CellSpec, kind: Callable[..., Cell]) -> Cell:
 def _lacking(session: ConformanceSession, spec: CellSpec) -> tuple[str, str] | None:
     """Why the cell cannot run here, and the name `--require` would give it."""
     case = session.entry(spec.case)
+    needed = missing_requirements(case)
+    if needed:
+        return needed[0], (f"case {case.name} needs {', '.join(needed)}, which is not "
+                           f"installed here; {requirement_hint(needed)}")
     if case.quantized_engine and spec.target.device != "cpu":
         return "quantized", "eager-mode quantized kernels run on the CPU only"
     return missing(spec.target.runtime, spec.target.device, spec.target.path)

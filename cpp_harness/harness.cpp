@@ -17,7 +17,8 @@
 //   settings <threads> <flush denormal 0|1>     -> ok <threads now>
 //   memory                                      -> ok <peak resident set size in KiB>
 //   unload <handle>                             -> ok
-// qengine is the quantized engine to set first ("-" leaves it as it is).
+// qengine is the quantized engine to set first ("-" leaves it as it is). An inputs
+// file holds (positional inputs, {name: keyword input}); a package takes positional ones.
 // Stray prints of a model go to stderr: the protocol has its own descriptor.
 #include <ATen/Parallel.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
@@ -109,19 +110,36 @@ void set_quantized_engine(const std::string& name) {
   at::globalContext().setQEngine(found->second);
 }
 
-// Inputs on the model's device, as the positional arguments of forward.
-std::vector<c10::IValue> read_inputs(const std::string& path, const c10::Device& device) {
+// A call's inputs: the positional arguments of forward and the ones by keyword.
+struct Inputs {
+  std::vector<c10::IValue> args;
+  torch::jit::Kwargs kwargs;
+};
+
+c10::IValue on_device(const c10::IValue& value, const c10::Device& device) {
+  return value.isTensor() ? c10::IValue(value.toTensor().to(device)) : value;
+}
+
+// The inputs file holds a tuple (positional inputs, {name: keyword input}), on the
+// model's device.
+Inputs read_inputs(const std::string& path, const c10::Device& device) {
   c10::IValue loaded = torch::pickle_load(read_file(path));
-  std::vector<c10::IValue> inputs;
-  if (loaded.isTuple()) {
-    for (const auto& item : loaded.toTupleRef().elements()) inputs.push_back(item);
-  } else if (loaded.isList()) {
-    for (const auto& item : loaded.toList()) inputs.push_back(item);
+  if (!loaded.isTuple() || loaded.toTupleRef().elements().size() != 2)
+    throw std::runtime_error("the inputs file must hold a tuple (positional inputs, keyword inputs)");
+  const auto& parts = loaded.toTupleRef().elements();
+  Inputs inputs;
+  if (parts[0].isTuple()) {
+    for (const auto& item : parts[0].toTupleRef().elements())
+      inputs.args.push_back(on_device(item, device));
+  } else if (parts[0].isList()) {
+    for (const auto& item : parts[0].toList()) inputs.args.push_back(on_device(item, device));
   } else {
-    throw std::runtime_error("the inputs file must hold a tuple or list of inputs");
+    throw std::runtime_error("the positional inputs must be a tuple or list");
   }
-  for (auto& input : inputs)
-    if (input.isTensor()) input = input.toTensor().to(device);
+  if (!parts[1].isGenericDict())
+    throw std::runtime_error("the keyword inputs must be a dict");
+  for (const auto& entry : parts[1].toGenericDict())
+    inputs.kwargs[entry.key().toStringRef()] = on_device(entry.value(), device);
   return inputs;
 }
 
@@ -159,11 +177,14 @@ std::vector<at::Tensor> tensors_of(const std::vector<c10::IValue>& inputs) {
   return tensors;
 }
 
-c10::IValue forward(Model& model, const std::vector<c10::IValue>& inputs) {
+c10::IValue forward(Model& model, const Inputs& inputs) {
   c10::InferenceMode guard;
-  if (model.module) return model.module->forward(inputs);
+  if (model.module) return model.module->forward(inputs.args, inputs.kwargs);
+  // The suite hands a package its flat inputs in the exported order, all positional.
+  if (!inputs.kwargs.empty())
+    throw std::runtime_error("an AOTInductor package takes its inputs flat, not by keyword");
   std::vector<c10::IValue> outputs;
-  for (auto& tensor : model.package->run(tensors_of(inputs))) outputs.emplace_back(tensor);
+  for (auto& tensor : model.package->run(tensors_of(inputs.args))) outputs.emplace_back(tensor);
   return c10::ivalue::Tuple::create(std::move(outputs));
 }
 
@@ -218,7 +239,7 @@ std::string run(const std::vector<std::string>& fields) {
 }
 
 // A timing request's model and inputs: <handle> <qengine> <inputs> come first.
-std::pair<Model*, std::vector<c10::IValue>> prepare(const std::vector<std::string>& fields,
+std::pair<Model*, Inputs> prepare(const std::vector<std::string>& fields,
                                                     size_t count) {
   need(fields, count);
   Model& model = find(fields[1]);

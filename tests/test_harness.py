@@ -274,7 +274,8 @@ def test_the_bare_loop_and_the_per_run_samples_time_the_same_calls(tmp_path, sha
     model = LibtorchModel(shared_harness, scripted(tmp_path, broken_models.Linear()), "cpu")
     inputs = (torch.randn(2, 4),)
     samples = model.time(inputs, warmup=20, runs=200)
-    total = model.loop(inputs, runs=200)
+    # The fastest of three loops: a loop's mean takes every stall of a busy machine.
+    total = min(model.loop(inputs, runs=200) for _ in range(3))
     assert 0 < total and all(s > 0 for s in samples)
     # The same calls, with and without a clock pair each: one figure within a factor
     # of the other (a sample that timed something else, a whole request or nothing,

@@ -809,9 +809,8 @@ def test_xdist_runs_a_cases_cells_on_one_worker_and_exports_once(pytester):
 ])
 def test_the_case_scheduler_is_chosen_unless_another_dist_is_given(args, dist, grouped,
                                                                    monkeypatch):
-    import types
-
     import sys
+    import types
 
     from conformance import plugin
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from conformance.calling import call as call_with
 from conformance.checks.compare import Comparison, compare
 from conformance.checks.subject import EagerFailed, Subject, tensor_leaves
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
@@ -452,7 +453,8 @@ def fresh_process(subject: Subject) -> dict:
     fresh, timings = run_or_fail(
         subject, "fresh_process", "loading and running the saved artifact",
         lambda: subject.fresh_process.run(loader_name(subject.target), subject.artifact.file,
-                                   state.example, state.device, subject.case.quantized_engine))
+                                   state.example, state.device, subject.case.quantized_engine,
+                                   state.keywords))
     result = _compare(subject, fresh, to_cpu(in_process))
     if not result.ok:
         fail(subject, "fresh_process", "the saved artifact gives other outputs in a fresh "
@@ -512,7 +514,8 @@ def explain(state):
 
     torch._dynamo.reset()
     with state.context():
-        return torch._dynamo.explain(state.model)(*copy_inputs(state.example))
+        return call_with(torch._dynamo.explain(state.model), copy_inputs(state.example),
+                    state.keywords)
 
 
 def count_recompiles(state, probe_inputs: list) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-Inputs = tuple
+FlatInputs = tuple  # flat: positional inputs, then keyword ones (conformance.calling)
 
 
 @dataclasses.dataclass
@@ -29,7 +29,7 @@ class Probe:
     `resized` lists the (input, axis) pairs whose size differs from the example's."""
 
     label: str
-    inputs: Inputs
+    inputs: FlatInputs
     derived: str | None = None
     resized: tuple[tuple[int, int], ...] = ()
 
@@ -65,7 +65,7 @@ def _is_integer(value: Any) -> bool:
         and not value.is_complex() and value.dtype != torch.bool
 
 
-def _leaves(example: Inputs, change: Callable) -> Inputs:
+def _leaves(example: FlatInputs, change: Callable) -> FlatInputs:
     """The example with `change` applied to every leaf, nested ones too (a tuple or a
     dict of tensors as one argument)."""
     from torch.utils import _pytree
@@ -73,7 +73,7 @@ def _leaves(example: Inputs, change: Callable) -> Inputs:
     return tuple(_pytree.tree_map(change, value) for value in example)
 
 
-def _floats(example: Inputs, change: Callable) -> Inputs:
+def _floats(example: FlatInputs, change: Callable) -> FlatInputs:
     """The example with `change` applied to its floating-point tensors."""
     return _leaves(example, lambda value: change(value) if _is_float(value) and value.numel()
                    else value)
@@ -96,7 +96,7 @@ def _uniform(value):
     return torch.rand_like(value) * (high - low) + low
 
 
-def _redraw_integers(example: Inputs) -> Inputs:
+def _redraw_integers(example: FlatInputs) -> FlatInputs:
     import torch
 
     def redraw(value):
@@ -108,7 +108,7 @@ def _redraw_integers(example: Inputs) -> Inputs:
     return _leaves(example, redraw)
 
 
-VALUE_PROBES: dict[str, Callable[[Inputs], Inputs]] = {
+VALUE_PROBES: dict[str, Callable[[FlatInputs], FlatInputs]] = {
     "negated": lambda example: _floats(example, lambda v: -v),
     "scaled_up": lambda example: _floats(example, lambda v: v * 1000),
     "scaled_down": lambda example: _floats(example, lambda v: v * 0.001),
@@ -120,7 +120,7 @@ VALUE_PROBES: dict[str, Callable[[Inputs], Inputs]] = {
 }
 
 
-def batch_axis_inputs(example: Inputs) -> list[int]:
+def batch_axis_inputs(example: FlatInputs) -> list[int]:
     """The inputs that look batched: tensors of two or more dims sharing one size of
     dim 0, which is small. None when the tensors disagree on dim 0."""
     tensors = [i for i, v in enumerate(example) if hasattr(v, "dim") and v.dim() >= 2]
@@ -130,7 +130,7 @@ def batch_axis_inputs(example: Inputs) -> list[int]:
     return tensors
 
 
-def _other_batch(example: Inputs, batched: list[int]) -> Inputs:
+def _other_batch(example: FlatInputs, batched: list[int]) -> FlatInputs:
     import torch
 
     def stacked(value):
@@ -140,7 +140,7 @@ def _other_batch(example: Inputs, batched: list[int]) -> Inputs:
     return tuple(stacked(v) if i in batched else v for i, v in enumerate(example))
 
 
-def derived_probes(example: Inputs, skip: dict[str, str], space: tuple = ()) -> list[Probe]:
+def derived_probes(example: FlatInputs, skip: dict[str, str], space: tuple = ()) -> list[Probe]:
     """The probes derived from the example, except those the case skips and those
     that would equal the example (a probe of integers for a float-only example).
     With an input space, an input whose space is None keeps the example's value (a
@@ -161,7 +161,7 @@ def derived_probes(example: Inputs, skip: dict[str, str], space: tuple = ()) -> 
     return made
 
 
-def within(space: tuple, inputs: Inputs, example: Inputs) -> Inputs:
+def within(space: tuple, inputs: FlatInputs, example: FlatInputs) -> FlatInputs:
     """The inputs held to the case's input space, where it declares one."""
     if not space:
         return inputs
@@ -171,7 +171,7 @@ def within(space: tuple, inputs: Inputs, example: Inputs) -> Inputs:
                  for bounds, value, original in zip(space, inputs, example))
 
 
-def _same(a: Inputs, b: Inputs) -> bool:
+def _same(a: FlatInputs, b: FlatInputs) -> bool:
     """Whether two inputs hold the same values, leaf by leaf (nested ones too)."""
     import torch
     from torch.utils import _pytree
@@ -195,7 +195,7 @@ def tracer_warnings(warnings: list[str]) -> list[str]:
     return [w for w in warnings if any(mark in w for mark in TRACER_WARNING_MARKS)]
 
 
-def aimed_probes(example: Inputs, warnings: list[str], skip: dict[str, str]) -> list[Probe]:
+def aimed_probes(example: FlatInputs, warnings: list[str], skip: dict[str, str]) -> list[Probe]:
     """Probes for a trace that warned: what a single example cannot tell apart."""
     if not tracer_warnings(warnings):
         return []
@@ -205,7 +205,7 @@ def aimed_probes(example: Inputs, warnings: list[str], skip: dict[str, str]) -> 
     return [probe for name, probe in aimed if name not in skip]
 
 
-def _one_negated(example: Inputs) -> list[Probe]:
+def _one_negated(example: FlatInputs) -> list[Probe]:
     floats = [i for i, v in enumerate(example) if _is_float(v)]
     if len(floats) < 2:
         return []
@@ -214,7 +214,7 @@ def _one_negated(example: Inputs) -> list[Probe]:
             for i in floats]
 
 
-def _swapped(example: Inputs) -> list[Probe]:
+def _swapped(example: FlatInputs) -> list[Probe]:
     probes = []
     for i, a in enumerate(example):
         for j in range(i + 1, len(example)):
@@ -227,7 +227,7 @@ def _swapped(example: Inputs) -> list[Probe]:
     return probes
 
 
-def _longer_axes(example: Inputs) -> list[Probe]:
+def _longer_axes(example: FlatInputs) -> list[Probe]:
     import torch
 
     probes = []

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from conformance import spaces, targets
-from conformance.cases import Case, Inputs
+from conformance import calling, spaces, targets
+from conformance.cases import Case, FlatInputs
 from conformance.checks.compare import flatten
 from conformance.checks.probes import Probe, aimed_probes, derived_probes, tracer_warnings
 from conformance.checks.property_search import SearchSettings
@@ -35,7 +35,7 @@ class Call:
     inputs as the call left them (a model may write into its inputs)."""
 
     outputs: Any
-    inputs_after: Inputs
+    inputs_after: FlatInputs
 
 
 class EagerFailed(Exception):
@@ -118,8 +118,32 @@ class CaseState:
         return model
 
     @property
-    def example(self) -> Inputs:
-        return self.memo("example", lambda: self.to_device(self.seeded(1, self.case.example)))
+    def example(self) -> FlatInputs:
+        """The example, flat (see `conformance.calling`), on the device."""
+        return self._example_and_keywords[0]
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The names of the keyword inputs: the last values of every flat input."""
+        return self._example_and_keywords[1]
+
+    @property
+    def _example_and_keywords(self) -> tuple[FlatInputs, tuple[str, ...]]:
+        def make():
+            inputs, keywords = calling.flat(self.seeded(1, self.case.example),
+                                            calling.parameter_names(self.model))
+            return self.to_device(inputs), keywords
+        return self.memo("example", make)
+
+    def flat(self, label: str, value: Any) -> FlatInputs:
+        """Other inputs of the case, in the example's form, flat; they must pass the same
+        inputs by keyword as the example."""
+        inputs, keywords = calling.flat(value, calling.parameter_names(self.model))
+        if keywords != self.keywords:
+            raise ValueError(f"case {self.case.name}: the {label} passes {list(keywords)} by "
+                             f"keyword, the example {list(self.keywords)}; every input of a "
+                             "case must take the example's form")
+        return inputs
 
     @property
     def probes(self) -> list[Probe]:
@@ -128,15 +152,16 @@ class CaseState:
         return self.memo("probes", self._valid_probes)
 
     def _made_probes(self) -> list[Probe]:
-        made = [Probe("other values (example shapes, new seed)",
-                      self.seeded(2, self.case.example))]
+        label = "other values (example shapes, new seed)"
+        made = [Probe(label, self.flat(label, self.seeded(2, self.case.example)))]
         if self.case.probes:
             declared = self.seeded(3, self.case.probes)
-            made += [Probe(f"case probe {i + 1} of {len(declared)}", tuple(p))
-                     for i, p in enumerate(declared)]
+            labels = [f"case probe {i + 1} of {len(declared)}" for i in range(len(declared))]
+            made += [Probe(label, self.flat(label, p)) for label, p in zip(labels, declared)]
         for batch in self.case.batch_sizes:
-            made.append(Probe(f"batch size {batch}",
-                              self.seeded(4, lambda: self.case.example(batch=batch)),
+            label = f"batch size {batch}"
+            made.append(Probe(label, self.flat(label, self.seeded(
+                              4, lambda: self.case.example(batch=batch))),
                               resized=tuple((i, 0) for i, v in enumerate(self.example)
                                             if hasattr(v, "shape"))))
         made = [dataclasses.replace(p, inputs=self.to_device(p.inputs)) for p in made]
@@ -164,12 +189,12 @@ class CaseState:
         self.eager_run("example", self.example)
         self.probes  # noqa: B018  (computes and checks eager on each probe)
 
-    def eager_run(self, label: str, inputs: Inputs) -> Call:
+    def eager_run(self, label: str, inputs: FlatInputs) -> Call:
         """Eager's outputs, and its inputs after the call, on one input; computed once,
         under the eager time limit. Only the example's run is timed (the latency baseline)."""
         return self.memo(("eager", label), lambda: self._eager(label, inputs))
 
-    def _eager(self, label: str, inputs: Inputs) -> Call:
+    def _eager(self, label: str, inputs: FlatInputs) -> Call:
         what = f"eager on the {label}"
         timing = "eager_s" if label == "example" else None
         try:
@@ -183,22 +208,22 @@ class CaseState:
             raise EagerFailed(self.case.name, label, f"{type(exc).__name__}: "
                               f"{first_lines(exc, 4)}") from exc
 
-    def eager(self, label: str, inputs: Inputs) -> Any:
+    def eager(self, label: str, inputs: FlatInputs) -> Any:
         """Eager's outputs on one input (see `eager_run`)."""
         return self.eager_run(label, inputs).outputs
 
-    def call(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Call:
+    def call(self, fn: Callable, inputs: FlatInputs, timing: str | None = None) -> Call:
         """Run `fn` on its own copy of the inputs: eager and every artifact get fresh
         tensors, so a model that writes into its inputs cannot change another's."""
         own = copy_inputs(inputs)
         started = time.perf_counter()
         with self.context():
-            outputs = run(fn, own)
+            outputs = run(fn, own, self.keywords)
         if timing:
             self.timings[timing] = time.perf_counter() - started
         return Call(outputs, own)
 
-    def run(self, fn: Callable, inputs: Inputs, timing: str | None = None) -> Any:
+    def run(self, fn: Callable, inputs: FlatInputs, timing: str | None = None) -> Any:
         return self.call(fn, inputs, timing).outputs
 
     def artifact(self, path: str, opset: int | None = None) -> Artifact:
@@ -206,7 +231,9 @@ class CaseState:
 
     def export_options(self, path: str, opset: int | None) -> ExportOptions:
         row = path_row(path)
-        inputs = self.case.input_names or tuple(f"input_{i}" for i in range(len(self.example)))
+        positional = len(self.example) - len(self.keywords)
+        inputs = self.case.input_names or (
+            tuple(f"input_{i}" for i in range(positional)) + self.keywords)
         outputs = self.case.output_names or tuple(
             f"output_{i}" for i in range(len(tensor_leaves(self.eager("example", self.example)))))
         dims = self.dynamic_dims()
@@ -214,7 +241,7 @@ class CaseState:
         batch_one = any(name == "batch" and self.example[index].shape[axis] == 1
                         for index, axis, name, _, _ in dims)
         return ExportOptions(opset=opset, input_names=inputs, output_names=outputs,
-                                   dynamic_dims=dims,
+                                   keywords=self.keywords, dynamic_dims=dims,
                                    script_first=row.scripts_control_flow
                                    and self.case.has_control_flow,
                                    export_batch=2 if row.specializes_size_one and batch_one
@@ -231,11 +258,12 @@ class CaseState:
         return tuple((index, 0, "batch", 1, None) for index, value in enumerate(self.example)
                      if hasattr(value, "shape"))
 
-    def export_example(self, options: ExportOptions) -> Inputs:
+    def export_example(self, options: ExportOptions) -> FlatInputs:
         if options.export_batch is None:
             return self.example
+        label = f"batch-{options.export_batch} export example"
         return self.memo(("export_example", options.export_batch), lambda: self.to_device(
-            self.seeded(5, lambda: self.case.example(batch=options.export_batch))))
+            self.flat(label, self.seeded(5, lambda: self.case.example(batch=options.export_batch)))))
 
     def _export(self, path: str, opset: int | None) -> Artifact:
         row = path_row(path)
@@ -293,7 +321,7 @@ class CaseState:
                     and RUNTIMES[key[1].runtime].in_harness:
                 value.close()
 
-    def to_device(self, inputs: Inputs) -> Inputs:
+    def to_device(self, inputs: FlatInputs) -> FlatInputs:
         return tuple(i.to(self.device) if hasattr(i, "to") else i for i in inputs)
 
 
@@ -323,7 +351,7 @@ class Subject:
     def timings(self) -> dict:
         return dict(self.state.timings)
 
-    def run_artifact(self, inputs: Inputs, timed: bool = False) -> Any:
+    def run_artifact(self, inputs: FlatInputs, timed: bool = False) -> Any:
         timing = f"run_{self.target.path_id}_{self.target.runtime}_s" if timed else None
         loaded = self.loaded
         outputs = self.state.run(loaded, inputs, timing)

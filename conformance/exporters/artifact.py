@@ -30,6 +30,9 @@ class ExportOptions:
     opset: int | None = None
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    # The names of the example's last inputs, which the model takes by keyword
+    # (see conformance.calling); input_names name them too.
+    keywords: tuple[str, ...] = ()
     # (input index, axis, name, min, max) for each dynamic axis; max None is unbounded.
     # One name on several axes is one size. A dynamic batch is named "batch".
     dynamic_dims: tuple[tuple[int, int, str, int, int | None], ...] = ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from conformance.calling import split
 from conformance.exporters.artifact import ExportOptions
 from conformance.exporters.pt2 import as_module, dynamic_shapes
 
@@ -13,7 +14,9 @@ def export_onnx(model: Callable, example: tuple, file: Path, options: ExportOpti
     import torch
 
     source = torch.jit.script(model) if options.script_first else model
-    torch.onnx.export(source, example, str(file), dynamo=False, opset_version=options.opset,
+    args, kwargs = split(example, options.keywords)
+    torch.onnx.export(source, args, str(file), kwargs=kwargs or None, dynamo=False,
+                      opset_version=options.opset,
                       input_names=list(options.input_names),
                       output_names=list(options.output_names), dynamic_axes=onnx_axes(options))
 
@@ -37,7 +40,8 @@ def export_onnx_dynamo(model: Callable, example: tuple, file: Path,
     import torch
 
     shapes = dynamic_shapes(example, options)
-    program = torch.onnx.export(as_module(model), example, dynamo=True,
+    args, kwargs = split(example, options.keywords)
+    program = torch.onnx.export(as_module(model), args, kwargs=kwargs or None, dynamo=True,
                                 opset_version=options.opset, verbose=False,
                                 input_names=list(options.input_names),
                                 output_names=list(options.output_names), dynamic_shapes=shapes)

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from conformance.calling import split
 from conformance.exporters.artifact import ExportOptions
 
 
@@ -31,7 +32,9 @@ def dynamic_shapes(example: tuple, options: ExportOptions) -> tuple | None:
 def export_program(model: Callable, example: tuple, options: ExportOptions):
     import torch
 
-    return torch.export.export(as_module(model), example,
+    args, kwargs = split(example, options.keywords)
+    # dynamic_shapes as a tuple follows the flat inputs, which follow the signature.
+    return torch.export.export(as_module(model), args, kwargs=kwargs or None,
                                dynamic_shapes=dynamic_shapes(example, options))
 
 
@@ -56,8 +59,8 @@ def as_module(model: Callable):
         return model
 
     class Function(torch.nn.Module):
-        def forward(self, *args):
-            return model(*args)
+        def forward(self, *args, **kwargs):
+            return model(*args, **kwargs)
 
     # torch.export matches dynamic_shapes to forward's parameters: give it the function's.
     try:

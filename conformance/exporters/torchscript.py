@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from conformance.calling import all_by_keyword
 from conformance.exporters.artifact import ExportOptions
 
 
@@ -15,7 +16,11 @@ def export_trace(model: Callable, example: tuple, file: Path, options: ExportOpt
 
     # strict=False lets dict and list outputs through (segmentation models);
     # check_trace=False because the suite's own checks compare with eager.
-    traced = torch.jit.trace(model, example, strict=False, check_trace=False)
+    if options.keywords:  # trace takes inputs by position or by keyword, not both
+        traced = torch.jit.trace(model, example_kwarg_inputs=all_by_keyword(
+            model, example, options.keywords), strict=False, check_trace=False)
+    else:
+        traced = torch.jit.trace(model, example, strict=False, check_trace=False)
     torch.jit.save(traced, str(file))
 
 

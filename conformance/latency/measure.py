@@ -15,6 +15,7 @@ import math
 import time
 from typing import Callable
 
+from conformance.calling import split
 from conformance.checks.subject import Subject
 from conformance.latency import stats as latency_stats
 from conformance.targets import path_row
@@ -49,8 +50,10 @@ class Method:
 class PythonSide:
     """A callable in this process: one clock pair around each call, in inference mode."""
 
-    def __init__(self, fn: Callable, inputs: tuple, context: Callable, device: str):
-        self.fn, self.inputs, self.context = fn, inputs, context
+    def __init__(self, fn: Callable, inputs: tuple, context: Callable, device: str,
+                 keywords: tuple[str, ...] = ()):
+        self.fn, self.context = fn, context
+        self.args, self.kwargs = split(inputs, keywords)
         self.cuda = device == "cuda"
 
     def samples(self, count: int) -> list[float]:
@@ -60,7 +63,7 @@ class PythonSide:
         with torch.inference_mode(), self.context():
             for _ in range(count):
                 started = time.perf_counter()
-                self.fn(*self.inputs)
+                self.fn(*self.args, **self.kwargs)
                 if self.cuda:
                     torch.cuda.synchronize()
                 taken.append(time.perf_counter() - started)
@@ -71,12 +74,12 @@ class HarnessSide:
     """A model loaded in the libtorch harness, which times its own calls in C++; the
     case's context sets the quantized engine that each request hands the harness."""
 
-    def __init__(self, model, inputs: tuple, context: Callable):
-        self.model, self.inputs, self.context = model, inputs, context
+    def __init__(self, model, inputs: tuple, context: Callable, keywords: tuple[str, ...] = ()):
+        self.model, self.inputs, self.context, self.keywords = model, inputs, context, keywords
 
     def samples(self, count: int) -> list[float]:
         with self.context():
-            return self.model.time(self.inputs, warmup=0, runs=count)
+            return self.model.time(self.inputs, warmup=0, runs=count, keywords=self.keywords)
 
 
 def interleaved(eager, other, method: Method) -> tuple[list[float], list[float]]:
@@ -101,7 +104,7 @@ def alone(side, method: Method) -> list[float]:
 
 def eager_side(subject: Subject) -> PythonSide:
     state = subject.state
-    return PythonSide(state.model, state.example, state.context, state.device)
+    return PythonSide(state.model, state.example, state.context, state.device, state.keywords)
 
 
 def target_side(subject: Subject):
@@ -109,8 +112,8 @@ def target_side(subject: Subject):
 
     loaded, state = subject.loaded, subject.state
     if isinstance(loaded, LibtorchModel):
-        return HarnessSide(loaded, state.example, state.context)
-    return PythonSide(loaded, state.example, state.context, state.device)
+        return HarnessSide(loaded, state.example, state.context, state.keywords)
+    return PythonSide(loaded, state.example, state.context, state.device, state.keywords)
 
 
 def ensure_correct(subject: Subject, expected_failure: str | None) -> None:

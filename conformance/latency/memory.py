@@ -58,7 +58,7 @@ def _artifact_peak(subject: Subject, timeout_s: float) -> int:
     process = FreshProcess(timeout_s)
     try:
         _, timings = process.run(loader_name(target), subject.artifact.file, state.example,
-                                 state.device, subject.case.quantized_engine)
+                                 state.device, subject.case.quantized_engine, state.keywords)
         return timings["peak_rss_kib"]
     finally:
         process.close()

@@ -41,10 +41,12 @@ class FreshProcess(PersistentProcess):
         return {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
 
     def run(self, loader: str, artifact: Path, inputs: tuple, device: str,
-            quantized_engine: str | None = None) -> tuple[Any, dict]:
+            quantized_engine: str | None = None,
+            keywords: tuple[str, ...] = ()) -> tuple[Any, dict]:
         """Load `artifact` with `loader` ("package.module:name", a function of the file and
-        the device) in the fresh process and run `inputs`. The loader goes by name, so
-        a path that a plugin registered loads here too.
+        the device) in the fresh process and run `inputs` (flat, the last `keywords` by
+        name: see conformance.calling). The loader goes by name, so a path that a plugin
+        registered loads here too.
 
         Returns (outputs, timings). Raises FreshProcessError with the process's own
         error text, or with the tail of its stderr when it died.
@@ -59,7 +61,8 @@ class FreshProcess(PersistentProcess):
         try:
             timings = self.ask({"loader": loader, "artifact": str(artifact),
                                 "inputs": str(in_file), "outputs": str(out_file),
-                                "device": device, "quantized_engine": quantized_engine})
+                                "device": device, "quantized_engine": quantized_engine,
+                                "keywords": list(keywords)})
         finally:
             in_file.unlink(missing_ok=True)
         outputs = torch.load(out_file, weights_only=False)
@@ -108,7 +111,7 @@ def handle(request: dict) -> dict:
     loaded_at = time.perf_counter()
     inputs = torch.load(request["inputs"], weights_only=False)
     inputs = tuple(i.to(request["device"]) if torch.is_tensor(i) else i for i in inputs)
-    outputs = run(loaded, inputs)
+    outputs = run(loaded, inputs, tuple(request.get("keywords", ())))
     ran_at = time.perf_counter()
     torch.save(to_cpu(outputs), request["outputs"])
     return {"load_s": loaded_at - started, "run_s": ran_at - loaded_at,

@@ -235,8 +235,9 @@ class LibtorchModel:
         except HarnessError as exc:
             raise HarnessError(f"{fields[0]} of {self.file.name}: {exc}") from None
 
-    def __call__(self, *inputs) -> Any:
-        inputs_file, outputs_file = self._save_inputs(inputs), self.harness.scratch_file("out")
+    def __call__(self, *inputs, **keywords) -> Any:
+        inputs_file = self._save_inputs(inputs + tuple(keywords.values()), tuple(keywords))
+        outputs_file = self.harness.scratch_file("out")
         try:
             (seconds,) = self._request("run", self._ensure_loaded(), _quantized_engine(),
                                        inputs_file, outputs_file)
@@ -246,25 +247,27 @@ class LibtorchModel:
             inputs_file.unlink(missing_ok=True)
             outputs_file.unlink(missing_ok=True)
 
-    def time(self, inputs: tuple, warmup: int, runs: int) -> list[float]:
-        """`runs` timed calls inside the harness, after `warmup` untimed ones, in seconds."""
+    def time(self, inputs: tuple, warmup: int, runs: int,
+             keywords: tuple[str, ...] = ()) -> list[float]:
+        """`runs` timed calls inside the harness, after `warmup` untimed ones, in seconds;
+        on flat inputs, the last `keywords` by name (see conformance.calling)."""
         samples = self._request("time", self._ensure_loaded(), _quantized_engine(),
-                                self._timing_inputs(inputs), warmup, runs)
+                                self._timing_inputs(inputs, keywords), warmup, runs)
         return [float(s) for s in samples]
 
-    def loop(self, inputs: tuple, runs: int) -> float:
+    def loop(self, inputs: tuple, runs: int, keywords: tuple[str, ...] = ()) -> float:
         """Seconds for `runs` calls between two clock reads inside the harness: the bare
         timing loop that `time`'s per-run samples are measured against."""
         (seconds,) = self._request("loop", self._ensure_loaded(), _quantized_engine(),
-                                   self._timing_inputs(inputs), runs)
+                                   self._timing_inputs(inputs, keywords), runs)
         return float(seconds)
 
-    def _timing_inputs(self, inputs: tuple) -> Path:
+    def _timing_inputs(self, inputs: tuple, keywords: tuple[str, ...]) -> Path:
         """The file of the inputs being timed, saved once for the same inputs object: a
         latency run asks for one sample at a time, hundreds of times."""
         if self._timed is None or self._timed[0] is not inputs or not self._timed[1].exists():
             self._forget_timing_inputs()
-            self._timed = (inputs, self._save_inputs(inputs))
+            self._timed = (inputs, self._save_inputs(inputs, keywords))
         return self._timed[1]
 
     def _forget_timing_inputs(self) -> None:
@@ -272,11 +275,18 @@ class LibtorchModel:
             self._timed[1].unlink(missing_ok=True)
             self._timed = None
 
-    def _save_inputs(self, inputs: tuple) -> Path:
+    def _save_inputs(self, inputs: tuple, keywords: tuple[str, ...] = ()) -> Path:
+        """The inputs file the harness reads: (positional inputs, keyword inputs). An
+        AOTInductor package takes one flat list, in the order it was exported with: the
+        positional inputs, then the keyword ones in signature order, as the flat inputs are."""
         import torch
 
+        from conformance.calling import split
+
+        inputs = tuple(i.detach().cpu() if torch.is_tensor(i) else i for i in inputs)
+        args, kwargs = ((inputs, {}) if self.kind == "aoti" else split(inputs, keywords))
         file = self.harness.scratch_file("in")
-        torch.save(tuple(i.detach().cpu() if torch.is_tensor(i) else i for i in inputs), file)
+        torch.save((args, kwargs), file)
         return file
 
     def close(self) -> None:

@@ -24,8 +24,11 @@ def copy_inputs(inputs: tuple) -> tuple:
                                   value) for value in inputs)
 
 
-def run(loaded: Callable, inputs: tuple) -> Any:
+def run(loaded: Callable, inputs: tuple, keywords: tuple[str, ...] = ()) -> Any:
+    """Call `loaded` on flat inputs, the last `keywords` by name (see conformance.calling)."""
     import torch
 
+    from conformance.calling import call
+
     with torch.inference_mode():
-        return loaded(*inputs)
+        return call(loaded, inputs, keywords)

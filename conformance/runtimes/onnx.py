@@ -10,21 +10,26 @@ from conformance.runtimes import thread_budget
 
 
 class OnnxCallable:
-    """Feeds positional tensors to an ONNX session by the graph's input names."""
+    """Feeds tensors to an ONNX session: keyword inputs by their names, positional ones to
+    the graph's other inputs in order."""
 
     def __init__(self, input_names: list[str], run: Callable[[dict], list], device: str):
         self.input_names = input_names
         self._run = run
         self.device = device
 
-    def __call__(self, *inputs) -> list:
+    def __call__(self, *inputs, **keywords) -> list:
         import numpy as np
         import torch
 
-        if len(inputs) != len(self.input_names):
-            raise ValueError(f"the ONNX graph takes {len(self.input_names)} inputs "
-                             f"{self.input_names}, the case gives {len(inputs)}")
-        feeds = {name: value.detach().cpu().numpy() for name, value in zip(self.input_names, inputs)}
+        unknown = [name for name in keywords if name not in self.input_names]
+        positional = [name for name in self.input_names if name not in keywords]
+        if unknown or len(inputs) != len(positional):
+            raise ValueError(f"the ONNX graph takes the inputs {self.input_names}; the case "
+                             f"gives {len(inputs)} positional ones and "
+                             f"{list(keywords) or 'none'} by keyword")
+        given = {**dict(zip(positional, inputs)), **keywords}
+        feeds = {name: value.detach().cpu().numpy() for name, value in given.items()}
         return [torch.from_numpy(np.ascontiguousarray(out)) for out in self._run(feeds)]
 
 
