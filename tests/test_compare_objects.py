@@ -211,3 +211,28 @@ def test_an_object_that_refers_to_itself_is_compared_once():
     assert compare(actual, expected).ok
     actual.value_cache[0] = actual.value_cache[0] + 1
     assert not compare(actual, expected).ok
+
+
+def test_tensor_leaves_reach_inside_caches_as_the_comparison_does(cache_type):
+    """The tensors an exporter flattens out of a cache, and that the float64 judge and the
+    ONNX output names count, are the ones the comparison walks."""
+    from conformance.checks.compare import flatten
+    from conformance.checks.subject import tensor_leaves
+
+    keys, values = [randn(1, 2, 3, 1, seed=i) for i in range(2)], [randn(1, 2, 3, 1, seed=9)] * 2
+    output = {"logits": randn(1, 4), "cache": cache_type(keys, values)}
+    assert [p for p, _ in flatten(output)] == [
+        "output['logits']", "output['cache'].key_cache[0]", "output['cache'].key_cache[1]",
+        "output['cache'].value_cache[0]", "output['cache'].value_cache[1]"]
+    assert len(tensor_leaves(output)) == 5
+    result = compare(output, {"logits": output["logits"],
+                              "cache": cache_type(keys, moved(values, 1, 1.0))}, Tolerance(0, 0))
+    assert not result.ok and result.total == sum(t.numel() for t in tensor_leaves(output))
+
+
+def test_flattening_an_object_that_holds_itself_ends():
+    from conformance.checks.compare import flatten
+
+    holder = Cache([randn(2)], [randn(2)])
+    holder.me = holder
+    assert [p for p, _ in flatten(holder)] == ["output.key_cache[0]", "output.value_cache[0]"]

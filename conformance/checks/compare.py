@@ -126,15 +126,36 @@ def _children(obj: Any) -> list | None:
     return None
 
 
-def flatten(obj: Any, prefix: str = "output") -> list[tuple[str, Any]]:
-    """Leaves of a nested output with their paths: output[0], output['out'], output.logits."""
+def _content(obj: Any) -> list[tuple[str, Any]] | None:
+    """(path suffix, child) pairs of what the comparison walks inside an object: a pytree
+    node's children (as exporters flatten it: a transformers cache), a dataclass's
+    fields, or an object's attributes; None for a leaf."""
+    if isinstance(obj, (torch.Tensor, str, bytes, bool, int, float, complex)) or obj is None:
+        return None
+    node = pytree.SUPPORTED_NODES.get(type(obj))
+    if node is not None:
+        children, _ = node.flatten_fn(obj)
+        return list(zip(_pytree_keys(node, obj, len(children)), children))
+    if _is_dataclass_instance(obj):
+        return [(f".{field.name}", getattr(obj, field.name)) for field in dataclasses.fields(obj)]
+    state = _state(obj)
+    return [(f".{name}", value) for name, value in state.items()] if state else None
+
+
+def flatten(obj: Any, prefix: str = "output", _within: frozenset = frozenset()) -> list:
+    """Leaves of a nested output with their paths: output[0], output['out'], output.logits,
+    output.past_key_values.layers[0].keys (inside objects, as `compare` walks them). An
+    object met again inside itself is a leaf."""
+    within = _within | {id(obj)}
     children = _children(obj)
-    if children is None:
+    if children is not None:
+        return [leaf for key, child in children if id(child) not in within
+                for leaf in flatten(child, _child_path(prefix, obj, key), within)]
+    content = _content(obj)
+    if content is None:
         return [(prefix, obj)]
-    leaves = []
-    for key, child in children:
-        leaves.extend(flatten(child, _child_path(prefix, obj, key)))
-    return leaves
+    return [leaf for suffix, child in content if id(child) not in within
+            for leaf in flatten(child, f"{prefix}{suffix}", within)]
 
 
 def _family(obj: Any) -> str:
