@@ -137,6 +137,9 @@ def _match(where: str, row: dict) -> re.Pattern | None:
                                f"regular expression ({exc})") from exc
 
 
+DECLARED = "unsupported"  # the source of a row a case declares
+
+
 def declared_rows(cases) -> list[Expectation]:
     """The rows cases declare themselves (`Case.unsupported`): every cell of the path is
     expected to fail with the exporter's error (a path that saves nothing fails when it
@@ -146,7 +149,7 @@ def declared_rows(cases) -> list[Expectation]:
     return [Expectation(case=case.name, target=f"{path}-*", check=("*",),
                         kind="export-error" if PATHS[path].saves_file else "runtime-error",
                         match=None, torch=SpecifierSet(""), reason=reason.strip(),
-                        source=f"case {case.name}, unsupported")
+                        source=f"case {case.name}, {DECLARED}")
             for case in cases for path, reason in case.unsupported.items()]
 
 
@@ -233,6 +236,11 @@ def first_lines(message: str, count: int = OBSERVED_LINES) -> str:
 
 
 def unexpected_pass_message(row: Expectation, cell: str, torch_release: str) -> str:
+    if row.source.endswith(DECLARED):
+        path = row.target.removesuffix("-*")
+        remedy = f"Remove {path!r} from the case's `unsupported`: the path exports it now."
+    else:
+        remedy = (f"Remove that row, or narrow its torch range so it no longer covers "
+                  f"{torch_release}.")
     return (f"UNEXPECTED PASS: {cell} passes on torch {torch_release}, but an expectation says it "
-            f"fails: {row.describe()}, reason: {row.reason!r}. Remove that row, or narrow its "
-            f"torch range so it no longer covers {torch_release}.")
+            f"fails: {row.describe()}, reason: {row.reason!r}. {remedy}")

@@ -390,7 +390,7 @@ def test_a_declared_unsupported_path_passes_no_cell_of_a_wrong_artifact(pytester
                                         "or generalizes)")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
-        "*UNEXPECTED PASS: gate-trace-torch-cpu-matches_eager*",
+        "*UNEXPECTED PASS: gate-trace-torch-cpu-matches_eager*Remove 'trace' from the case's `unsupported`*",
         "*expected export-error (said to be unsupported*observed mismatch*generalizes*"])
 
 
