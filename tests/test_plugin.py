@@ -325,6 +325,28 @@ def test_a_user_case_named_like_a_built_in_one_replaces_it_with_a_notice(pyteste
     assert record["case"] == "my_cell" and record["expectation"] is None
 
 
+def test_a_case_whose_requirement_is_missing_skips_or_fails_under_require(pytester):
+    needing = TWO_CASES.replace("random_inputs((2, 4)))",
+                                "random_inputs((2, 4)), requires=('no_such_module_here',))")
+    pytester.makepyfile(my_models=needing)
+    args = ("--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py",
+            "-p", "no:cacheprovider", "-k", "alpha and trace-torch-cpu")
+    result = pytester.runpytest_subprocess(*args, "-rs")
+    result.assert_outcomes(skipped=4)
+    result.stdout.fnmatch_lines(["*case alpha needs no_such_module_here, which is not "
+                                 "installed here; pip install no_such_module_here*"])
+    result = pytester.runpytest_subprocess(*args, "--require=no_such_module_here")
+    result.assert_outcomes(errors=4)  # the cell's fixture fails, as for a missing runtime
+
+
+def test_the_families_extra_is_named_where_transformers_is_missing():
+    from conformance.cases import requirement_hint
+
+    assert requirement_hint(["transformers", "timm"]) == (
+        "pip install 'conformance[families]' (`make suite` installs it)")
+    assert requirement_hint(["timm", "einops"]).endswith("and pip install einops")
+
+
 def test_an_example_that_returns_a_bare_tensor_is_refused_at_collection(pytester):
     pytester.makepyfile(my_models=TWO_CASES.replace("random_inputs((2, 4))",
                                                     "lambda: torch.randn(2, 4)"))
