@@ -91,6 +91,10 @@ class Case:
     requires: modules the case needs besides the suite's own dependencies (`transformers`,
         `timm`); where one does not import, every cell of the case skips, saying which
         and how to install it.
+    deploy_imports: modules the place an artifact is deployed must import before loading
+        it: a saved program whose outputs are a pytree type (a transformers `ModelOutput`)
+        loads only where the module that registers the type was imported. The fresh
+        process imports them, as that deployment would, and nothing else of the case.
     """
 
     name: str
@@ -108,6 +112,7 @@ class Case:
     skip_probes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     unsupported: Mapping[str, str] = dataclasses.field(default_factory=dict)
     requires: tuple[str, ...] = ()
+    deploy_imports: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "tags", frozenset(self.tags))
@@ -116,6 +121,7 @@ class Case:
         object.__setattr__(self, "output_names", tuple(self.output_names))
         object.__setattr__(self, "input_space", tuple(self.input_space))
         object.__setattr__(self, "requires", tuple(self.requires))
+        object.__setattr__(self, "deploy_imports", tuple(self.deploy_imports))
         problem = name_problem(self.name)
         if problem:
             raise ValueError(f"case name {self.name!r}: {problem}")

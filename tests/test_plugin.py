@@ -516,7 +516,23 @@ def test_a_saved_program_with_a_registered_output_type_names_the_import_it_needs
     # without importing its module cannot rebuild the outputs, and is told what to import.
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*outputs or inputs are my_models.Pair, a pytree type*"
-                                 "add `import my_models` before loading it*"])
+                                 "add `import my_models` before loading it*"
+                                 "`Case(deploy_imports=('my_models',))`*"])
+
+
+def test_a_case_declaring_its_deploy_imports_loads_in_the_fresh_process(pytester):
+    # The output type lives in a module of its own, as transformers' ModelOutputs do: the
+    # fresh process imports it by name, and so does this process to read the outputs back.
+    type_module, cases = PYTREE_OUTPUT_CASE.split("class Pairs")
+    pytester.makepyfile(pair_type=type_module.replace('"my_models.Pair"', '"pair_type.Pair"'),
+                        my_models="import torch\nfrom conformance import Case, random_inputs\n"
+                                  "from pair_type import Pair\n\n\nclass Pairs" + cases.replace(
+                                      'random_inputs((2, 3)))',
+                                      'random_inputs((2, 3)), deploy_imports=("pair_type",))'))
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py",
+        "-p", "no:cacheprovider", "-k", "pairs and (export-torch-cpu or aoti-torch-cpu) and fresh_process")
+    result.assert_outcomes(passed=2)
 
 
 def test_help_lists_the_options_in_one_group(pytester):

@@ -454,7 +454,7 @@ def fresh_process(subject: Subject) -> dict:
         subject, "fresh_process", "loading and running the saved artifact",
         lambda: subject.fresh_process.run(loader_name(subject.target), subject.artifact.file,
                                    state.example, state.device, subject.case.quantized_engine,
-                                   state.keywords))
+                                   state.keywords, subject.case.deploy_imports))
     result = _compare(subject, fresh, to_cpu(in_process))
     if not result.ok:
         fail(subject, "fresh_process", "the saved artifact gives other outputs in a fresh "

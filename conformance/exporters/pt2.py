@@ -109,7 +109,8 @@ def unregistered_type_hint(error: object) -> str | None:
     module, name = found.groups()
     return (f"the saved program's outputs or inputs are {module}.{name}, a pytree type that "
             f"is registered when its module is imported: add `import {module}` before "
-            "loading it (where the program is deployed, too)")
+            "loading it where the program is deployed (and declare it in the case: "
+            f"`Case(deploy_imports=({module!r},))`)")
 
 
 @contextlib.contextmanager

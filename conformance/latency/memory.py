@@ -58,7 +58,8 @@ def _artifact_peak(subject: Subject, timeout_s: float) -> int:
     process = FreshProcess(timeout_s)
     try:
         _, timings = process.run(loader_name(target), subject.artifact.file, state.example,
-                                 state.device, subject.case.quantized_engine, state.keywords)
+                                 state.device, subject.case.quantized_engine, state.keywords,
+                                 subject.case.deploy_imports)
         return timings["peak_rss_kib"]
     finally:
         process.close()

@@ -8,6 +8,7 @@ request on stdin and one per reply on stdout; tensors travel through files.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -41,12 +42,13 @@ class FreshProcess(PersistentProcess):
         return {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
 
     def run(self, loader: str, artifact: Path, inputs: tuple, device: str,
-            quantized_engine: str | None = None,
-            keywords: tuple[str, ...] = ()) -> tuple[Any, dict]:
+            quantized_engine: str | None = None, keywords: tuple[str, ...] = (),
+            imports: tuple[str, ...] = ()) -> tuple[Any, dict]:
         """Load `artifact` with `loader` ("package.module:name", a function of the file and
         the device) in the fresh process and run `inputs` (flat, the last `keywords` by
-        name: see conformance.calling). The loader goes by name, so a path that a plugin
-        registered loads here too.
+        name: see conformance.calling), after importing `imports` (what the deployment
+        imports: the modules that register a saved program's pytree types). The loader
+        goes by name, so a path that a plugin registered loads here too.
 
         Returns (outputs, timings). Raises FreshProcessError with the process's own
         error text, or with the tail of its stderr when it died.
@@ -62,7 +64,7 @@ class FreshProcess(PersistentProcess):
             timings = self.ask({"loader": loader, "artifact": str(artifact),
                                 "inputs": str(in_file), "outputs": str(out_file),
                                 "device": device, "quantized_engine": quantized_engine,
-                                "keywords": list(keywords)})
+                                "keywords": list(keywords), "imports": list(imports)})
         finally:
             in_file.unlink(missing_ok=True)
         outputs = torch.load(out_file, weights_only=False)
@@ -107,6 +109,8 @@ def handle(request: dict) -> dict:
     if request.get("quantized_engine"):
         torch.backends.quantized.engine = request["quantized_engine"]
     started = time.perf_counter()
+    for module in request.get("imports", ()):
+        importlib.import_module(module)
     loaded = named(request["loader"])(Path(request["artifact"]), request["device"])
     loaded_at = time.perf_counter()
     inputs = torch.load(request["inputs"], weights_only=False)
@@ -125,8 +129,6 @@ def call_named(request: dict) -> dict:
 
 def named(function: str) -> Callable:
     """The function "package.module:name" (a qualified name may have dots)."""
-    import importlib
-
     module, _, name = function.partition(":")
     found = importlib.import_module(module)
     for part in name.split("."):
