@@ -8,7 +8,6 @@ from conformance.checks import catalog as checks
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
 from conformance.exporters import torchscript
-from conformance.runtimes import loaders as runtimes
 from conformance.runtimes.fresh_process import FreshProcess
 from conformance.spaces import Dim, TensorSpace
 from conformance.targets import Target

@@ -11,7 +11,6 @@ from conformance.checks.catalog import CheckFailure
 from conformance.checks.families import FAMILIES, KNOWN_GAPS, FamilySubject, known_gap
 from conformance.checks.property_search import Profile, SearchSettings, search_settings
 from conformance.expectations import load_table
-from conformance.exporters import artifact as paths
 from conformance.exporters import torchscript
 from conformance.fixtures import findings
 from conformance.layout import builtin_expectations

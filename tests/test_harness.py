@@ -12,7 +12,6 @@ from conformance.checks import catalog as checks
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.compare import compare
 from conformance.checks.subject import CaseState, Subject
-from conformance.exporters import artifact as paths
 from conformance.layout import harness_build_dir
 from conformance.runtimes import libtorch as harness
 from conformance.runtimes.libtorch import Harness, HarnessError, LibtorchModel

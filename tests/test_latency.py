@@ -8,12 +8,10 @@ import torch
 
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
-from conformance.exporters import artifact as paths
 from conformance.latency import measure as latency
 from conformance.latency import stats as latency_stats
 from conformance.latency import summary as latency_summary
 from conformance.latency.measure import Method, NotBenchmarked
-from conformance.runtimes import loaders as runtimes
 from conformance.runtimes import thread_budget
 from conformance.targets import Target
 from tests import broken_models

@@ -10,7 +10,6 @@ from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
 from conformance.exporters import artifact as paths
 from conformance.exporters import onnx as onnx_exporter
-from conformance.runtimes import loaders as runtimes
 from conformance.runtimes import onnx as onnx_runtime
 from conformance.targets import Target
 from tests import broken_models

@@ -11,7 +11,6 @@ from conformance.checks.catalog import CheckFailure
 from conformance.checks.property_search import Profile, SearchSettings, search, search_settings
 from conformance.checks.subject import CaseState, Subject
 from conformance.exporters import torchscript
-from conformance.runtimes import loaders as runtimes
 from conformance.spaces import Dim, TensorSpace, example_problem
 from conformance.targets import Target
 from tests.patching import patch_loader

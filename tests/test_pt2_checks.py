@@ -6,9 +6,7 @@ import torch
 from conformance.checks import catalog as checks
 from conformance.checks.catalog import CheckFailure
 from conformance.checks.subject import CaseState, Subject
-from conformance.exporters import artifact as paths
 from conformance.runtimes import libtorch as harness
-from conformance.runtimes import loaders as runtimes
 from conformance.runtimes.fresh_process import FreshProcess
 from conformance.targets import Target
 from tests import broken_models

@@ -17,7 +17,6 @@ from conformance.checks.property_search import Profile, SearchSettings
 from conformance.checks.subject import CaseState, Subject
 from conformance.checks.time_limit import TimeLimitExceeded, time_limit
 from conformance.exporters import torchscript
-from conformance.runtimes import loaders as runtimes
 from conformance.spaces import Dim, TensorSpace
 from conformance.targets import Target
 from tests.patching import patch_loader
