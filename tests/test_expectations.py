@@ -165,3 +165,17 @@ def test_a_pattern_is_not_searched_in_the_notes_every_failure_of_the_cell_carrie
                "  reproduce: pytest 'x::test_check[c-trace-torch-cpu-generalizes]'")
     assert judge(row, "mismatch", message, "c-trace-torch-cpu-generalizes", "2.14.1").outcome \
         == "fail"
+
+
+def test_a_declared_path_takes_in_its_own_targets_only():
+    """`unsupported={"onnx": ...}` must not excuse (or fail as unexpected passes) the
+    cells of onnx-dynamo, whose targets also start with `onnx-`."""
+    import fnmatch
+
+    from conformance.expectations import path_targets
+
+    onnx, dynamo = path_targets("onnx"), path_targets("onnx-dynamo")
+    assert fnmatch.fnmatch("onnx-op17-onnxruntime-cpu", onnx)
+    assert not fnmatch.fnmatch("onnx-dynamo-op20-onnxruntime-cpu", onnx)
+    assert fnmatch.fnmatch("onnx-dynamo-op20-onnxruntime-cpu", dynamo)
+    assert fnmatch.fnmatch("trace-libtorch-cpu", path_targets("trace"))
