@@ -94,7 +94,8 @@ class Case:
     deploy_imports: modules the place an artifact is deployed must import before loading
         it: a saved program whose outputs are a pytree type (a transformers `ModelOutput`)
         loads only where the module that registers the type was imported. The fresh
-        process imports them, as that deployment would, and nothing else of the case.
+        process imports them, as that deployment would, and nothing else of the case;
+        `package.module:function` also calls the function (one that registers types).
     """
 
     name: str

@@ -535,6 +535,20 @@ def test_a_case_declaring_its_deploy_imports_loads_in_the_fresh_process(pytester
     result.assert_outcomes(passed=2)
 
 
+def test_a_deploy_import_may_name_a_registration_to_call(tmp_path, monkeypatch):
+    from conformance.runtimes.fresh_process import deploy_import
+
+    (tmp_path / "registering.py").write_text("CALLS = []\n\n\ndef register():\n"
+                                             "    CALLS.append(1)\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    deploy_import("registering")
+    import registering
+
+    assert registering.CALLS == []
+    deploy_import("registering:register")
+    assert registering.CALLS == [1]
+
+
 def test_help_lists_the_options_in_one_group(pytester):
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["conformance: PyTorch export conformance:", "*--cases*",

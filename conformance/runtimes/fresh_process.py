@@ -109,8 +109,8 @@ def handle(request: dict) -> dict:
     if request.get("quantized_engine"):
         torch.backends.quantized.engine = request["quantized_engine"]
     started = time.perf_counter()
-    for module in request.get("imports", ()):
-        importlib.import_module(module)
+    for name in request.get("imports", ()):
+        deploy_import(name)
     loaded = named(request["loader"])(Path(request["artifact"]), request["device"])
     loaded_at = time.perf_counter()
     inputs = torch.load(request["inputs"], weights_only=False)
@@ -120,6 +120,15 @@ def handle(request: dict) -> dict:
     torch.save(to_cpu(outputs), request["outputs"])
     return {"load_s": loaded_at - started, "run_s": ran_at - loaded_at,
             "peak_rss_kib": peak_rss_kib()}
+
+
+def deploy_import(name: str) -> None:
+    """What a deployment runs before loading: `package.module` is imported;
+    `package.module:function` is imported and the function called (a registration)."""
+    module, _, function = name.partition(":")
+    found = importlib.import_module(module)
+    if function:
+        getattr(found, function)()
 
 
 def call_named(request: dict) -> dict:
