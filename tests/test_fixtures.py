@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conformance.cases import Case, name_problem
+from conformance import calling
+from conformance.cases import Case, missing_requirements, name_problem
 from conformance.checks.compare import compare
 from conformance.checks.subject import CaseState
 from conformance.fixtures import BUILTIN_CASES, seed_models, vision_zoo
@@ -128,10 +129,17 @@ def test_if_function_is_a_module_level_function():
 @pytest.mark.parametrize("name", [name for name, case in CASES.items() if case.batch_sizes])
 def test_example_takes_the_batch_size(name):
     case = CASES[name]
+    if missing_requirements(case):
+        pytest.skip(f"{name} requires {missing_requirements(case)}")
+
+    def tensors(value):
+        args, kwargs = calling.parts(value)
+        return [v for v in (*args, *kwargs.values()) if hasattr(v, "shape")]
+
     for batch in case.batch_sizes:
-        inputs = case.example(batch=batch)
+        inputs = tensors(case.example(batch=batch))
         assert inputs and all(tensor.shape[0] == batch for tensor in inputs)
-    assert all(tensor.shape[0] not in case.batch_sizes for tensor in case.example())
+    assert all(tensor.shape[0] not in case.batch_sizes for tensor in tensors(case.example()))
 
 
 @pytest.mark.parametrize("name", ["super_resolution_net", "srcnn"])
@@ -156,3 +164,23 @@ def test_quantized_rows_name_their_engine(row):
 @pytest.mark.parametrize("row", vision_zoo.ZOO, ids=lambda row: row.name)
 def test_slow_rows_say_why(row):
     assert "slow" not in row.tags or "slow" in row.why
+
+
+def test_the_families_import_without_transformers_or_timm():
+    """The module of the families is imported with every built-in case: without the
+    `families` extra it must still import, and each case must say what it requires."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['transformers'] = None; sys.modules['timm'] = None\n"
+            "from conformance.fixtures import model_families\n"
+            "print(len(model_families.CASES))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) >= 15
+
+
+@pytest.mark.parametrize("case", [case for case in BUILTIN_CASES if "family" in case.tags],
+                         ids=lambda case: case.name)
+def test_a_family_case_requires_its_library_and_names_its_source(case):
+    source = ({"transformers", "timm"} & case.tags)
+    assert len(source) == 1 and case.requires == tuple(source)
