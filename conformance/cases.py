@@ -296,7 +296,14 @@ def example_problem(case: Case) -> str | None:
 
 def missing_requirements(case: Case) -> list[str]:
     """The modules of `case.requires` that are not installed."""
-    return [name for name in case.requires if importlib.util.find_spec(name) is None]
+    return [name for name in case.requires if not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a dotted name whose package is missing
+        return False
 
 
 # Modules that built-in cases require, and the extra of the suite that installs them.

@@ -250,7 +250,7 @@ def first_lines(message: str, count: int = OBSERVED_LINES) -> str:
 
 def unexpected_pass_message(row: Expectation, cell: str, torch_release: str) -> str:
     if row.source.endswith(DECLARED):
-        path = row.target.removesuffix("-*").removesuffix("-op")
+        path = row.target.removesuffix("*").removesuffix("-op").removesuffix("-")
         remedy = f"Remove {path!r} from the case's `unsupported`: the path exports it now."
     else:
         remedy = (f"Remove that row, or narrow its torch range so it no longer covers "

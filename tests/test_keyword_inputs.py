@@ -120,3 +120,33 @@ def test_keyword_inputs_reach_every_path_and_runtime(pytester, monkeypatch):
     fresh = {r["target"] for r in records if r["check"] == "fresh_process"}
     assert {"export-torch-cpu", "aoti-torch-cpu", "trace-torch-cpu"} <= fresh, fresh
     result.assert_outcomes(passed=len(records))
+
+
+def test_graph_inputs_named_out_of_signature_order_still_get_their_own_tensors(tmp_path):
+    """A case naming the ONNX inputs itself, in the example's dict order: the names label
+    the graph's inputs in flat order, and each input reaches the one the exporter bound."""
+    case = Case("named", Masked, masked_example, input_names=("x", "bias", "mask"))
+    state = CaseState(case, "cpu", tmp_path, use_cache=False)
+    for path, opset in (("onnx", 17), ("onnx-dynamo", 20)):
+        subject = Subject(state, Target(path, "onnxruntime", "cpu", opset),
+                          reproduce="pytest <nodeid>")
+        run_check(subject, "matches_eager", None)
+
+
+def test_the_fresh_process_restarts_when_a_case_imports_other_modules():
+    """Another case's deploy imports (and the registrations they make) must not stay in
+    the process: an artifact that loads only with them would pass unseen."""
+    from conformance.runtimes.fresh_process import FreshProcess, FreshProcessError
+
+    process = FreshProcess(timeout_s=120)
+    file = Path(__file__)
+    loader = "conformance.calling:parts"  # refuses (file, device): the request fails, the process lives
+    try:
+        starts = []
+        for imports in [(), (), ("json",), ("json",), ()]:
+            with pytest.raises(FreshProcessError, match="TypeError"):
+                process.run(loader, file, (torch.ones(1),), "cpu", imports=imports)
+            starts.append(process.starts)
+    finally:
+        process.close()
+    assert starts == [1, 1, 2, 2, 3]

@@ -34,6 +34,7 @@ class FreshProcess(PersistentProcess):
         super().__init__(timeout_s, prefix="conformance-fresh-process-")
         self._command = command or [sys.executable, "-m", "conformance.runtimes.fresh_process"]
         self._requests = 0
+        self._imports: tuple[str, ...] = ()  # what the running process was asked to import
 
     def command(self) -> list[str]:
         return self._command
@@ -55,6 +56,11 @@ class FreshProcess(PersistentProcess):
         """
         import torch
 
+        if tuple(imports) != self._imports:
+            # A process that imported another case's modules would lend this one their
+            # registrations: an artifact that loads only with them would pass unseen.
+            self.close()
+            self._imports = tuple(imports)
         self._requests += 1
         self.dir.mkdir(parents=True, exist_ok=True)
         in_file = self.dir / f"in-{self._requests}.pt"
