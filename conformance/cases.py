@@ -294,9 +294,10 @@ def example_problem(case: Case) -> str | None:
             "`example=lambda: (torch.randn(2, 4),)` or `example=random_inputs((2, 4))`")
 
 
-def missing_requirements(case: Case) -> list[str]:
-    """The modules of `case.requires` that are not installed."""
-    return [name for name in case.requires if not _importable(name)]
+def missing_requirements(case: Any) -> list[str]:
+    """The modules of `case.requires` that are not installed (a generated family, which
+    is no Case, requires nothing)."""
+    return [name for name in getattr(case, "requires", ()) if not _importable(name)]
 
 
 def _importable(name: str) -> bool:

@@ -339,6 +339,15 @@ def test_a_case_whose_requirement_is_missing_skips_or_fails_under_require(pytest
     result.assert_outcomes(errors=4)  # the cell's fixture fails, as for a missing runtime
 
 
+def test_a_generated_family_cell_requires_nothing():
+    """The cells of the generated families go through the same skip logic as a case's;
+    a family is no Case (the CI tier once errored on every generated_models cell)."""
+    from conformance.cases import missing_requirements
+    from conformance.checks.families import FAMILIES
+
+    assert all(missing_requirements(family) == [] for family in FAMILIES)
+
+
 def test_the_families_extra_is_named_where_transformers_is_missing():
     from conformance.cases import requirement_hint
 
