@@ -580,12 +580,23 @@ def test_the_installed_package_runs_user_cases_with_pyargs(pytester):
     result.assert_outcomes(passed=6)  # 4 checks on torch, 2 on libtorch
 
 
-def readme_example() -> str:
+def readme_example(first_line: str = "# my_models.py") -> str:
     from pathlib import Path
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    start = readme.index("# my_models.py")
+    start = readme.index(first_line)
     return readme[start:readme.index("```", start)]
+
+
+def test_the_readme_transformers_example_runs_with_keyword_inputs(pytester):
+    pytest.importorskip("transformers")
+    pytester.makepyfile(hf_models=readme_example("# hf_models.py"))
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=hf_models.py",
+        "-p", "no:cacheprovider", "--conformance-results=records.jsonl",
+        "-k", "tiny_bert and (trace-torch-cpu or onnx-op17-onnxruntime-cpu or "
+              "script-torch-cpu) and matches_eager")
+    result.assert_outcomes(passed=2, xfailed=1)  # script is declared unsupported
 
 
 def test_the_readme_example_runs_as_documented(pytester):
