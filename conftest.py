@@ -39,6 +39,7 @@ from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["pytester"]
 
+
 SELF_TESTS = Path(__file__).resolve().parent / "tests"
 DEFAULT_PROFILE = "selftest"
 
@@ -61,6 +62,7 @@ def _runs_only_self_tests(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _keep_torch_collectives_imported()
     if config.getoption("hypothesis_profile", None):  # --hypothesis-profile: Hypothesis loads it
         return
     if not _runs_only_self_tests(config):
@@ -70,3 +72,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"HYPOTHESIS_PROFILE={name!r}: the profiles are selftest, "
                                 "selftest-long, and Hypothesis's own default and ci")
     settings.load_profile(name)
+
+
+def _keep_torch_collectives_imported() -> None:
+    """Import torch's collectives module before any in-process pytester run: such a run
+    drops the modules it imported when it ends, and importing this one again registers
+    its operator library again, which torch refuses; every later torch.export in the
+    process (the dynamo ONNX exporter's too) then fails."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import torch.distributed._functional_collectives  # noqa: F401

@@ -7,6 +7,7 @@ and two runs of the suite see the same weights and the same inputs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import re
@@ -300,6 +301,7 @@ def missing_requirements(case: Any) -> list[str]:
     return [name for name in getattr(case, "requires", ()) if not _importable(name)]
 
 
+@functools.lru_cache(maxsize=None)  # asked for every cell of a case
 def _importable(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None

@@ -394,11 +394,15 @@ def test_failures_with_one_cause_are_counted_together_in_the_summary(pytester):
         "exporter failed*"])
 
 
+def declaring_unsupported(cases_module: str, path: str, reason: str) -> str:
+    """A cases module's text whose last case (the one closing the CASES list) declares
+    `path` unsupported."""
+    head, _, tail = cases_module.rpartition(")]")
+    return f"{head}, unsupported={{{path!r}: {reason!r}}})]{tail}"
+
+
 def test_a_case_declares_a_path_it_does_not_support_without_a_table(pytester):
-    declared = UNSCRIPTABLE_CASE.replace(
-        'CASES = [Case("tries", Tries, random_inputs((2, 3)))]',
-        'CASES = [Case("tries", Tries, random_inputs((2, 3)),\n'
-        '              unsupported={"script": "TorchScript has no try blocks"})]')
+    declared = declaring_unsupported(UNSCRIPTABLE_CASE, "script", "TorchScript has no try blocks")
     pytester.makepyfile(my_models=declared)
     result = pytester.runpytest_subprocess(
         "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py", "-rx",
@@ -410,10 +414,7 @@ def test_a_case_declares_a_path_it_does_not_support_without_a_table(pytester):
 def test_a_declared_unsupported_path_passes_no_cell_of_a_wrong_artifact(pytester):
     # The trace exports, and bakes the branch its example took (a fault found with the
     # example alone): a declaration that the path cannot export excuses none of it.
-    declared = GATE_CASE.replace(
-        'CASES = [Case("gate", Gate, random_inputs((2, 3), offset=1.0))]',
-        'CASES = [Case("gate", Gate, random_inputs((2, 3), offset=1.0),\n'
-        '              unsupported={"trace": "said to be unsupported"})]')
+    declared = declaring_unsupported(GATE_CASE, "trace", "said to be unsupported")
     pytester.makepyfile(gate_cases=declared)
     result = pytester.runpytest_subprocess(
         "--pyargs", "conformance", "--no-builtin-cases", "--cases=gate_cases.py",

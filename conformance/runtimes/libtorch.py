@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from conformance.calling import split
 from conformance.layout import harness_sources
 from conformance.runtimes.process import PersistentProcess, ProcessError
 
@@ -280,8 +281,6 @@ class LibtorchModel:
         AOTInductor package takes one flat list, in the order it was exported with: the
         positional inputs, then the keyword ones in signature order, as the flat inputs are."""
         import torch
-
-        from conformance.calling import split
 
         inputs = tuple(i.detach().cpu() if torch.is_tensor(i) else i for i in inputs)
         args, kwargs = ((inputs, {}) if self.kind == "aoti" else split(inputs, keywords))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from conformance.calling import call
+
 
 def compile_model(model: Callable, backend: str) -> Callable:
     """torch.compile with a runtime's backend, after dropping every earlier compile:
@@ -27,8 +29,6 @@ def copy_inputs(inputs: tuple) -> tuple:
 def run(loaded: Callable, inputs: tuple, keywords: tuple[str, ...] = ()) -> Any:
     """Call `loaded` on flat inputs, the last `keywords` by name (see conformance.calling)."""
     import torch
-
-    from conformance.calling import call
 
     with torch.inference_mode():
         return call(loaded, inputs, keywords)
