@@ -24,6 +24,7 @@ from conformance.records import RecordWriter, failure_cause, make_record
 from conformance.runtimes import thread_budget
 from conformance.session import CellSpec, ConformanceSession, Options
 from conformance.targets import slow_cell
+from conformance.tuning import settings_of
 from conformance.versions import header_line, torch_release
 
 RECORD = "conformance_record"
@@ -250,8 +251,9 @@ def pytest_generate_tests(metafunc):
 
 
 def case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
-    """The case's tags as markers, and `slow` for the compiled paths outside pt2-ci: the
-    tiers (`-m ci`, `-m nightly`) select any plugin's cells of a case alike."""
+    """The case's tags as markers, and `slow` for the compiled paths outside pt2-ci and
+    the tuned variants outside tuned-ci (`targets.slow_cell`): the tiers (`-m ci`,
+    `-m nightly`) select any plugin's cells of a case alike."""
     case = session.entry(spec.case)
     marks = []
     for tag in sorted(case.tags):
@@ -259,7 +261,7 @@ def case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
         marks.append(getattr(pytest.mark, tag))
     slow = slow_cell(case.tags, spec.target)
     if slow and "slow" not in case.tags:
-        marks.append(pytest.mark.slow)  # compile and aoti cells outside the pt2-ci set
+        marks.append(pytest.mark.slow)
     # The tiers: `-m ci` is minutes on two cores, `-m nightly` the whole matrix.
     marks += [pytest.mark.nightly] + ([] if slow else [pytest.mark.ci])
     return marks
@@ -335,6 +337,8 @@ def _record(item, report, call, spec: CellSpec) -> dict:
     row = cell.row if cell else item.config.stash[SESSION].expectation(spec)
     data = {"case": spec.case, "target": spec.target.id, "path": spec.target.path,
             "runtime": spec.target.runtime, "device": spec.target.device,
+            # The backend's settings: its defaults, or its tuning and what that sets.
+            "settings": settings_of(spec.target.path, spec.target.runtime),
             "check": spec.check, "nodeid": item.nodeid,
             "metrics": cell.metrics if cell else {}, "timings": cell.timings if cell else {},
             "artifact": cell.artifact if cell else {},

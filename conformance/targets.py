@@ -16,6 +16,7 @@ from conformance.exporters.path import ALL, ExportPath
 from conformance.exporters.table import PATHS
 from conformance.runtimes.loaders import compile_model
 from conformance.runtimes.table import RUNTIMES
+from conformance.tuning import inductor_config, tuning_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +45,21 @@ def path_row(name: str) -> ExportPath | None:
 
 
 def slow_cell(tags: frozenset, target: "Target") -> bool:
-    """Slow cells are left out of the CI tier: a slow case, or a path that compiles with
-    Inductor, except for the cases tagged `pt2-ci`, a small representative set."""
+    """Slow cells are left out of the CI tier: a slow case, a path that compiles with
+    Inductor except for the cases tagged `pt2-ci`, and a tuned variant except for the
+    cases tagged `tuned-ci` (small representative sets)."""
     row = path_row(target.path)
-    return "slow" in tags or (row is not None and row.inductor and "pt2-ci" not in tags)
+    if "slow" in tags:
+        return True
+    if row is not None and row.inductor and "pt2-ci" not in tags:
+        return True
+    return tuning_of(target.path, target.runtime) is not None and "tuned-ci" not in tags
+
+
+def compile_timing(target: "Target") -> str:
+    """The timings key of a compiled target's first call, which compiles it:
+    `compile_inductor_s`, and `compile_tuned_inductor_s` for compile-tuned."""
+    return f"{target.path.replace('-', '_')}_{target.runtime}_s"
 
 
 def flat_outputs(target: "Target") -> bool:
@@ -63,11 +75,13 @@ def _applies(scope: str, tags: frozenset) -> bool:
 
 
 def targets_for(tags: frozenset) -> list[Target]:
-    """The targets of a case with these tags, in the order of the paths' rows, cpu first."""
+    """The targets of a case with these tags, in the order of the paths' rows, cpu first.
+    A tuned runtime runs the path's first opset only: the opset sweep is the exporter's."""
     found = [Target(row.name, runs.runtime, device, opset)
              for row in PATHS.values()
              for opset, scope in row.opsets if _applies(scope, tags)
              for runs in row.runs_on if _applies(runs.cases, tags)
+             if opset == row.opsets[0][0] or not tuning_of(row.name, runs.runtime)
              for device in runs.devices]
     return sorted(found, key=lambda t: t.device != "cpu")
 
@@ -77,6 +91,15 @@ def loader(target: "Target") -> Callable[[Path, str], Callable] | None:
     Python; None for a runtime in the harness, or a path that saves nothing."""
     runtime, row = RUNTIMES[target.runtime], path_row(target.path)
     return runtime.load or (row.loaders.get(target.runtime) if row else None)
+
+
+def loader_optimizes(path: str) -> bool:
+    """Whether the path's modules are optimized for inference where they are loaded: its
+    Python loader does so, and the harness must do as much in C++."""
+    from conformance.exporters.torchscript import load_torchscript_optimized
+
+    row = path_row(path)
+    return row is not None and row.loaders.get("torch") is load_torchscript_optimized
 
 
 def loader_name(target: "Target") -> str:
@@ -93,13 +116,17 @@ def load(target: "Target", file: Path, harness=None) -> Callable:
     if RUNTIMES[target.runtime].in_harness:
         from conformance.runtimes.libtorch import LibtorchModel
 
-        return LibtorchModel(harness, file, target.device)
+        return LibtorchModel(harness, file, target.device,
+                             optimize=loader_optimizes(target.path))
     return loader(target)(file, target.device)
 
 
 def compile(model: Callable, target: "Target") -> Callable:
-    """The model compiled in process with the target runtime's torch.compile backend."""
-    return compile_model(model, RUNTIMES[target.runtime].compile_backend)
+    """The model compiled in process with the target runtime's torch.compile backend, and
+    the Inductor settings of its tuning, if any."""
+    tuning = tuning_of(target.path, target.runtime)
+    return compile_model(model, RUNTIMES[target.runtime].compile_backend,
+                         inductor_config(tuning.name) if tuning else {})
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,10 +10,19 @@
 // per line, "ok\t<fields>" or "error\t<message>" (newlines in the message are
 // written as \n). Requests:
 //   info                                        -> ok <torch version> <cuda 0|1>
-//   load <kind> <device> <file> <qengine>       -> ok <handle>    kind: torchscript | aoti
+//   load <kind> <device> <file> <qengine>       -> ok <handle>
+//        kind: torchscript | torchscript-optimized | aoti (torchscript-optimized: loaded,
+//        then torch::jit::optimize_for_inference, as a deployment tuned for inference does)
 //   run <handle> <qengine> <inputs> <outputs>   -> ok <seconds>
 //   time <handle> <qengine> <inputs> <warmup> <runs> -> ok <seconds> <seconds> ...
 //   loop <handle> <qengine> <inputs> <runs>     -> ok <seconds>   (all runs, one clock pair)
+//   profile <handle> <qengine> <inputs> <warmup> <runs> <trace> -> ok <tool> <seconds>
+//        runs calls after warmup untimed ones, profiled, each inside a "model call"
+//        event, and writes a chrome trace to <trace>. tool "libtorch kineto": libtorch's
+//        own profiler (Kineto, CPU activity, CUDA too on a cuda model), whose trace has
+//        an event per operator; "harness clock" when Kineto cannot be started: the trace
+//        then has only the "model call" events, timed with steady_clock. seconds: the
+//        wall time of the profiled calls, profiler included.
 //   settings <threads> <flush denormal 0|1>     -> ok <threads now>
 //   memory                                      -> ok <peak resident set size in KiB>
 //   unload <handle>                             -> ok
@@ -21,6 +30,8 @@
 // file holds (positional inputs, {name: keyword input}); a package takes positional ones.
 // Stray prints of a model go to stderr: the protocol has its own descriptor.
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
@@ -36,6 +47,7 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -199,12 +211,17 @@ std::string load(const std::vector<std::string>& fields) {
   set_quantized_engine(fields[4]);
   const std::string& kind = fields[1];
   Model model{kind, c10::Device(fields[2]), std::nullopt, nullptr};
-  if (kind != "torchscript" && kind != "aoti")
-    throw std::runtime_error("unknown artifact kind " + kind + " (torchscript or aoti)");
+  const bool torchscript = kind == "torchscript" || kind == "torchscript-optimized";
+  if (!torchscript && kind != "aoti")
+    throw std::runtime_error("unknown artifact kind " + kind +
+                             " (torchscript, torchscript-optimized or aoti)");
   try {
-    if (kind == "torchscript") {
+    if (torchscript) {
       model.module = torch::jit::load(fields[3], model.device);
       model.module->eval();
+      // Freezes the module first when it is not frozen yet, as the Python function does.
+      if (kind == "torchscript-optimized")
+        model.module = torch::jit::optimize_for_inference(*model.module);
     } else {
       auto index = model.device.has_index() ? model.device.index() : c10::DeviceIndex(-1);
       model.package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
@@ -214,7 +231,9 @@ std::string load(const std::vector<std::string>& fields) {
     throw std::runtime_error(
         fields[3] + " is not " +
         (kind == "aoti" ? "an AOTInductor package that AOTIModelPackageLoader"
-                        : "a TorchScript module that torch::jit::load") +
+                        : kind == "torchscript" ? "a TorchScript module that torch::jit::load"
+                                                : "a TorchScript module that torch::jit::load "
+                                                  "and optimize_for_inference") +
         " can load on " + fields[2] + ": " + error.what_without_backtrace());
   }
   long handle = next_handle++;
@@ -283,6 +302,116 @@ std::string loop_runs(const std::vector<std::string>& fields) {
   return reply.str();
 }
 
+// Profiles: the event each profiled call's operators nest in, the same name as the
+// Python side's (conformance/latency/profile.py), so that its self time is the time
+// of a call spent outside any operator.
+constexpr const char* kCallEvent = "model call";
+constexpr const char* kKinetoTool = "libtorch kineto";
+constexpr const char* kClockTool = "harness clock";
+
+namespace kineto = torch::autograd::profiler;
+using torch::profiler::impl::ActivityType;
+using torch::profiler::impl::ProfilerConfig;
+using torch::profiler::impl::ProfilerState;
+
+std::string seconds_text(double seconds) {
+  std::ostringstream text;
+  text.precision(9);
+  text << seconds;
+  return text.str();
+}
+
+// Kineto's state is process-wide: a call that throws while profiling must not leave
+// the profiler on for the next request.
+struct KinetoSession {
+  bool on = false;
+  ~KinetoSession() {
+    if (on) kineto::disableProfiler();
+  }
+};
+
+std::set<ActivityType> activities_for(const Model& model) {
+  std::set<ActivityType> activities{ActivityType::CPU};
+  if (model.device.is_cuda()) activities.insert(ActivityType::CUDA);
+  return activities;
+}
+
+// Starts Kineto; false, with the reason, when it cannot start (a libtorch built
+// without it, a profiler already on), so the caller falls back before any call.
+bool start_kineto(const Model& model, KinetoSession& session, std::string& why) {
+  ProfilerConfig config(ProfilerState::KINETO);
+  try {
+    kineto::prepareProfiler(config, activities_for(model));
+    kineto::enableProfiler(config, activities_for(model));
+  } catch (const c10::Error& error) {
+    why = error.what_without_backtrace();
+    return false;
+  }
+  session.on = true;
+  return true;
+}
+
+// `runs` calls under the started Kineto, each a "model call" user-scope event; the
+// trace is Kineto's own (ProfilerResult::save). Returns the wall time of the calls.
+double profile_with_kineto(Model& model, const Inputs& inputs, long runs,
+                           const std::string& trace, KinetoSession& session) {
+  auto started = Clock::now();
+  for (long i = 0; i < runs; ++i) {
+    RECORD_USER_SCOPE(kCallEvent);
+    forward(model, inputs);
+    synchronize(model);
+  }
+  std::chrono::duration<double> seconds = Clock::now() - started;
+  session.on = false;
+  auto result = kineto::disableProfiler();
+  if (!result) throw std::runtime_error("the Kineto profiler gave no result");
+  result->save(trace);
+  return seconds.count();
+}
+
+// The fallback: one complete event per call, from steady_clock, in the chrome trace
+// format Kineto writes (microseconds), so the suite reads both alike.
+double profile_with_clock(Model& model, const Inputs& inputs, long runs,
+                          const std::string& trace) {
+  std::ostringstream events;
+  events.precision(3);
+  events << std::fixed;
+  const auto origin = Clock::now();
+  for (long i = 0; i < runs; ++i) {
+    auto started = Clock::now();
+    forward(model, inputs);
+    synchronize(model);
+    auto ended = Clock::now();
+    std::chrono::duration<double, std::micro> ts = started - origin, dur = ended - started;
+    events << (i ? ",\n" : "") << "{\"ph\": \"X\", \"cat\": \"user_annotation\", \"name\": \""
+           << kCallEvent << "\", \"pid\": " << getpid() << ", \"tid\": 0, \"ts\": "
+           << ts.count() << ", \"dur\": " << dur.count() << "}";
+  }
+  std::chrono::duration<double> seconds = Clock::now() - origin;
+  std::ofstream out(trace);
+  out << "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n" << events.str() << "\n]}\n";
+  if (!out) throw std::runtime_error("cannot write " + trace);
+  return seconds.count();
+}
+
+std::string profile_runs(const std::vector<std::string>& fields) {
+  auto [model_ptr, inputs] = prepare(fields, 7);
+  Model& model = *model_ptr;
+  long warmup = std::stol(fields[4]), runs = std::stol(fields[5]);
+  const std::string& trace = fields[6];
+  for (long i = 0; i < warmup; ++i) forward(model, inputs);
+  synchronize(model);
+  KinetoSession session;
+  std::string why;
+  if (start_kineto(model, session, why))
+    return std::string(kKinetoTool) + "\t" +
+           seconds_text(profile_with_kineto(model, inputs, runs, trace, session));
+  // The calls are still timed, and the tool tells the suite what the trace holds.
+  std::cerr << "the harness cannot start Kineto, profiling with its clock: " << why << std::endl;
+  return std::string(kClockTool) + "\t" +
+         seconds_text(profile_with_clock(model, inputs, runs, trace));
+}
+
 // The thread budget and denormal policy, the same as the suite gives Python and
 // ONNX Runtime; 0 threads leaves libtorch's default.
 std::string settings(const std::vector<std::string>& fields) {
@@ -314,6 +443,7 @@ std::string answer(const std::vector<std::string>& fields) {
   if (verb == "run") return run(fields);
   if (verb == "time") return time_runs(fields);
   if (verb == "loop") return loop_runs(fields);
+  if (verb == "profile") return profile_runs(fields);
   if (verb == "settings") return settings(fields);
   if (verb == "memory") return peak_memory();
   if (verb == "unload") {

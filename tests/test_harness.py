@@ -234,10 +234,11 @@ def test_without_a_toolchain_libtorch_cells_skip_and_require_makes_that_a_failur
     args = ("--no-builtin-cases", "--cases=cases.py", "-k", "libtorch-cpu", "-p", "no:randomly",
             "--conformance-results=records.jsonl")
     skipped = pytester.runpytest_subprocess(*args, "-rs")
-    skipped.assert_outcomes(skipped=6)  # trace, script and aoti, 2 checks each
+    # trace, script and aoti, and their tuned variants: 2 checks each
+    skipped.assert_outcomes(skipped=12)
     skipped.stdout.fnmatch_lines(["*the libtorch harness needs cmake*"])
     required = pytester.runpytest_subprocess(*args, "--require=libtorch")
-    required.assert_outcomes(errors=6)
+    required.assert_outcomes(errors=12)
     required.stdout.fnmatch_lines(["*--require libtorch: the libtorch harness needs cmake*"])
 
 

@@ -1,5 +1,8 @@
 """The latency benchmark: its statistics, its interleaving, its refusal to time a
-wrong artifact, and its regression gate failing on a deliberately slowed runtime."""
+wrong artifact, its regression gate failing on a deliberately slowed runtime, and, end
+to end, pytest-benchmark's view of the same samples and the gate's verdicts in a run.
+The statistics alone, without a model, are in test_latency_stats.py."""
+import importlib.util
 import json
 import time
 
@@ -16,6 +19,12 @@ from conformance.runtimes import thread_budget
 from conformance.targets import Target
 from tests import broken_models
 from tests.patching import exporter_of, loader_of, patch_exporter, patch_loader
+
+# scipy is imported here, before any in-process pytester run: such a run drops the
+# modules it imported when it ends, and a latency run imports scipy for its intervals,
+# and with it numpy.fft, whose extension module refuses a second import in a process
+# ("cannot load module more than once per process"); the next latency run would fail.
+importlib.import_module("scipy.stats")
 
 QUICK = Method(warmup=2, min_rounds=15, max_rounds=40, max_time_s=0.05)
 
@@ -106,12 +115,24 @@ def test_the_regression_gate_fails_a_slowed_runtime_against_a_sound_baseline(tmp
     slowed_loader(monkeypatch, "torch", 0.002)
     slowed = latency.measure(subject_for(broken_models.linear_case(), "trace", "torch",
                                          tmp_path / "slowed"), QUICK)
-    baseline = {("linear", "trace-torch-cpu"): sound["speedup"]}
-    message = latency_summary.regression("linear", "trace-torch-cpu", slowed["speedup"],
-                                         baseline, max_slowdown=10)
-    assert message and "beyond the 10% threshold" in message
-    assert latency_summary.regression("linear", "trace-torch-cpu", sound["speedup"], baseline,
-                                      max_slowdown=10) is None
+    judged = latency_summary.judge("linear", "trace-torch-cpu", slowed, sound, max_slowdown=10)
+    assert judged.verdict == latency_summary.REGRESSION
+    assert "all of it beyond the 10% threshold" in judged.describe()
+    # Measured against itself, a sound run is never a regression (a cell of tens of
+    # microseconds may be too noisy to call steady).
+    again = latency_summary.judge("linear", "trace-torch-cpu", sound, sound, max_slowdown=10)
+    assert again.verdict != latency_summary.REGRESSION
+
+
+def test_a_measurement_keeps_an_interval_around_its_speedup_and_eager_none(tmp_path):
+    case = broken_models.linear_case()
+    target = latency.measure(subject_for(case, "trace", "torch", tmp_path / "t"), QUICK)
+    low, high = target["speedup_ci"]
+    assert low <= target["speedup"] <= high and target["confidence"] == 0.95
+    assert latency_stats.speedup_interval(target["eager_samples_s"], target["samples_s"]) == \
+        (low, high)  # reproducible from the record's samples
+    eager = latency.measure(subject_for(case, "eager", "torch", tmp_path / "e"), QUICK)
+    assert eager["speedup"] == 1.0 and eager["speedup_ci"] is None
 
 
 def test_an_artifact_that_differs_from_eager_is_not_benchmarked(tmp_path, monkeypatch):
@@ -173,7 +194,8 @@ def test_summary_lists_each_measured_cell_and_geometric_means(tmp_path):
     assert any(line.startswith("a ") and "2.00x" in line for line in lines)
     assert any(line.startswith("trace-torch-cpu") and "1.00x" in line and line.endswith("3")
                for line in lines)
-    assert any("quantized_mobilenet_v2_x86" in line and line.endswith("40.0") for line in lines)
+    assert any(line.startswith("quantized_mobilenet_v2_x86") and line.split()[-2:] == [
+        "40.0", "33.7"] for line in lines)
     file = tmp_path / "new.jsonl"
     file.write_text("\n".join(json.dumps(r) for r in records))
     old = tmp_path / "old.jsonl"
@@ -226,3 +248,182 @@ def test_peak_memory_comes_from_a_process_of_its_own_and_sees_the_weights(tmp_pa
     # The suite's own process is far larger than either: a figure inherited from it
     # (getrusage's maxrss survives exec) would make both equal.
     assert 60 < peaks["wide"] - peaks["linear"] < 200, peaks
+
+
+# ---- end to end, through pytester: pytest-benchmark's view and the in-run gate ----
+
+TINY_CASES = '''
+import torch
+from conformance import Case, random_inputs
+
+
+class Small(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+class Random(Small):
+    """Other outputs on every call: no artifact matches eager, so none is timed."""
+
+    def forward(self, x):
+        return self.linear(x) + torch.rand(2)
+
+
+class Lambda(Small):
+    """TorchScript compiles no lambda: the script cell fails before any sample."""
+
+    def forward(self, x):
+        return (lambda y: self.linear(y))(x)
+
+
+NAMES = {"small": Small, "other": Small, "random": Random, "lambda": Lambda,
+         "slowed": Small, "noisy": Small, "steady": Small}
+CASES = [Case(name, kind, example=random_inputs((3, 4))) for name, kind in NAMES.items()]
+'''
+LATENCY_TEST = "def test_latency(latency_cell, benchmark):\n    latency_cell.measure(benchmark)\n"
+QUICK_RUN = ("--latency", "--threads=1", "--latency-warmup=1", "--latency-min-rounds=8",
+             "--latency-max-rounds=8")
+
+
+# pytest-benchmark draws its histograms (one per group) with pygal, an optional
+# dependency; they are drawn from the JSON, in a process of their own: pygal imports the
+# importlib_metadata backport, after which importlib.metadata in this process finds no
+# pytest11 entry point, and an in-process pytester run no plugin of the suite.
+HISTOGRAMS = importlib.util.find_spec("pygal") is not None
+
+
+@pytest.fixture
+def latency_run(pytester):
+    pytester.makepyfile(my_models=TINY_CASES, test_timing=LATENCY_TEST)
+
+    def run(*args):
+        return pytester.runpytest("--no-builtin-cases", "--cases", "my_models.py",
+                                  "--conformance-results", "records.jsonl", "-p", "no:randomly",
+                                  "--artifacts-dir=artifacts", *QUICK_RUN, *args)
+
+    return run
+
+
+def written_records(pytester) -> dict[str, dict]:
+    lines = (pytester.path / "records.jsonl").read_text().splitlines()
+    return {record["nodeid"].split("::")[-1]: record for record in map(json.loads, lines)}
+
+
+def test_pytest_benchmark_gets_the_measured_samples_grouped_by_case(latency_run, pytester):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = latency_run("-k", "(small or other or random or lambda) and (eager-torch-cpu or "
+                         "trace-torch-cpu or script-torch-cpu)", "--benchmark-json=bench.json")
+    # random: both artifacts differ from eager (skipped); lambda: the script cell fails
+    result.assert_outcomes(passed=9, skipped=2, failed=1)
+    records = written_records(pytester)
+    benchmarks = json.loads((pytester.path / "bench.json").read_text())["benchmarks"]
+    measured = {name for name, r in records.items() if r["outcome"] == "passed"}
+    assert {b["name"] for b in benchmarks} == measured  # no entry of a skipped or failed cell
+    for bench in benchmarks:
+        metrics = records[bench["name"]]["metrics"]
+        assert bench["group"] == records[bench["name"]]["case"]
+        assert bench["stats"]["data"] == metrics["samples_s"]  # replayed bit for bit
+        assert bench["stats"]["median"] == metrics["median_s"]
+        assert bench["stats"]["iqr"] == metrics["q3_s"] - metrics["q1_s"]  # one IQR
+        assert bench["extra_info"]["speedup_ci"] == metrics["speedup_ci"]
+    assert "fixture was not used" not in result.stdout.str() + result.stderr.str()
+    histogram = ["--histogram=hist"] if HISTOGRAMS else []
+    compare = subprocess.run([Path(sys.executable).parent / "pytest-benchmark", "compare",
+                              "bench.json", "--group-by=group", *histogram], cwd=pytester.path,
+                             capture_output=True, text=True, check=True)
+    for case, count in (("small", 3), ("other", 3), ("lambda", 2), ("random", 1)):
+        assert f"benchmark '{case}': {count} tests" in compare.stdout
+    if not HISTOGRAMS:
+        return
+    assert sorted(p.name for p in pytester.path.glob("hist-*.svg")) == [
+        "hist-lambda.svg", "hist-other.svg", "hist-random.svg", "hist-small.svg"]
+
+
+def baseline_metrics(rng, eager_s: float, target_s: float, noise: float) -> dict:
+    eager = [float(s) for s in eager_s * rng.lognormal(0, noise, 20)]
+    other = [float(s) for s in target_s * rng.lognormal(0, noise, 20)]
+    return {**latency_stats.summarize(other), "speedup": latency_stats.speedup(eager, other),
+            "samples_s": other, "eager_samples_s": eager}
+
+
+def test_the_in_run_gate_fails_a_regression_and_lists_a_cell_too_noisy_to_judge(latency_run,
+                                                                                pytester):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    cells = {"slowed": baseline_metrics(rng, 1e-3, 1e-6, 0.01),  # 1000x then
+             "noisy": baseline_metrics(rng, 1e-3, 1e-3, 1.5),  # anything from 0.2x to 5x
+             "steady": baseline_metrics(rng, 1e-6, 1e-3, 0.01)}  # 0.001x then
+    (pytester.path / "baseline.jsonl").write_text("".join(
+        json.dumps({"case": case, "target": "trace-torch-cpu", "path": "trace",
+                    "check": "latency", "outcome": "passed", "metrics": metrics,
+                    "budget": {"threads": 1, "flush_denormal": False}}) + "\n"
+        for case, metrics in cells.items()))
+    result = latency_run("-k", "(slowed or noisy or steady) and trace-torch-cpu",
+                         "--latency-baseline=baseline.jsonl")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "latency regression against baseline.jsonl: case slowed, target trace-torch-cpu: "
+        "speedup over eager *x, was 99*x in the baseline (95% CIs *x now, *x then): "
+        "*% slower relative to eager, 95% CI *% to *%, all of it beyond the 10% threshold",
+        "  reproduce: pytest 'test_timing.py::test_latency[[]slowed-trace-torch-cpu-latency[]]' "
+        "* --latency --threads=1 --latency-baseline=baseline.jsonl"])
+    result.stdout.fnmatch_lines([
+        "regression gate against baseline.jsonl, threshold 10%: 1 regression, 1 too noisy to "
+        "judge, 1 no regression",
+        "TOO NOISY TO JUDGE (not failed) case noisy, target trace-torch-cpu: *, across the 10% "
+        "threshold: too noisy to judge; more rounds narrow it: this run stopped at "
+        "--latency-max-rounds=8*"])
+    gates = {r["case"]: r["metrics"]["regression_gate"] for r in written_records(pytester).values()}
+    assert {case: gate["verdict"] for case, gate in gates.items()} == {
+        "slowed": "regression", "noisy": "too noisy to judge", "steady": "no regression"}
+
+
+def complete_operator_events(trace_file, calls: tuple[str, ...] = ("model call", "model_run")
+                             ) -> list[dict]:
+    """The trace's complete events of operators (not the events around each call)."""
+    found = json.loads(trace_file.read_text())
+    events = found["traceEvents"] if isinstance(found, dict) else found
+    return [e for e in events if e.get("ph") == "X" and e.get("name") not in calls
+            and e.get("cat") in ("cpu_op", "Node")]
+
+
+def test_latency_profile_writes_a_trace_per_target_and_the_top_operators(latency_run,
+                                                                        pytester):
+    result = latency_run("-k", "small and not other and (eager-torch-cpu or trace-torch-cpu or "
+                         "onnx-op17-onnxruntime-cpu or trace-libtorch-cpu)",
+                         "--latency-profile=profiles", "--latency-profile-runs=3")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*where the time goes*", "*small*trace-torch-cpu*",
+                                 "*aten::*", "*small*onnx-op17-onnxruntime-cpu*"])
+    for name, record in written_records(pytester).items():
+        found = record["metrics"]["profile"]
+        assert "error" not in found, (name, found)
+        operators = complete_operator_events(pytester.path / "profiles" / found["trace"])
+        assert operators, f"{name}: no operator event in {found['trace']}"
+        assert found["top"] and found["calls"] == 3
+    onnx = next(r for n, r in written_records(pytester).items() if "onnxruntime" in n)
+    assert any(row["name"] in ("Gemm", "FusedGemm", "MatMul")
+               for row in onnx["metrics"]["profile"]["top"])
+
+
+def test_the_table_names_the_settings_of_each_tuned_variant_it_lists():
+    from conformance.latency.summary import settings_lines
+    from conformance.tuning import settings_of
+
+    def record(path, runtime):
+        return {"check": "latency", "case": "m", "path": path, "runtime": runtime,
+                "target": f"{path}-{runtime}-cpu", "settings": settings_of(path, runtime),
+                "metrics": {"median_s": 1e-3, "n": 15}}
+
+    lines = settings_lines([record("compile", "inductor"), record("compile-tuned", "inductor")])
+    assert lines == ["tuned variants (the other targets at their defaults):",
+                     "  compile-tuned: torch._inductor.config.freezing = True"]
+    assert settings_lines([record("trace", "torch")]) == []

@@ -311,7 +311,7 @@ class CaseState:
     def _compile(self, target: Target) -> Callable:
         """torch.compile is lazy: the first call on the example compiles, and is timed."""
         compiled = targets.compile(self.model, target)
-        self.run(compiled, self.example, timing=f"compile_{target.runtime}_s")
+        self.run(compiled, self.example, timing=targets.compile_timing(target))
         return compiled
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The PT2 paths: `export` (torch.export to a saved ExportedProgram) and `aoti` (an
 AOTInductor package compiled from the exported program: a shared library and its
-weights)."""
+weights), and its tuned variant `aoti-tuned`."""
 from __future__ import annotations
 
 import contextlib
@@ -49,6 +49,21 @@ def export_aoti(model: Callable, example: tuple, file: Path, options: ExportOpti
 
     program = export_program(model, example, options)
     torch._inductor.aoti_compile_and_package(program, package_path=str(file))
+
+
+def export_aoti_tuned(model: Callable, example: tuple, file: Path,
+                      options: ExportOptions) -> None:
+    """The package with the aoti-tuned row's Inductor configs (conformance.tuning); the
+    program is exported without autograd, as freezing needs."""
+    import torch
+
+    from conformance.tuning import TUNINGS
+
+    with torch.no_grad():
+        program = export_program(model, example, options)
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=str(file),
+            inductor_configs=dict(TUNINGS["aoti-tuned"].settings["inductor_configs"]))
 
 
 def as_module(model: Callable):

@@ -7,6 +7,8 @@ runtimes and devices, in the order of the rows.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from conformance.exporters import onnx, pt2, torchscript
 from conformance.exporters.path import ALL, DEVICES, ExportPath, Runs, check_row
 from conformance.runtimes.table import RUNTIMES
@@ -27,6 +29,7 @@ def register(row: ExportPath) -> ExportPath:
 TORCHSCRIPT_RUNTIMES = (Runs("torch", ALL, DEVICES), Runs("libtorch", ALL, DEVICES))
 ONNX_RUNTIMES = (
     Runs("onnxruntime", ALL, DEVICES),
+    Runs("onnxruntime-tuned", ALL, DEVICES),
     Runs("onnxruntime-noopt", ALL, ("cpu",)),
     # The reference evaluator is slow: small cases only.
     Runs("onnx-reference", "small", ("cpu",)),
@@ -101,3 +104,23 @@ for _row in (
                cost_timings={"export_aoti_s": "AOTInductor package"}),
 ):
     register(_row)
+
+# The tuned variants (conformance.tuning): each a copy of its default's row that exports
+# or loads as its tuning row says. A module saved frozen is optimized where it is loaded:
+# by torch.jit.optimize_for_inference in Python, by the harness in C++.
+for _default, _tuned, _changes in (
+    ("trace", "trace-tuned", dict(export=torchscript.export_trace_frozen,
+                                  loaders={"torch": torchscript.load_torchscript_optimized})),
+    ("script", "script-tuned", dict(export=torchscript.export_script_frozen,
+                                    loaders={"torch": torchscript.load_torchscript_optimized})),
+    # aot_eager would time and check the same graphs as compile's: Inductor only.
+    ("compile", "compile-tuned", dict(runs_on=(Runs("inductor", ALL, DEVICES),),
+                                      artifact_checks=frozenset(),
+                                      artifact_checks_on=None,
+                                      cost_timings={"compile_tuned_inductor_s":
+                                                    "torch.compile (Inductor, tuned)"})),
+    ("aoti", "aoti-tuned", dict(export=pt2.export_aoti_tuned,
+                                cost_timings={"export_aoti-tuned_s":
+                                              "AOTInductor package, tuned"})),
+):
+    register(dataclasses.replace(PATHS[_default], name=_tuned, **_changes))

@@ -18,7 +18,7 @@ from typing import Callable
 from conformance.calling import split
 from conformance.checks.subject import Subject
 from conformance.latency import stats as latency_stats
-from conformance.targets import path_row
+from conformance.targets import compile_timing, path_row
 
 # Runtimes with no latency cell, and why: their speed is not what they are for.
 NOT_TIMED = {
@@ -146,18 +146,30 @@ def measure(subject: Subject, method: Method) -> dict:
     if subject.target.path == EAGER_PATH:
         subject.state.eager("example", subject.state.example)  # the timed first call
         eager = alone(eager_side(subject), method)
-        return {**timing_metrics(eager, eager), **cold_costs(subject)}
+        return {**timing_metrics(eager, eager, compared=False), **cold_costs(subject)}
     eager, other = interleaved(eager_side(subject), target_side(subject), method)
     return {**timing_metrics(eager, other), **cold_costs(subject)}
 
 
-def timing_metrics(eager: list[float], other: list[float]) -> dict:
-    """Statistics of the target's samples, and the raw samples of both sides (to the
-    nanosecond, which is what the clocks resolve)."""
-    return {**latency_stats.summarize(other), "speedup": latency_stats.speedup(eager, other),
-            "eager_median_s": latency_stats.quantile(eager, 0.5),
-            "samples_s": [round(s, 9) for s in other],
-            "eager_samples_s": [round(s, 9) for s in eager]}
+def timing_metrics(eager: list[float], other: list[float], compared: bool = True) -> dict:
+    """Statistics of the target's samples, its speedup over eager with a confidence
+    interval, and the raw samples of both sides. Samples are kept to the nanosecond,
+    which is what the clocks resolve, and every figure comes from the samples as kept:
+    the record recomputes to itself, and pytest-benchmark, fed the same samples, shows
+    the same median and IQR.
+
+    Eager's own cell (`compared=False`) has speedup 1 and no interval: its samples are
+    compared with themselves, and an interval [1, 1] would read as a measurement with
+    no noise at all."""
+    eager_kept = [round(s, 9) for s in eager]
+    other_kept = [round(s, 9) for s in other]
+    interval = latency_stats.speedup_interval(eager_kept, other_kept) if compared else None
+    return {**latency_stats.summarize(other_kept),
+            "speedup": latency_stats.speedup(eager_kept, other_kept),
+            "speedup_ci": list(interval) if interval else None,
+            "confidence": latency_stats.CONFIDENCE if interval else None,
+            "eager_median_s": latency_stats.median(eager_kept),
+            "samples_s": other_kept, "eager_samples_s": eager_kept}
 
 
 def cold_costs(subject: Subject) -> dict:
@@ -166,8 +178,8 @@ def cold_costs(subject: Subject) -> dict:
     if target.path == EAGER_PATH:
         return {"build_s": timings.get("build_s"), "first_call_s": timings.get("eager_s")}
     if not path_row(target.path).saves_file:  # compiled lazily: the first call compiles
-        return {"compile_s": timings.get(f"compile_{target.runtime}_s"),
-                "first_call_s": timings.get(f"compile_{target.runtime}_s")}
+        compiled = timings.get(compile_timing(target))
+        return {"compile_s": compiled, "first_call_s": compiled}
     artifact = subject.artifact
     return {"export_s": artifact.export_seconds or None, "export_cached": artifact.cached,
             "load_s": timings.get(f"load_{target.path_id}_{target.runtime}_s"),

@@ -15,10 +15,11 @@ import pytest
 
 from conformance.cell import cell_spec, make_cell
 from conformance.keys import SESSION
-from conformance.latency.cell import LatencyCell, LatencyOptions, latency_cells
+from conformance.latency.cell import LatencyCell, LatencyOptions, ReplayClock, latency_cells
 from conformance.latency.measure import Method
-from conformance.latency.summary import (CHECK, DEFAULT_MAX_SLOWDOWN, budget_mismatch, speedups,
-                                         summary_lines)
+from conformance.latency.profile import profile_lines
+from conformance.latency.summary import (CHECK, DEFAULT_MAX_SLOWDOWN, budget_mismatch,
+                                         measured_cells, summary_lines)
 from conformance.plugin import RECORD, case_marks, deselect, option_group
 from conformance.runtimes import thread_budget
 from conformance.session import CellSpec
@@ -39,11 +40,12 @@ class LatencySession:
                          if name == RECORD and value["check"] == CHECK]
 
     def pytest_conformance_terminal_summary(self, terminalreporter):
-        lines = summary_lines(self.records)
-        if lines:
-            terminalreporter.section("conformance latency")
-            for line in lines:
-                terminalreporter.write_line(line)
+        for title, lines in (("conformance latency", summary_lines(self.records)),
+                             ("where the time goes", profile_lines(self.records))):
+            if lines:
+                terminalreporter.section(title)
+                for line in lines:
+                    terminalreporter.write_line(line)
 
 
 LATENCY = pytest.StashKey[LatencySession]()
@@ -66,9 +68,19 @@ def pytest_addoption(parser):
     group.addoption("--latency-memory", action="store_true",
                     help="also measure each target's peak memory, in a new process per cell "
                          "(a process start each: seconds per cell)")
+    group.addoption("--latency-profile", nargs="?", const="", default=None, metavar="DIR",
+                    help="after timing each target, profile it per operator (torch.profiler, "
+                         "ONNX Runtime's profiler, libtorch's in the harness): a top-operators "
+                         "table per target, and a trace per target for Perfetto or "
+                         "chrome://tracing, in DIR (default: latency-profiles/ beside the "
+                         "records)")
+    group.addoption("--latency-profile-runs", type=int, default=10, metavar="N",
+                    help="calls each profile records (default %(default)s)")
     group.addoption("--latency-baseline", default=None, metavar="RECORDS",
-                    help="the records of an earlier latency run: a cell that got more than "
-                         "--latency-max-slowdown percent slower relative to eager fails")
+                    help="the records of an earlier latency run: a cell fails when the 95%% "
+                         "interval of its slowdown relative to eager lies wholly beyond "
+                         "--latency-max-slowdown; one that straddles it is listed as too "
+                         "noisy to judge")
     group.addoption("--latency-max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
                     metavar="PERCENT", help="the regression gate's threshold (default "
                     "%(default)s)")
@@ -112,14 +124,30 @@ def latency_options(config) -> LatencyOptions | None:
         raise pytest.UsageError(f"latency rounds must satisfy 1 <= min <= max and warm-up "
                                 f">= 0, got {method}")
     baseline = Path(opt.latency_baseline) if opt.latency_baseline else None
+    if opt.latency_profile_runs < 1:
+        raise pytest.UsageError(f"--latency-profile-runs must be at least 1, got "
+                                f"{opt.latency_profile_runs}")
     return LatencyOptions(method, baseline, opt.latency_max_slowdown, opt.latency_memory,
-                          _baseline_speedups(baseline, Path(opt.conformance_results))
+                          profile_dir=profile_directory(opt),
+                          profile_runs=opt.latency_profile_runs,
+                          baseline_cells=_baseline_cells(baseline, Path(opt.conformance_results))
                           if baseline else {})
 
 
-def _baseline_speedups(baseline: Path, results: Path) -> dict:
-    """The baseline's speedups, read before this run writes its own records (which
-    must go elsewhere), from a run with this run's thread budget."""
+def profile_directory(opt) -> Path | None:
+    """Where --latency-profile writes its traces: the directory given, or
+    latency-profiles/ beside the run's records; None without the option."""
+    if opt.latency_profile is None:
+        return None
+    if opt.latency_profile:
+        return Path(opt.latency_profile)
+    return Path(opt.conformance_results).parent / "latency-profiles"
+
+
+def _baseline_cells(baseline: Path, results: Path) -> dict:
+    """The baseline's measured cells, raw samples included (the gate bootstraps them),
+    read before this run writes its own records (which must go elsewhere), from a run
+    with this run's thread budget."""
     from conformance.records import read_records
 
     if not baseline.is_file():
@@ -131,7 +159,7 @@ def _baseline_speedups(baseline: Path, results: Path) -> dict:
     mismatch = budget_mismatch(records, thread_budget.described())
     if mismatch:
         raise pytest.UsageError(f"--latency-baseline {baseline}: {mismatch}")
-    return speedups(records)
+    return measured_cells(records)
 
 
 def pytest_generate_tests(metafunc):
@@ -139,10 +167,21 @@ def pytest_generate_tests(metafunc):
         return
     config = metafunc.config
     session = config.stash[SESSION]
-    params = [pytest.param(spec, id=spec.id,
-                           marks=[*case_marks(config, session, spec), pytest.mark.latency])
+    params = [pytest.param(spec, id=spec.id, marks=[*case_marks(config, session, spec),
+                                                    pytest.mark.latency, *benchmark_marks(spec)])
               for spec in latency_cells(session)]
     metafunc.parametrize(SPEC, params)
+
+
+def benchmark_marks(spec: CellSpec) -> list:
+    """pytest-benchmark's settings of a cell, through its public marker: the group is the
+    case (its tables and `--benchmark-group-by=group` put a case's targets together), and
+    the timer replays the cell's own samples (ReplayClock says why). A cell that fails
+    before it has samples gives pytest-benchmark nothing: its failure is the report, and
+    the fixture's 'not used' warning would only repeat it."""
+    return [pytest.mark.benchmark(group=spec.case, timer=ReplayClock()),
+            pytest.mark.filterwarnings("ignore:Benchmark fixture was not used at all:"
+                                       "pytest_benchmark.logger.PytestBenchmarkWarning")]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -160,4 +199,7 @@ def other_run_items(config, items: list) -> list:
 @pytest.fixture
 def latency_cell(latency_spec: CellSpec, request) -> LatencyCell:
     options = request.config.stash[LATENCY].options
-    return make_cell(request, latency_spec, functools.partial(LatencyCell, options=options))
+    marker = request.node.get_closest_marker("benchmark")
+    clock = marker.kwargs.get("timer") if marker else None
+    return make_cell(request, latency_spec, functools.partial(
+        LatencyCell, options=options, clock=clock if isinstance(clock, ReplayClock) else None))

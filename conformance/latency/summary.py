@@ -3,22 +3,37 @@
     python -m conformance.latency.summary results/latency-records.jsonl
     python -m conformance.latency.summary NEW.jsonl --baseline OLD.jsonl --max-slowdown 10
 
-The second form exits 1 when a target got more than the threshold slower relative
-to eager since the baseline run (baseline speedup / new speedup - 1, in percent),
-or when a cell the baseline measured is now failing or not benchmarked. Speedups,
-not absolute times, are compared: eager is measured interleaved with each target in
-the same run, so a machine that is busier or slower tonight moves both and leaves
-the ratio alone.
+Every speedup comes with a 95% confidence interval, from a paired bootstrap over the
+rounds of its cell (eager and the target are timed side by side, one round at a time).
+
+The second form judges each cell by a 95% interval of its slowdown (baseline speedup /
+new speedup - 1, in percent), bootstrapped from both runs' samples: a regression when
+the whole interval lies beyond the threshold (exit status 1), no regression when its
+upper end is at or below it, and otherwise too noisy to judge, listed with a hint and
+not failed. A baseline record without samples (an older format) is judged on the point
+estimate, and says so. It also fails on cells the baseline measured that are now
+failing or not benchmarked. Speedups, not absolute times, are compared: eager is
+measured interleaved with each target in the same run, so a machine that is busier or
+slower tonight moves both and leaves the ratio alone.
+
+The quantized cases' frames per second are listed beside the Raspberry Pi 4 figures of
+PyTorch's quantized-inference tutorial (qnnpack, 2 threads). A run on that budget:
+
+    pytest --latency -k "quantized and qnnpack" --threads 2
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
-from conformance.latency.stats import UNSTABLE_SPREAD, geometric_mean
+from conformance.latency.stats import (CONFIDENCE, UNSTABLE_SPREAD, geometric_mean,
+                                       slowdown_interval, speedup_interval)
 from conformance.messages import first_line
 
 CHECK = "latency"
@@ -27,11 +42,16 @@ CHECK = "latency"
 # reference for the quantized cases, not a target.
 PI4_REFERENCE_FPS = {"mobilenet_v2": 33.7, "resnet18": 9.2, "resnet50": 4.3,
                      "shufflenet_v2_x0_5": 46.7}
-# The cases whose frames per second are listed beside that reference.
-FPS_CASES = ("quantized_mobilenet_v2_x86", "quantized_mobilenet_v2_qnnpack")
+PI4_THREADS = 2
+PI4_ENGINE = "qnnpack"
+# The quantized cases are named quantized_<model>_<engine> (fixtures/vision_zoo.py):
+# the model matches a case to its reference figure.
+QUANTIZED_CASE = re.compile(r"quantized_(?P<model>.+)_(?P<engine>x86|qnnpack|fbgemm|onednn)")
 # Default threshold of the gate: how much slower relative to eager a target may get,
 # in percent; the README gives the run-to-run noise it is set against.
 DEFAULT_MAX_SLOWDOWN = 10.0
+# The gate's verdicts.
+REGRESSION, NO_REGRESSION, TOO_NOISY = "regression", "no regression", "too noisy to judge"
 
 
 def measured(records: list[dict]) -> list[dict]:
@@ -48,23 +68,29 @@ def _ratio(value) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
+def _interval(values, unit: str = "") -> str:
+    return f"{values[0]:.2f}-{values[1]:.2f}{unit}" if values else "-"
+
+
 def _cold(metrics: dict) -> str:
     made = metrics.get("compile_s") or metrics.get("export_s") or metrics.get("build_s")
     return f"{made:.1f}" if made else "-"
 
 
-COLUMNS = ("case", "target", "median ms", "p90 ms", "p99 ms", "IQR/med", "speedup",
+CI = f"{CONFIDENCE:.0%} CI"
+COLUMNS = ("case", "target", "median ms", "p90 ms", "p99 ms", "IQR/med", "speedup", CI,
            "first ms", "load ms", "make s", "peak MiB", "rounds")
 
 
 def table_rows(records: list[dict]) -> list[tuple]:
-    """One row per measured (case, target)."""
+    """One row per measured (case, target); eager's own row has no interval."""
     rows = []
     for r in measured(records):
         m = r["metrics"]
         spread = f"{m['iqr_over_median']:.3f}" + (" !" if m.get("unstable") else "")
         rows.append((r["case"], r["target"], ms(m["median_s"]), ms(m.get("p90_s")),
                      ms(m.get("p99_s")), spread, _ratio(m.get("speedup")),
+                     _interval(m.get("speedup_ci")),
                      ms(m.get("first_call_s")), ms(m.get("load_s")), _cold(m),
                      f"{m['peak_rss_mib']:.0f}" if m.get("peak_rss_mib") else "-", str(m["n"])))
     return rows
@@ -92,10 +118,46 @@ def geomean_rows(records: list[dict]) -> list[tuple]:
             for target, value, count in geomean_values(records)]
 
 
+def reference_model(case: str) -> tuple[str, str] | None:
+    """(model, engine) of a quantized case that has a Raspberry Pi 4 figure, else None."""
+    found = QUANTIZED_CASE.fullmatch(case)
+    if found and found["model"] in PI4_REFERENCE_FPS:
+        return found["model"], found["engine"]
+    return None
+
+
+def _threads(record: dict):
+    return (record.get("budget") or {}).get("threads")
+
+
+FPS_COLUMNS = ("case", "target", "engine", "threads", "fps", "Pi 4 fps")
+
+
 def fps_rows(records: list[dict]) -> list[tuple]:
-    """Frames per second (batch 1, one over the median) of the quantized cases."""
-    return [(r["case"], r["target"], f"{1 / r['metrics']['median_s']:.1f}")
-            for r in measured(records) if r["case"] in FPS_CASES]
+    """Frames per second (batch 1, one over the median) of the quantized cases that have
+    a reference, each beside its model's Raspberry Pi 4 figure."""
+    rows = []
+    for r in measured(records):
+        matched = reference_model(r["case"])
+        if matched:
+            model, engine = matched
+            rows.append((r["case"], r["target"], engine, str(_threads(r) or "-"),
+                         f"{1 / r['metrics']['median_s']:.1f}", f"{PI4_REFERENCE_FPS[model]:g}"))
+    return rows
+
+
+def fps_notes(records: list[dict]) -> list[str]:
+    """What the reference is, and whether this run's budget is the reference's."""
+    notes = [f"reference, not a target: the Raspberry Pi 4 figures of the quantized-inference "
+             f"tutorial (torch.jit.script, {PI4_ENGINE}, {PI4_THREADS} threads, frames per "
+             f"second of its whole loop)"]
+    others = sorted({str(_threads(r)) for r in measured(records)
+                     if reference_model(r["case"]) and _threads(r) != PI4_THREADS})
+    if others:
+        notes.append(f"note: this run's thread budget is {', '.join(others)}, the reference's "
+                     f"{PI4_THREADS}; for a like budget: "
+                     f"pytest --latency -k \"quantized and {PI4_ENGINE}\" --threads {PI4_THREADS}")
+    return notes
 
 
 def summary_lines(records: list[dict]) -> list[str]:
@@ -109,19 +171,43 @@ def summary_lines(records: list[dict]) -> list[str]:
     if budget:
         lines.append(f"thread budget {budget.get('threads')}, flush denormal "
                      f"{budget.get('flush_denormal')}; '!' marks IQR/median above "
-                     f"{UNSTABLE_SPREAD:g}")
+                     f"{UNSTABLE_SPREAD:g}; {CI}: paired bootstrap over the rounds")
+    lines += settings_lines(records)
     fps = fps_rows(records)
     if fps:
-        lines += ["", "quantized mobilenet_v2, frames per second on this machine:"]
-        lines += format_table(("case", "target", "fps"), fps)
-        lines.append("reference, not a target: the Raspberry Pi 4 tutorial (qnnpack, 2 threads) "
-                     + ", ".join(f"{k} {v} fps" for k, v in PI4_REFERENCE_FPS.items()))
-    return lines
+        lines += ["", "quantized models, frames per second on this machine beside a Raspberry "
+                      "Pi 4:"]
+        lines += format_table(FPS_COLUMNS, fps)
+        lines += fps_notes(records)
+    return lines + gate_lines(records)
+
+
+def settings_lines(records: list[dict]) -> list[str]:
+    """What each tuned variant of the table sets (conformance/tuning.py says why); the
+    other targets run at their defaults."""
+    tuned = {}
+    for r in measured(records):
+        settings = dict(r.get("settings") or {})
+        name = settings.pop("tuning", "default")
+        if name != "default":
+            tuned[name] = settings
+    if not tuned:
+        return []
+    return ["tuned variants (the other targets at their defaults):"] + [
+        f"  {name}: " + "; ".join(f"{key} = {value}" for key, value in settings.items())
+        for name, settings in sorted(tuned.items())]
+
+
+# ---- the regression gate ----
+
+def measured_cells(records: list[dict]) -> dict[tuple[str, str], dict]:
+    """The metrics of each measured (case, target) other than eager's own."""
+    return {(r["case"], r["target"]): r["metrics"]
+            for r in measured(records) if r["path"] != "eager"}
 
 
 def speedups(records: list[dict]) -> dict[tuple[str, str], float]:
-    return {(r["case"], r["target"]): r["metrics"]["speedup"]
-            for r in measured(records) if r["path"] != "eager"}
+    return {cell: metrics["speedup"] for cell, metrics in measured_cells(records).items()}
 
 
 def slowdown(baseline_speedup: float, speedup: float) -> float:
@@ -129,26 +215,128 @@ def slowdown(baseline_speedup: float, speedup: float) -> float:
     return (baseline_speedup / speedup - 1) * 100
 
 
-def regression(case: str, target: str, speedup: float, baseline: dict, max_slowdown: float
-               ) -> str | None:
-    """Why this speedup is a regression against the baseline, or None."""
-    before = baseline.get((case, target))
-    if before is None:
-        return None
-    lost = slowdown(before, speedup)
-    if lost <= max_slowdown:
-        return None
-    return (f"case {case}, target {target}: speedup over eager {speedup:.3f}x, was {before:.3f}x "
-            f"in the baseline: {lost:.1f}% slower relative to eager, beyond the "
-            f"{max_slowdown:g}% threshold")
+def _samples(metrics: dict) -> tuple[list, list] | None:
+    """A record's paired (eager, target) samples; None for a record that keeps none."""
+    eager, other = metrics.get("eager_samples_s"), metrics.get("samples_s")
+    return (eager, other) if eager and other else None
+
+
+def _speedup_ci(metrics: dict) -> tuple[float, float] | None:
+    """The record's interval, or one made from its samples (a record of a run before
+    the intervals); None without samples."""
+    if metrics.get("speedup_ci"):
+        return tuple(metrics["speedup_ci"])
+    samples = _samples(metrics)
+    return speedup_interval(*samples) if samples else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """The gate's verdict on one cell against the baseline, and what it rests on."""
+    case: str
+    target: str
+    verdict: str  # REGRESSION, NO_REGRESSION or TOO_NOISY
+    speedup: float
+    speedup_ci: tuple[float, float] | None
+    baseline_speedup: float
+    baseline_speedup_ci: tuple[float, float] | None
+    slowdown_pct: float  # the point estimate
+    slowdown_ci: tuple[float, float] | None  # None: judged on the point estimate
+    max_slowdown: float
+    point_reason: str = ""  # why there is no interval
+    hint: str = ""  # how to narrow the interval of a cell too noisy to judge
+
+    def describe(self) -> str:
+        """The cell, both speedups with their intervals, the slowdown and the verdict."""
+        head = (f"case {self.case}, target {self.target}: speedup over eager "
+                f"{self.speedup:.3f}x, was {self.baseline_speedup:.3f}x in the baseline "
+                f"({CI}s {_interval(self.speedup_ci, 'x')} now, "
+                f"{_interval(self.baseline_speedup_ci, 'x')} then): ")
+        if self.slowdown_ci is None:
+            return head + (f"{self.slowdown_pct:.1f}% slower relative to eager, "
+                           f"{'beyond' if self.verdict == REGRESSION else 'within'} the "
+                           f"{self.max_slowdown:g}% threshold (judged on the point "
+                           f"estimates: {self.point_reason})")
+        low, high = self.slowdown_ci
+        where = {REGRESSION: "all of it beyond", NO_REGRESSION: "all of it within",
+                 TOO_NOISY: "across"}[self.verdict]
+        text = (head + f"{self.slowdown_pct:.1f}% slower relative to eager, {CI} "
+                f"{low:.1f}% to {high:.1f}%, {where} the {self.max_slowdown:g}% threshold")
+        if self.verdict == TOO_NOISY:
+            text += f": too noisy to judge; {self.hint}"
+        return text
+
+    def record(self, baseline: object) -> dict:
+        """What a latency record keeps of the gate (`regression_gate` in its metrics)."""
+        return {"baseline": str(baseline), "verdict": self.verdict,
+                "slowdown_pct": self.slowdown_pct,
+                "slowdown_ci": list(self.slowdown_ci) if self.slowdown_ci else None,
+                "confidence": CONFIDENCE, "max_slowdown": self.max_slowdown,
+                "baseline_speedup": self.baseline_speedup,
+                "baseline_speedup_ci": (list(self.baseline_speedup_ci)
+                                        if self.baseline_speedup_ci else None),
+                "point_reason": self.point_reason or None, "message": self.describe()}
+
+
+def more_samples_hint(metrics: dict, method: dict | None) -> str:
+    """How to narrow a wide interval: more rounds, by raising whichever of the round cap
+    and the time budget stopped this run (`method`: the record's, when it has one)."""
+    rounds = metrics.get("n") or len(metrics.get("samples_s") or ())
+    if method and rounds >= method.get("max_rounds", rounds + 1):
+        return (f"more rounds narrow it: this run stopped at --latency-max-rounds={rounds}; "
+                f"raise it (and --latency-time), or quiet the machine")
+    seconds = f"={method['max_time_s']:g}" if method and "max_time_s" in method else ""
+    return (f"more rounds narrow it ({rounds} now): raise --latency-time{seconds} or "
+            f"--latency-min-rounds, or quiet the machine")
+
+
+def judge(case: str, target: str, metrics: dict, baseline: dict, max_slowdown: float,
+          method: dict | None = None) -> Judgement:
+    """The gate's verdict on a cell's metrics against its baseline record's metrics:
+    by the interval of the slowdown where both keep their samples, else by the point
+    estimate."""
+    point = slowdown(baseline["speedup"], metrics["speedup"])
+    now, before = _samples(metrics), _samples(baseline)
+    interval = slowdown_interval(before, now) if now and before else None
+    if interval is None:
+        verdict = REGRESSION if point > max_slowdown else NO_REGRESSION
+    elif interval[0] > max_slowdown:
+        verdict = REGRESSION
+    elif interval[1] <= max_slowdown:
+        verdict = NO_REGRESSION
+    else:
+        verdict = TOO_NOISY
+    return Judgement(case, target, verdict, metrics["speedup"], _speedup_ci(metrics),
+                     baseline["speedup"], _speedup_ci(baseline), point, interval,
+                     max_slowdown, "" if interval else _no_interval(before, now),
+                     more_samples_hint(metrics, method) if verdict == TOO_NOISY else "")
+
+
+def _no_interval(before, now) -> str:
+    """Why the slowdown has no interval, for the message of a point-estimate verdict."""
+    if not before:
+        return "the baseline's record keeps no samples (an older format)"
+    if not now:
+        return "this run's record keeps no samples"
+    return "fewer than two paired rounds"
+
+
+def judgements(records: list[dict], baseline_records: list[dict], max_slowdown: float
+               ) -> list[Judgement]:
+    """A verdict for every cell measured in both runs."""
+    baseline = measured_cells(baseline_records)
+    methods = {(r["case"], r["target"]): r.get("method") for r in measured(records)}
+    return [judge(case, target, metrics, baseline[(case, target)], max_slowdown,
+                  methods.get((case, target)))
+            for (case, target), metrics in sorted(measured_cells(records).items())
+            if (case, target) in baseline]
 
 
 def regressions(records: list[dict], baseline_records: list[dict], max_slowdown: float
                 ) -> list[str]:
-    baseline = speedups(baseline_records)
-    found = (regression(case, target, value, baseline, max_slowdown)
-             for (case, target), value in sorted(speedups(records).items()))
-    return [message for message in found if message]
+    """The messages of the cells that regressed."""
+    return [j.describe() for j in judgements(records, baseline_records, max_slowdown)
+            if j.verdict == REGRESSION]
 
 
 def lost(records: list[dict], baseline_records: list[dict]) -> list[str]:
@@ -166,6 +354,26 @@ def lost(records: list[dict], baseline_records: list[dict]) -> list[str]:
     return found
 
 
+def gate_lines(records: list[dict]) -> list[str]:
+    """The in-run gate's verdicts, which its records keep: a count per verdict, and the
+    cells that it could not judge or judged on point estimates (a regression fails its
+    cell, and pytest reports it)."""
+    gated = [(r, r["metrics"]["regression_gate"]) for r in measured(records)
+             if r["metrics"].get("regression_gate")]
+    if not gated:
+        return []
+    first = gated[0][1]
+    counts = collections.Counter(gate["verdict"] for _, gate in gated)
+    lines = ["", f"regression gate against {first['baseline']}, threshold "
+                 f"{first['max_slowdown']:g}%: "
+                 + ", ".join(f"{counts[v]} {v}" for v in (REGRESSION, TOO_NOISY, NO_REGRESSION))]
+    lines += [f"TOO NOISY TO JUDGE (not failed) {gate['message']}"
+              for _, gate in gated if gate["verdict"] == TOO_NOISY]
+    lines += [f"judged on the point estimate: case {r['case']}, target {r['target']}: "
+              f"{gate['point_reason']}" for r, gate in gated if gate["slowdown_ci"] is None]
+    return lines
+
+
 def budget_mismatch(records: list[dict], wanted: dict | None) -> str | None:
     """Why these records cannot be compared with a run on the `wanted` thread budget."""
     seen = {json.dumps(r["budget"], sort_keys=True) for r in records if r.get("budget")}
@@ -180,12 +388,50 @@ def run_budget(records: list[dict]) -> dict | None:
                 None)
 
 
-def comparison_rows(records: list[dict], baseline_records: list[dict]) -> list[tuple]:
-    baseline = speedups(baseline_records)
-    return [(case, target, _ratio(baseline[(case, target)]), _ratio(value),
-             f"{-slowdown(baseline[(case, target)], value):+.1f}%")
-            for (case, target), value in sorted(speedups(records).items())
-            if (case, target) in baseline]
+def reproduce_command(record: dict | None, baseline: Path) -> str:
+    """The latency run of one cell, on the record's budget, gated against the baseline."""
+    if not record or not record.get("nodeid"):
+        return ""
+    budget = record.get("budget") or {}
+    words = ["pytest", "--latency", record["nodeid"]]
+    words += [f"--threads={budget['threads']}"] if budget.get("threads") else []
+    words += ["--flush-denormal"] if budget.get("flush_denormal") else []
+    return shlex.join(words + [f"--latency-baseline={baseline}"])
+
+
+COMPARISON_COLUMNS = ("case", "target", "baseline", CI, "now", CI, "change",
+                      f"slowdown {CI}", "verdict")
+
+
+def comparison_rows(found: list[Judgement]) -> list[tuple]:
+    return [(j.case, j.target, _ratio(j.baseline_speedup), _interval(j.baseline_speedup_ci),
+             _ratio(j.speedup), _interval(j.speedup_ci), f"{0.0 - j.slowdown_pct:+.1f}%",
+             (f"{j.slowdown_ci[0]:+.1f}% to {j.slowdown_ci[1]:+.1f}%" if j.slowdown_ci
+              else "point estimate"), j.verdict)
+            for j in found]
+
+
+def compare(records: list[dict], baseline_records: list[dict], baseline: Path,
+            max_slowdown: float) -> tuple[list[str], bool]:
+    """The comparison's lines, and whether it fails: a regression or a lost cell. A cell
+    too noisy to judge is listed, with a hint, and does not fail."""
+    found = judgements(records, baseline_records, max_slowdown)
+    lines = ["", "speedup over eager, baseline -> this run (change: + is faster):"]
+    lines += format_table(COMPARISON_COLUMNS, comparison_rows(found))
+    by_cell = {(r["case"], r["target"]): r for r in measured(records)}
+    failed = False
+    for j in found:
+        if j.verdict == REGRESSION:
+            failed = True
+            again = reproduce_command(by_cell.get((j.case, j.target)), baseline)
+            lines.append(f"REGRESSION {j.describe()}" + (f"\n  reproduce: {again}" if again
+                                                         else ""))
+        elif j.verdict == TOO_NOISY:
+            lines.append(f"TOO NOISY TO JUDGE (not failed) {j.describe()}")
+    for message in lost(records, baseline_records):
+        failed = True
+        lines.append(f"REGRESSION {message}")
+    return lines, failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("records", type=Path)
     parser.add_argument("--baseline", type=Path, help="the records of an earlier run")
     parser.add_argument("--max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
-                        metavar="PERCENT", help="fail beyond this loss of speedup over eager "
-                        "(default %(default)s)")
+                        metavar="PERCENT", help="fail when the whole 95%% interval of the loss "
+                        "of speedup over eager lies beyond this (default %(default)s)")
     args = parser.parse_args(argv)
     records = read_records(args.records)
     lines = summary_lines(records)
@@ -209,13 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     if mismatch:
         print(f"cannot compare: {mismatch}")
         return 2
-    print("\nspeedup over eager, baseline -> this run:")
-    print("\n".join(format_table(("case", "target", "baseline", "now", "change"),
-                                 comparison_rows(records, before))))
-    found = regressions(records, before, args.max_slowdown) + lost(records, before)
-    for message in found:
-        print("REGRESSION " + message)
-    return 1 if found else 0
+    lines, failed = compare(records, before, args.baseline, args.max_slowdown)
+    print("\n".join(lines))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -9,21 +9,27 @@ the latest earlier run of the same stack, and exits 1 when that comparison finds
 failures, expectation rows to remove or latency regressions. Several records files
 (xdist, CI shards, machines) are merged into one run first. With --by-torch each file
 is one environment instead (one tox env per torch version), and the report shows the
-matrix side by side per torch version.
+matrix side by side per torch version. Latency records that carry a profile show their
+top operators in the page and the summary; with --profiles DIR (the folder the latency
+run wrote its traces to) the page links each to its trace.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from conformance.latency.profile import profile_heading
 from conformance.latency.summary import DEFAULT_MAX_SLOWDOWN
 from conformance.records import read_records
 from conformance.report import changes as changes_mod
 from conformance.report import data as report_data
 from conformance.report import history
 from conformance.report import html as report_html
+
+MARKDOWN_TOP = 5  # operators per target in the step summary; the page has all of a record's
 
 
 def markdown(summary: dict, changes: dict | None, title: str) -> str:
@@ -48,9 +54,30 @@ def markdown(summary: dict, changes: dict | None, title: str) -> str:
                   "| backend | speedup | cases |", "|---|---:|---:|"]
         lines += [f"| {g['backend']} | {g['speedup']:.2f}x | {g['cases']} |"
                   for g in summary["latency"]["geomeans"]]
+    lines += profile_markdown(summary["latency"].get("profiles") or [])
     versions = summary["environment"].get("versions") or {}
     lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))]
     return "\n".join(lines) + "\n"
+
+
+def profile_markdown(profiles: list[dict]) -> list[str]:
+    """Each profiled target's top operators by self time per model call, and its trace."""
+    if not profiles:
+        return []
+    lines = ["", "## Where the time goes", ""]
+    for found in profiles:
+        profile = found["profile"]
+        trace = f"; trace `{profile['trace']}`" if profile.get("trace") else ""
+        lines += [f"**{found['case']}** on **{found['target']}** ({profile_heading(profile)}"
+                  f"{trace})", ""]
+        top = (profile.get("top") or [])[:MARKDOWN_TOP]
+        if top:
+            lines += ["| operator | self ms per call | share | calls per call |",
+                      "|---|---:|---:|---:|"]
+            lines += [f"| `{r['name']}` | {r['self_ms_per_call']:.4f} | "
+                      f"{100 * r['share']:.1f}% | {r['count']:g} |" for r in top]
+            lines.append("")
+    return lines
 
 
 def compare_with_history(db_file: Path, records: list[dict], label: str,
@@ -65,9 +92,12 @@ def compare_with_history(db_file: Path, records: list[dict], label: str,
     return run_id, found.as_lists()
 
 
-def write_report(out: Path, summary: dict, changes: dict | None, title: str) -> None:
+def write_report(out: Path, summary: dict, changes: dict | None, title: str,
+                 profiles: Path | None = None) -> None:
+    """`profiles`: the folder of the latency run's trace files, which the page links to."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.html").write_text(report_html.render(summary, changes, title))
+    traces = os.path.relpath(profiles, out) if profiles is not None else None
+    (out / "report.html").write_text(report_html.render(summary, changes, title, traces))
     (out / "summary.md").write_text(markdown(summary, changes, title))
     (out / "report.json").write_text(json.dumps({"title": title, "changes": changes,
                                                  **summary}, indent=1, default=str))
@@ -92,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="a name for the run (e.g. the date)")
     parser.add_argument("--max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
                         metavar="PERCENT", help="latency gate threshold (default %(default)s)")
+    parser.add_argument("--profiles", type=Path, metavar="DIR",
+                        help="the folder of the latency run's profile traces: the page "
+                             "links each profile to its trace there")
     parser.add_argument("--by-torch", action="store_true",
                         help="each records file is one environment (a tox env): write the "
                              "matrix side by side per torch version instead of one run")
@@ -109,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id, changes = compare_with_history(args.history, records, args.label,
                                                args.max_slowdown)
         title += f" (run {run_id})"
-    write_report(args.out, report_data.summarize(records), changes, title)
+    write_report(args.out, report_data.summarize(records), changes, title, args.profiles)
     print(f"report: {args.out / 'report.html'}, {args.out / 'summary.md'}, "
           f"{args.out / 'report.json'}")
     for line in (changes or {}).get("gate_failures", []):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 
 from conformance.exporters.table import PATHS
+from conformance.latency import profile as latency_profile
 from conformance.latency import summary as latency_summary
 from conformance.records import failure_cause
 from conformance.report.history import environment
@@ -112,7 +113,16 @@ def latency(records: list[dict]) -> dict:
                      for r in measured],
             "geomeans": [{"backend": b, "speedup": s, "cases": n}
                          for b, s, n in latency_summary.geomean_values(records)],
-            "budget": latency_summary.run_budget(records)}
+            "budget": latency_summary.run_budget(records),
+            "profiles": profiles(records)}
+
+
+def profiles(records: list[dict]) -> list[dict]:
+    """Per profiled latency record, its profile: the top operators and the trace's name
+    (or why it could not be profiled)."""
+    return [{"case": r["case"], "target": r["target"], "profile": r["metrics"]["profile"]}
+            for r in latency_profile.profiled_records(records)
+            if r.get("check") == latency_summary.CHECK]
 
 
 def shared_causes(records: list[dict]) -> list[dict]:

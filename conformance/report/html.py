@@ -5,6 +5,7 @@ import html
 import json
 import math
 
+from conformance.latency.profile import CALL_EVENTS, profile_heading
 from conformance.latency.summary import ms
 from conformance.messages import first_line
 
@@ -142,8 +143,8 @@ def _speedup_bar(speedup: float | None) -> str:
             f"</span> {speedup:.2f}x")
 
 
-def latency_section(latency: dict) -> str:
-    if not latency["rows"]:
+def latency_section(latency: dict, traces: str | None = None) -> str:
+    if not latency["rows"] and not latency.get("profiles"):
         return ""
     rows = [[r["case"], r["target"], ms(r["median_s"]), ms(r["p90_s"]),
              f"{r['iqr_over_median']:.3f}", _speedup_bar(r["speedup"]), ms(r["first_call_s"]),
@@ -156,7 +157,47 @@ def latency_section(latency: dict) -> str:
             + table(["backend", "speedup", "cases"], means)
             + "<h3>Per case</h3>"
             + table(["case", "target", "median ms", "p90 ms", "IQR/median", "speedup over eager",
-                     "first call ms", "peak MiB"], rows, name_columns=2))
+                     "first call ms", "peak MiB"], rows, name_columns=2)
+            + profiles_section(latency.get("profiles") or [], traces))
+
+
+def profiles_section(profiles: list[dict], traces: str | None) -> str:
+    """Each profiled target's top operators by self time, with its trace."""
+    if not profiles:
+        return ""
+    parts = ["<h3>Where the time goes</h3><p>The top operators of each profiled target "
+             "by self time per model call, from its own profiler; "
+             + " and ".join(f"<code>{esc(name)}</code>" for name in CALL_EVENTS)
+             + " are the time of a call outside any operator. Open a trace in "
+               "chrome://tracing or Perfetto.</p><div id='profiles'>"]
+    for found in profiles:
+        parts.append(_profile_block(found["case"], found["target"], found["profile"], traces))
+    return "".join(parts) + "</div>"
+
+
+def _profile_block(case: str, target: str, profile: dict, traces: str | None) -> str:
+    heading = esc(profile_heading(profile))
+    if profile.get("trace"):
+        name = esc(profile["trace"])
+        heading += "; trace " + (f"<a class='trace' href='{esc(_href(traces, profile['trace']))}'>"
+                                 f"{name}</a>" if traces is not None
+                                 else f"<code class='trace'>{name}</code>")
+    rows = [[r["name"], f"{r['self_ms_per_call']:.4f}",
+             f"<span class='bar' style='width:{100 * r['share']:.0f}px'></span> "
+             f"{100 * r['share']:.1f}%", f"{r['count']:g}"]
+            for r in profile.get("top") or []]
+    body = (table(["operator", "self ms per call", "share", "calls per call"], rows)
+            if rows else "")
+    return (f"<div class='profile' data-key='{esc(case)}|{esc(target)}'>"
+            f"<h4>{esc(case)} on {esc(target)}</h4><p>{heading}</p>{body}</div>")
+
+
+def _href(traces: str, name: str) -> str:
+    """The trace's address relative to the page: `traces` is the folder's."""
+    from urllib.parse import quote
+
+    folder = traces.rstrip("/")
+    return quote(f"{folder}/{name}" if folder not in ("", ".") else name)
 
 
 def changes_section(changes: dict | None) -> str:
@@ -174,7 +215,9 @@ def changes_section(changes: dict | None) -> str:
     return "".join(parts)
 
 
-def render(summary: dict, changes: dict | None, title: str) -> str:
+def render(summary: dict, changes: dict | None, title: str, traces: str | None = None) -> str:
+    """The page; `traces`: where the profiles' trace files are, relative to the page
+    (their names are shown unlinked without it)."""
     counts = ", ".join(f"{n} {o}" for o, n in summary["counts"].items() if n)
     cells = json.dumps(summary["grid"]["cells"]).replace("</", "<\\/")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}"
@@ -182,7 +225,8 @@ def render(summary: dict, changes: dict | None, title: str) -> str:
             f"<p id='counts'>{esc(counts)}</p>"
             + changes_section(changes) + shared_causes_section(summary["shared_causes"])
             + grid_section(summary["grid"])
-            + pass_rate_section(summary["pass_rates"]) + latency_section(summary["latency"])
+            + pass_rate_section(summary["pass_rates"])
+            + latency_section(summary["latency"], traces)
             + costs_section(summary["costs"]) + environment_section(summary["environment"])
             + f"<script type='application/json' id='cells'>{cells}</script>"
             f"<script>{SCRIPT}</script></body></html>")

@@ -203,10 +203,12 @@ def _unescape(text: str) -> str:
 class LibtorchModel:
     """An artifact loaded in the harness, called like the module it came from."""
 
-    def __init__(self, harness: Harness, file: Path, device: str):
+    def __init__(self, harness: Harness, file: Path, device: str, optimize: bool = False):
+        """`optimize`: a TorchScript module goes through optimize_for_inference once loaded."""
         self.harness = harness
         self.file = Path(file)
-        self.kind = "aoti" if self.file.suffix == ".pt2" else "torchscript"
+        self.kind = ("aoti" if self.file.suffix == ".pt2"
+                     else "torchscript-optimized" if optimize else "torchscript")
         self.device = device
         self._handle: str | None = None
         self._loaded_in = 0
@@ -262,6 +264,18 @@ class LibtorchModel:
         (seconds,) = self._request("loop", self._ensure_loaded(), _quantized_engine(),
                                    self._timing_inputs(inputs, keywords), runs)
         return float(seconds)
+
+    def profile(self, inputs: tuple, warmup: int, runs: int, trace: Path,
+                keywords: tuple[str, ...] = ()) -> tuple[str, float]:
+        """`runs` calls under libtorch's own profiler inside the harness, after `warmup`
+        untimed ones, each call a "model call" event; the chrome trace goes to `trace`.
+        Returns the tool that made it ("libtorch kineto", or "harness clock" when the
+        harness could not start Kineto and the trace holds only the calls) and the wall
+        time of the profiled calls in seconds, profiler included."""
+        tool, seconds = self._request("profile", self._ensure_loaded(), _quantized_engine(),
+                                      self._timing_inputs(inputs, keywords), warmup, runs,
+                                      Path(trace).resolve())
+        return tool, float(seconds)
 
     def _timing_inputs(self, inputs: tuple, keywords: tuple[str, ...]) -> Path:
         """The file of the inputs being timed, saved once for the same inputs object: a

@@ -7,14 +7,39 @@ from typing import Any, Callable
 from conformance.calling import call
 
 
-def compile_model(model: Callable, backend: str) -> Callable:
+def compile_model(model: Callable, backend: str, inductor_config: dict | None = None
+                  ) -> Callable:
     """torch.compile with a runtime's backend, after dropping every earlier compile:
     Dynamo's per-code cache is shared by all models with the same forward (resnet18
-    and resnet50), and a full cache silently falls back to eager."""
+    and resnet50), and a full cache silently falls back to eager. With `inductor_config`
+    (torch._inductor.config names and values), every call runs with those set."""
     import torch
 
     torch._dynamo.reset()
-    return torch.compile(model, backend=backend)
+    compiled = torch.compile(model, backend=backend)
+    return WithInductorConfig(compiled, inductor_config) if inductor_config else compiled
+
+
+class WithInductorConfig:
+    """A compiled model whose calls see these Inductor settings. Some (freezing) are read
+    when Dynamo captures the graph, which torch.compile's `options=` does not reach, and a
+    recompile (another input size) must see them too; other targets in this process must
+    not, so they are set around each call, not for good."""
+
+    def __init__(self, compiled: Callable, config: dict):
+        self.compiled, self.config = compiled, dict(config)
+
+    def __call__(self, *args, **kwargs):
+        from torch._inductor import config
+
+        before = {name: getattr(config, name) for name in self.config}
+        for name, value in self.config.items():
+            setattr(config, name, value)
+        try:
+            return self.compiled(*args, **kwargs)
+        finally:
+            for name, value in before.items():
+                setattr(config, name, value)
 
 
 def copy_inputs(inputs: tuple) -> tuple:

@@ -84,6 +84,11 @@ for _row in (
     Runtime(name="onnxruntime", load=onnx.load_onnxruntime, compile_backend=None,
             in_harness=False, flat_outputs=True, calls_on_callers_tensors=False,
             shares_exporting_process=False, lacks=lacks_package("onnxruntime", "onnxruntime")),
+    # Its offline mode, as the onnxruntime-tuned row of conformance.tuning says.
+    Runtime(name="onnxruntime-tuned", load=onnx.load_onnxruntime_tuned, compile_backend=None,
+            in_harness=False, flat_outputs=True, calls_on_callers_tensors=False,
+            shares_exporting_process=False,
+            lacks=lacks_package("onnxruntime-tuned", "onnxruntime")),
     # Optimizations off: a mismatch only under optimization is the optimizer's.
     Runtime(name="onnxruntime-noopt", load=onnx.load_onnxruntime_noopt, compile_backend=None,
             in_harness=False, flat_outputs=True, calls_on_callers_tensors=False,
