@@ -63,6 +63,7 @@ def _runs_only_self_tests(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     _keep_torch_collectives_imported()
+    _keep_scipy_stats_imported()
     if config.getoption("hypothesis_profile", None):  # --hypothesis-profile: Hypothesis loads it
         return
     if not _runs_only_self_tests(config):
@@ -83,3 +84,16 @@ def _keep_torch_collectives_imported() -> None:
 
     if importlib.util.find_spec("torch") is not None:
         import torch.distributed._functional_collectives  # noqa: F401
+
+
+def _keep_scipy_stats_imported() -> None:
+    """Import scipy.stats before any in-process pytester run, for the same reason: a
+    latency run imports it (conformance/latency/stats.py, the bootstrap of the speedup),
+    the run drops it when it ends, and importing it again in a later in-process run
+    fails with "cannot load module more than once per process" (numpy's and scipy's
+    compiled modules load once per process). Without scipy installed there is nothing
+    to keep, and the self-tests still collect: only a latency run needs it."""
+    import importlib.util
+
+    if importlib.util.find_spec("scipy") is not None:
+        import scipy.stats  # noqa: F401

@@ -89,7 +89,7 @@ def test_ids_put_case_path_runtime_device_and_check_in_separate_words(suite):
 
 
 def test_k_selects_by_case_and_path(suite):
-    result = suite("--co", "-q", "-k", "branchy and script and cpu")
+    result = suite("--co", "-q", "-k", "branchy and script and cpu and not tuned")
     selected = [line for line in result.stdout.lines if "::test_check[" in line]
     # `torch` is a substring of `libtorch`: -k matches parts of ids, not whole words.
     assert len(selected) == 7
@@ -98,7 +98,7 @@ def test_k_selects_by_case_and_path(suite):
 
 
 def test_the_torchscript_matrix_of_a_case(suite):
-    result = suite("--co", "-q", "-k", "small and (trace or script)")
+    result = suite("--co", "-q", "-k", "small and (trace or script) and not tuned")
     # small has no control flow, so no keeps_branches: 2 paths x 2 devices x 4 checks
     # on torch (fresh_process and mutates_like_eager besides the two output checks), and
     # x 2 checks on libtorch (whose artifact is always loaded from its file).
@@ -106,7 +106,7 @@ def test_the_torchscript_matrix_of_a_case(suite):
 
 
 def test_trace_of_a_branch_is_an_expected_failure_and_everything_else_passes(suite):
-    result = suite("-k", "cpu and (trace or script) and not libtorch", "-rx")
+    result = suite("-k", "cpu and (trace or script) and not libtorch and not tuned", "-rx")
     result.assert_outcomes(passed=16, xfailed=2)
     result.stdout.fnmatch_lines(["*XFAIL*branchy-trace-torch-cpu-generalizes*tracing bakes the "
                                  "branch*observed mismatch:*diverges from eager on the probe "
@@ -114,7 +114,7 @@ def test_trace_of_a_branch_is_an_expected_failure_and_everything_else_passes(sui
 
 
 def test_every_check_writes_one_record(suite, pytester):
-    suite("-k", "cpu and (trace or script) and not libtorch")
+    suite("-k", "cpu and (trace or script) and not libtorch and not tuned")
     written = records(pytester)
     assert len(written) == 18
     by_id = {f"{r['case']}-{r['target']}-{r['check']}": r for r in written}
@@ -130,7 +130,7 @@ def test_every_check_writes_one_record(suite, pytester):
 
 
 def test_the_summary_counts_outcomes_by_target(suite):
-    result = suite("-k", "cpu and (trace or script) and not libtorch")
+    result = suite("-k", "cpu and (trace or script) and not libtorch and not tuned")
     result.stdout.fnmatch_lines([
         "*conformance by target*",
         "target * passed * failed * error * xfailed * xpassed * skipped",
@@ -140,7 +140,7 @@ def test_the_summary_counts_outcomes_by_target(suite):
 
 
 def test_records_come_back_from_xdist_workers(suite, pytester):
-    result = suite("-n", "2", "-k", "cpu and (trace or script) and not libtorch")
+    result = suite("-n", "2", "-k", "cpu and (trace or script) and not libtorch and not tuned")
     result.assert_outcomes(passed=16, xfailed=2)
     written = records(pytester)
     assert len(written) == 18
@@ -148,7 +148,8 @@ def test_records_come_back_from_xdist_workers(suite, pytester):
 
 
 def test_without_the_expectations_the_trace_fails_with_an_explanation(suite):
-    result = suite("-k", "branchy and trace and cpu and generalizes and not libtorch", expectations=False)
+    result = suite("-k", "branchy and trace and cpu and generalizes and not libtorch and not tuned",
+                   expectations=False)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*case branchy, target trace-torch-cpu, check generalizes: the trace artifact diverges "
@@ -160,15 +161,15 @@ def test_an_unexpected_pass_fails_and_names_the_row_to_remove(suite, pytester):
     pytester.makefile(".toml", wrong='[[expect]]\ncase = "small"\ntarget = "script-*"\n'
                                      'check = "matches_eager"\nkind = "mismatch"\n'
                                      'reason = "believed broken"\n')
-    result = suite("-k", "small and script and cpu and matches_eager and not libtorch",
-                   "--expectations", "wrong.toml")
+    result = suite("-k", "small and script and cpu and matches_eager and not libtorch "
+                         "and not tuned", "--expectations", "wrong.toml")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*UNEXPECTED PASS: small-script-torch-cpu-matches_eager passes "
                                  "on torch*wrong.toml, row 1*Remove that row*"])
     assert records(pytester)[0]["outcome"] == "xpassed"
 
 
-BRANCHY_GENERALIZES = "branchy and trace and cpu and generalizes and not libtorch"
+BRANCHY_GENERALIZES = "branchy and trace and cpu and generalizes and not libtorch and not tuned"
 
 
 @pytest.mark.parametrize("kind, match, why", [
@@ -248,14 +249,15 @@ def test_a_row_that_matches_nothing_warns(suite, pytester):
     result.stdout.fnmatch_lines(["*ConformanceWarning*case='gone'*matches no cell*"])
 
 
+CUDA_SCRIPT_MATCHES = "small and script and cuda and matches_eager and not libtorch and not tuned"
+
+
 @pytest.mark.skipif(cuda_available(), reason="needs a machine without CUDA")
 def test_cuda_cells_skip_with_a_reason_and_fail_when_required(suite):
-    result = suite("-k", "small and script and cuda and matches_eager and not libtorch",
-                   "-rs")
+    result = suite("-k", CUDA_SCRIPT_MATCHES, "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no CUDA device on this machine*"])
-    result = suite("-k", "small and script and cuda and matches_eager and not libtorch",
-                   "--require", "cuda")
+    result = suite("-k", CUDA_SCRIPT_MATCHES, "--require", "cuda")
     result.assert_outcomes(errors=1)
 
 
@@ -266,8 +268,7 @@ def test_a_required_device_that_is_missing_is_never_an_expected_failure(suite, p
     pytester.makefile(".toml", cuda='[[expect]]\ncase = "small"\ntarget = "*-cuda"\n'
                                     'check = "matches_eager"\nkind = "runtime-error"\n'
                                     'reason = "believed broken on CUDA"\n')
-    result = suite("-k", "small and script and cuda and matches_eager and not libtorch",
-                   "--require", "cuda", "--expectations", "cuda.toml")
+    result = suite("-k", CUDA_SCRIPT_MATCHES, "--require", "cuda", "--expectations", "cuda.toml")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*--require cuda: no CUDA device on this machine*"])
     (record,) = records(pytester)
@@ -280,7 +281,7 @@ def test_requiring_a_runtime_does_not_require_a_device(suite):
 
     if toolchain_problem():
         pytest.skip(toolchain_problem())
-    result = suite("-k", "small and script and libtorch and cuda and matches_eager",
+    result = suite("-k", "small and script and libtorch and cuda and matches_eager and not tuned",
                    "--require=libtorch", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no CUDA device on this machine*"])
@@ -386,7 +387,7 @@ def test_failures_with_one_cause_are_counted_together_in_the_summary(pytester):
     pytester.makepyfile(my_models=UNSCRIPTABLE_CASE)
     result = pytester.runpytest_subprocess(
         "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py",
-        "-p", "no:cacheprovider", "-k", "tries and script and cpu and not libtorch")
+        "-p", "no:cacheprovider", "-k", "tries and script and cpu and not libtorch and not tuned")
     result.assert_outcomes(failed=4)  # TorchScript has no try: every check of the path
     result.stdout.fnmatch_lines([
         "*conformance failures that share a cause*",
@@ -406,7 +407,8 @@ def test_a_case_declares_a_path_it_does_not_support_without_a_table(pytester):
     pytester.makepyfile(my_models=declared)
     result = pytester.runpytest_subprocess(
         "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py", "-rx",
-        "-p", "no:cacheprovider", "-k", "tries and (script or trace) and cpu and not libtorch")
+        "-p", "no:cacheprovider", "-k", "tries and (script or trace) and cpu and not libtorch "
+                                        "and not tuned")
     result.assert_outcomes(passed=4, xfailed=4)  # the trace exports; the script cannot
     result.stdout.fnmatch_lines(["*TorchScript has no try blocks*"])
 
@@ -472,7 +474,7 @@ def test_token_ids_and_a_mask_with_a_dynamic_sequence_length_pass_every_exporter
         "--pyargs", "conformance", "--no-builtin-cases", "--cases=my_models.py",
         "-p", "no:cacheprovider", "--conformance-results=records.jsonl",
         "-k", "cpu and not libtorch and not noopt and not reference and not compile "
-              "and not aoti and (matches_eager or agrees_on_drawn_inputs)")
+              "and not aoti and not tuned and (matches_eager or agrees_on_drawn_inputs)")
     result.assert_outcomes(passed=10)  # 5 paths x 2 checks
     records = [json.loads(line) for line in
                (pytester.path / "records.jsonl").read_text().splitlines()]
@@ -577,7 +579,7 @@ def test_the_installed_package_runs_user_cases_with_pyargs(pytester):
     result = pytester.runpytest("--pyargs", "conformance", "--no-builtin-cases",
                                 "--cases", "my_models.py", "--conformance-results",
                                 "records.jsonl", "--artifacts-dir=artifacts",
-                                "-k", "small and script and cpu")
+                                "-k", "small and script and cpu and not tuned")
     result.assert_outcomes(passed=6)  # 4 checks on torch, 2 on libtorch
 
 
@@ -605,7 +607,8 @@ def test_the_readme_example_runs_as_documented(pytester):
     result = pytester.runpytest("--pyargs", "conformance", "--no-builtin-cases",
                                 "--cases", "my_models.py", "--conformance-results",
                                 "records.jsonl", "--artifacts-dir=artifacts",
-                                "-k", "cpu and (trace or script) and not fresh_process")
+                                "-k", "cpu and (trace or script) and not fresh_process "
+                                      "and not tuned")
     # On torch, my_gate: 2 paths x 4 checks, my_head: 2 paths x 3 checks (with
     # mutates_like_eager); on libtorch, both 2 paths x 2 checks. The trace of the gate
     # diverges on the probe (on both runtimes) and has no prim::If.
@@ -693,7 +696,7 @@ def test_latency_cells_run_only_with_the_option(suite):
 
 
 def test_a_latency_run_records_samples_budget_and_prints_the_table(suite, pytester):
-    result = suite("-k", "cpu and (trace or eager) and not libtorch", "--threads=1",
+    result = suite("-k", "cpu and (trace or eager) and not libtorch and not tuned", "--threads=1",
                    "--latency-memory", *QUICK_LATENCY)
     # branchy's trace is timed: on the example it takes the branch it baked, and matches
     result.assert_outcomes(passed=4)
@@ -743,7 +746,7 @@ def test_the_gate_fails_a_cell_slower_than_the_baseline(suite, pytester):
     baseline = {"case": "small", "target": "trace-torch-cpu", "path": "trace",
                 "check": "latency", "metrics": {"median_s": 1e-6, "speedup": 1000.0}}
     (pytester.path / "baseline.jsonl").write_text(json.dumps(baseline) + "\n")
-    result = suite("-k", "small and trace and cpu and not libtorch", *QUICK_LATENCY,
+    result = suite("-k", "small and trace and cpu and not libtorch and not tuned", *QUICK_LATENCY,
                    "--latency-baseline=baseline.jsonl")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*latency regression against baseline.jsonl: case small, "
@@ -779,7 +782,7 @@ def test_two_shards_merge_into_the_report_of_the_unsharded_run(pytester):
 
     def run(results, *args):
         pytester.runpytest("--no-builtin-cases", "--cases", "sharded.py", "-p", "no:randomly",
-                           "-k", "cpu and (trace or script) and not libtorch",
+                           "-k", "cpu and (trace or script) and not libtorch and not tuned",
                            f"--conformance-results={results}", "--artifacts-dir=artifacts",
                            *args).assert_outcomes(passed=16 if not args else 8)
         return read_records(pytester.path / results)
@@ -856,7 +859,8 @@ def test_xdist_runs_a_cases_cells_on_one_worker_and_exports_once(pytester):
     result = pytester.runpytest_subprocess(
         "--pyargs", "conformance", "--no-builtin-cases", "--cases=two_cases.py", "-n", "2",
         "-v", "-p", "no:cacheprovider", "--conformance-results=records.jsonl",
-        "--artifacts-dir=artifacts", "-k", "cpu and (trace or script) and not libtorch")
+        "--artifacts-dir=artifacts",
+        "-k", "cpu and (trace or script) and not libtorch and not tuned")
     result.assert_outcomes(passed=16)  # 2 cases x 2 paths x 4 checks
     workers = {}
     for line in result.stdout.lines:
