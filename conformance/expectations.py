@@ -142,8 +142,9 @@ DECLARED = "unsupported"  # the source of a row a case declares
 
 def path_targets(path: str) -> str:
     """The pattern of every target of one path and of no other: `onnx-op*`, not `onnx-*`,
-    which would take in onnx-dynamo's targets too. A path's tuned variant runs the same
-    exporter, so it fails where its default does: `script-*` takes in `script-tuned`."""
+    which would take in onnx-dynamo's targets too. A path's tuned variant captures the
+    model as its default does (the same trace, script or torch.export, before freezing), so
+    it fails where its default does: `script-*` takes in `script-tuned`."""
     from conformance.exporters.table import PATHS
     from conformance.tuning import TUNINGS
 

@@ -252,7 +252,7 @@ def pytest_generate_tests(metafunc):
 
 def case_marks(config, session: ConformanceSession, spec: CellSpec) -> list:
     """The case's tags as markers, and `slow` for the compiled paths outside pt2-ci and
-    the tuned variants outside tuned-ci (`targets.slow_cell`): the tiers (`-m ci`,
+    the tuned variants outside tuning-ci (`targets.slow_cell`): the tiers (`-m ci`,
     `-m nightly`) select any plugin's cells of a case alike."""
     case = session.entry(spec.case)
     marks = []

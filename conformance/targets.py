@@ -47,13 +47,13 @@ def path_row(name: str) -> ExportPath | None:
 def slow_cell(tags: frozenset, target: "Target") -> bool:
     """Slow cells are left out of the CI tier: a slow case, a path that compiles with
     Inductor except for the cases tagged `pt2-ci`, and a tuned variant except for the
-    cases tagged `tuned-ci` (small representative sets)."""
+    cases tagged `tuning-ci` (small representative sets)."""
     row = path_row(target.path)
     if "slow" in tags:
         return True
     if row is not None and row.inductor and "pt2-ci" not in tags:
         return True
-    return tuning_of(target.path, target.runtime) is not None and "tuned-ci" not in tags
+    return tuning_of(target.path, target.runtime) is not None and "tuning-ci" not in tags
 
 
 def compile_timing(target: "Target") -> str:

@@ -26,7 +26,7 @@ def patch_loader(monkeypatch, runtime: str, load: Callable) -> None:
     """The runtime loads every path's artifacts with `load`; a new name is a runtime with
     no traits (in process, structured outputs, copies of the inputs)."""
     row = RUNTIMES.get(runtime) or Runtime(
-        name=runtime, load=None, compile_backend=None, in_harness=False, flat_outputs=False,
+        name=runtime, load=None, prepare=None, compile_backend=None, in_harness=False, flat_outputs=False,
         calls_on_callers_tensors=False, shares_exporting_process=False, lacks=nothing_lacking)
     monkeypatch.setitem(RUNTIMES, runtime, dataclasses.replace(row, load=load))
 

@@ -44,7 +44,7 @@ def test_tuned_runtimes_run_the_main_opset_only_and_are_slow_outside_tuned_ci():
     assert "onnx-op13-onnxruntime-tuned-cpu" not in ids
     tuned, default = Target("trace-tuned", "torch"), Target("trace", "torch")
     assert slow_cell(frozenset(), tuned) and not slow_cell(frozenset(), default)
-    assert not slow_cell(frozenset({"tuned-ci"}), tuned)
+    assert not slow_cell(frozenset({"tuning-ci"}), tuned)
 
 
 def test_a_paths_unsupported_declaration_covers_its_tuned_variant():
@@ -185,3 +185,14 @@ def test_a_keyword_case_runs_tuned_like_its_default(tmp_path):
     state = CaseState(case, "cpu", tmp_path)
     subject = Subject(state, Target("trace-tuned", "torch"), reproduce="pytest <nodeid>")
     assert checks.matches_eager(subject)["max_abs"] == 0
+
+
+def test_the_offline_optimization_is_timed_apart_from_the_load(tmp_path):
+    pytest.importorskip("onnxruntime")
+    state = CaseState(broken_models.linear_case(), "cpu", tmp_path)
+    subject = Subject(state, Target("onnx", "onnxruntime-tuned", opset=17),
+                      reproduce="pytest <nodeid>")
+    assert checks.matches_eager(subject)["max_abs"] <= 1e-5
+    assert {"prepare_onnx-op17_onnxruntime-tuned_s",
+            "load_onnx-op17_onnxruntime-tuned_s"} <= set(subject.timings)
+    assert list(tmp_path.rglob("*-optimized*")) == [] and len(list(tmp_path.rglob("*.ort*"))) == 1

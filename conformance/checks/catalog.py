@@ -225,6 +225,10 @@ SECOND_OPINIONS = {
     "onnxruntime": ("onnxruntime-noopt", "with graph optimizations disabled ONNX Runtime",
                     "ONNX Runtime's graph optimizer, not from the exported graph",
                     "the exported graph itself computes something else"),
+    "onnxruntime-tuned": ("onnxruntime-noopt", "with graph optimizations disabled ONNX Runtime",
+                          "ONNX Runtime's graph optimizer (the saved optimized model), not from "
+                          "the exported graph",
+                          "the exported graph itself computes something else"),
     "inductor": ("aot_eager", "the aot_eager backend (the same captured graphs on eager kernels)",
                  "Inductor's code generation, not from graph capture",
                  "graph capture (Dynamo or AOTAutograd) already computes something else"),

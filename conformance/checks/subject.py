@@ -302,11 +302,22 @@ class CaseState:
             harness.ensure_started()
             if harness.build and not harness.build.cached:
                 self.timings.setdefault("harness_build_s", harness.build.seconds)
+        self._prepare(target, file)
         started = time.perf_counter()
         with self.context():  # quantized TorchScript packs its weights for the engine at load
             loaded = targets.load(target, file, harness)
         self.timings[f"load_{target.path_id}_{target.runtime}_s"] = time.perf_counter() - started
         return loaded
+
+    def _prepare(self, target: Target, file: Path) -> None:
+        """What the runtime makes of the artifact before loading it, timed on its own."""
+        prepare = RUNTIMES[target.runtime].prepare
+        if prepare is None:
+            return
+        started = time.perf_counter()
+        prepare(file, self.device)
+        self.timings[f"prepare_{target.path_id}_{target.runtime}_s"] = (
+            time.perf_counter() - started)
 
     def _compile(self, target: Target) -> Callable:
         """torch.compile is lazy: the first call on the example compiles, and is timed."""

@@ -45,7 +45,7 @@ def artifact_key(case: Case, path: str, options: Any, device: str, model: Any = 
     """The name of the artifact that `path` makes of this model from these inputs."""
     from conformance import __version__
     from conformance.exporters.table import PATHS
-    from conformance.tuning import settings_of
+    from conformance.tuning import settings_of, tuning_of
 
     row = PATHS[path]
     stack = {k: versions()[k] for k in ("torch", "torchvision", "onnx", "onnxscript")}
@@ -55,9 +55,9 @@ def artifact_key(case: Case, path: str, options: Any, device: str, model: Any = 
                "model": model_fingerprint(model), "example": inputs_fingerprint(example),
                "flags": global_flags(), "path": path, "options": stable_repr(options),
                "device": device, "stack": stack, "suite": __version__,
-               "exporter": exporter_digest(),
-               # A tuned path's settings live outside this package: a changed row re-exports.
-               "tuning": stable_repr(settings_of(path, ""))}
+               "exporter": exporter_digest()}
+    if tuning_of(path, ""):  # its settings live outside this package: a changed row re-exports
+        payload["tuning"] = stable_repr(settings_of(path, ""))
     return sha(json.dumps(payload, sort_keys=True).encode())[:24]
 
 

@@ -183,4 +183,7 @@ def cold_costs(subject: Subject) -> dict:
     artifact = subject.artifact
     return {"export_s": artifact.export_seconds or None, "export_cached": artifact.cached,
             "load_s": timings.get(f"load_{target.path_id}_{target.runtime}_s"),
+            # what the runtime made of the artifact before its first load (an offline
+            # optimization): next to nothing when an earlier run made it
+            "prepare_s": timings.get(f"prepare_{target.path_id}_{target.runtime}_s"),
             "first_call_s": timings.get(f"run_{target.path_id}_{target.runtime}_s")}

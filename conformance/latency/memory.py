@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conformance.checks.subject import Subject
 from conformance.runtimes import thread_budget
-from conformance.targets import Target, loader_name, path_row
+from conformance.targets import Target, loader_name, loader_optimizes, path_row
 
 
 def built_in_process(target: Target) -> bool:
@@ -44,8 +44,8 @@ def _libtorch_peak(subject: Subject, build_root: Path, timeout_s: float) -> int:
     process = Harness(build_root, timeout_s, thread_budget.installed())
     try:
         with subject.state.context():
-            LibtorchModel(process, subject.artifact.file, subject.state.device)(
-                *subject.state.example)
+            LibtorchModel(process, subject.artifact.file, subject.state.device,
+                          optimize=loader_optimizes(subject.target.path))(*subject.state.example)
         return process.peak_memory_kib()
     finally:
         process.close()

@@ -96,37 +96,62 @@ def load_onnxruntime(file: Path, device: str, optimize: bool = True) -> Callable
 
 def load_onnxruntime_tuned(file: Path, device: str) -> Callable:
     """ONNX Runtime's offline mode: the graph optimized once at the full level and saved
-    beside the artifact, then loaded with the optimizations already applied (see the
-    `onnxruntime-tuned` row of conformance.tuning)."""
+    beside the artifact (`prepare_onnxruntime_tuned`), then loaded with the optimizations
+    already applied (see the `onnxruntime-tuned` row of conformance.tuning)."""
     return load_onnxruntime(optimized_model(file, device), device, optimize=False)
 
 
+def prepare_onnxruntime_tuned(file: Path, device: str) -> None:
+    """The offline optimization, before the first load: the runtime row's `prepare`."""
+    optimized_model(file, device)
+
+
 def optimized_model(file: Path, device: str) -> Path:
-    """The saved optimized model of `file`, made on first use. Its name carries ONNX
-    Runtime's version and the device: the full level's layout optimizations are specific
-    to the execution provider and the machine, and the artifact cache is this machine's."""
-    import hashlib
-    import json
+    """The saved optimized model of `file`, made on first use. The full level's layout
+    rewrites are specific to the execution provider and the processor (the NCHWc block
+    follows its vector width), so the name carries ONNX Runtime's version, the device,
+    the processor and the row's settings: a cache carried to another machine, or a
+    changed row, makes another file instead of reusing this one."""
     import os
 
     import onnxruntime as ort
 
-    from conformance.tuning import TUNINGS
-
-    # A changed row makes another file: the settings' digest is in the name.
-    settings = json.dumps(TUNINGS["onnxruntime-tuned"].settings, sort_keys=True)
-    digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
-    saved = file.with_name(f"{file.stem}.ort{ort.__version__}-{device}-{digest}.onnx")
+    saved = file.with_name(f"{file.stem}.ort{ort.__version__}-{device}-{_optimized_key()}.onnx")
     if saved.exists() and saved.stat().st_mtime >= file.stat().st_mtime:
         return saved  # made from this very file, not from one exported before it
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options = SessionRecipe(Path(file), device, True, None).options()
     partial = saved.with_name(f".{saved.name}.{os.getpid()}.partial")
     options.optimized_model_filepath = str(partial)
-    ort.InferenceSession(str(file), options, providers=[_provider(device)])
-    os.replace(partial, saved)  # atomic: another process never reads half a model
+    try:
+        ort.InferenceSession(str(file), options, providers=[_provider(device)])
+        os.replace(partial, saved)  # atomic: another process never reads half a model
+    finally:
+        partial.unlink(missing_ok=True)
     return saved
+
+
+def _optimized_key() -> str:
+    """A digest of the onnxruntime-tuned row's settings and of this machine's processor."""
+    import hashlib
+    import json
+
+    from conformance.tuning import TUNINGS
+
+    parts = [json.dumps(TUNINGS["onnxruntime-tuned"].settings, sort_keys=True), _processor()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:10]
+
+
+def _processor() -> str:
+    """The processor's model and feature flags (Linux), else what platform knows of it."""
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = ("model name", "flags", "Features", "CPU part")
+    found = dict.fromkeys(line for line in lines if line.split(":")[0].strip() in wanted)
+    return "\n".join([platform.machine(), platform.processor(), *found])
 
 
 def _provider(device: str) -> str:

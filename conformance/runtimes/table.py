@@ -21,6 +21,10 @@ class Runtime:
     # is; None when each path brings its own (`torch` loads TorchScript, exported programs
     # and AOTInductor packages alike), or for the in-harness and compile runtimes.
     load: Callable[[Path, str], Callable] | None
+    # What it makes of an artifact once, before loading it, kept beside the artifact (ONNX
+    # Runtime's offline optimization): (file, device) -> None, or None. Timed apart from
+    # the load, which is what a deployment pays at every start.
+    prepare: Callable[[Path, str], None] | None
     # The torch.compile backend, for the paths that save nothing and compile in process.
     compile_backend: str | None
     # Runs in the libtorch harness, a C++ process of the suite's own, not in Python.
@@ -72,39 +76,42 @@ def register(runtime: Runtime) -> Runtime:
 for _row in (
     # The torch runtime: torch.jit.load, torch.export.load, aoti_load_package, each
     # path's own loader, in the suite's Python process.
-    Runtime(name="torch", load=None, compile_backend=None, in_harness=False,
+    Runtime(name="torch", load=None, prepare=None, compile_backend=None, in_harness=False,
             flat_outputs=False, calls_on_callers_tensors=True, shares_exporting_process=True,
             lacks=nothing_lacking),
     # TorchScript and AOTInductor packages in C++, through the libtorch harness; an
     # AOTInductor package returns a vector of tensors there (see the aoti path's row).
-    Runtime(name="libtorch", load=None, compile_backend=None, in_harness=True,
+    Runtime(name="libtorch", load=None, prepare=None, compile_backend=None, in_harness=True,
             flat_outputs=False, calls_on_callers_tensors=False, shares_exporting_process=False,
             lacks=lacks_harness_toolchain),
     # ONNX Runtime gets numpy copies of the inputs by design.
-    Runtime(name="onnxruntime", load=onnx.load_onnxruntime, compile_backend=None,
+    Runtime(name="onnxruntime", load=onnx.load_onnxruntime, prepare=None, compile_backend=None,
             in_harness=False, flat_outputs=True, calls_on_callers_tensors=False,
             shares_exporting_process=False, lacks=lacks_package("onnxruntime", "onnxruntime")),
     # Its offline mode, as the onnxruntime-tuned row of conformance.tuning says.
-    Runtime(name="onnxruntime-tuned", load=onnx.load_onnxruntime_tuned, compile_backend=None,
+    Runtime(name="onnxruntime-tuned", load=onnx.load_onnxruntime_tuned,
+            prepare=onnx.prepare_onnxruntime_tuned, compile_backend=None,
             in_harness=False, flat_outputs=True, calls_on_callers_tensors=False,
             shares_exporting_process=False,
             lacks=lacks_package("onnxruntime-tuned", "onnxruntime")),
     # Optimizations off: a mismatch only under optimization is the optimizer's.
-    Runtime(name="onnxruntime-noopt", load=onnx.load_onnxruntime_noopt, compile_backend=None,
+    Runtime(name="onnxruntime-noopt", load=onnx.load_onnxruntime_noopt, prepare=None,
+            compile_backend=None,
             in_harness=False, flat_outputs=True, calls_on_callers_tensors=False,
             shares_exporting_process=False,
             lacks=lacks_package("onnxruntime-noopt", "onnxruntime")),
     # A pure-numpy oracle, independent of ONNX Runtime.
-    Runtime(name="onnx-reference", load=onnx.load_onnx_reference, compile_backend=None,
+    Runtime(name="onnx-reference", load=onnx.load_onnx_reference, prepare=None,
+            compile_backend=None,
             in_harness=False, flat_outputs=True, calls_on_callers_tensors=False,
             shares_exporting_process=False, lacks=lacks_package("onnx-reference", "onnx")),
     # Inductor generates code; aot_eager runs the same Dynamo and AOTAutograd graphs with
     # eager kernels, so a mismatch under Inductor only is Inductor's code generation.
-    Runtime(name="inductor", load=None, compile_backend="inductor", in_harness=False,
-            flat_outputs=False, calls_on_callers_tensors=True, shares_exporting_process=False,
+    Runtime(name="inductor", load=None, prepare=None, compile_backend="inductor",
+            in_harness=False, flat_outputs=False, calls_on_callers_tensors=True, shares_exporting_process=False,
             lacks=nothing_lacking),
-    Runtime(name="aot_eager", load=None, compile_backend="aot_eager", in_harness=False,
-            flat_outputs=False, calls_on_callers_tensors=True, shares_exporting_process=False,
+    Runtime(name="aot_eager", load=None, prepare=None, compile_backend="aot_eager",
+            in_harness=False, flat_outputs=False, calls_on_callers_tensors=True, shares_exporting_process=False,
             lacks=nothing_lacking),
 ):
     register(_row)
