@@ -431,3 +431,26 @@ def test_the_table_names_the_settings_of_each_tuned_variant_it_lists():
     assert lines == ["tuned variants (the other targets at their defaults):",
                      "  compile-tuned: torch._inductor.config.freezing = True"]
     assert settings_lines([record("trace", "torch")]) == []
+
+
+def test_a_latency_run_fixes_mallocs_thresholds_for_itself_and_its_children(monkeypatch):
+    from conformance.latency import allocator
+
+    for name in allocator.ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    # mallopt takes an int: a larger value wraps, and a trim threshold of 0 trims the
+    # heap at every free (eager of super_resolution_net ran twice as slow with it)
+    assert all(0 < value < 2**31 for value in allocator.THRESHOLDS.values())
+    fixed = allocator.fix_thresholds()
+    if allocator._glibc() is None:
+        assert fixed is None
+        return
+    assert fixed == {"malloc": "glibc", **allocator.THRESHOLDS}
+    import os
+    assert {name: os.environ[name] for name in allocator.ENVIRONMENT} == allocator.ENVIRONMENT
+
+
+def test_every_latency_record_says_how_malloc_was_set(latency_run, pytester):
+    latency_run("-k", "small and not other and eager-torch-cpu").assert_outcomes(passed=1)
+    (record,) = written_records(pytester).values()
+    assert record["allocator"]["mmap_threshold"] == 32 * 1024 * 1024

@@ -23,6 +23,7 @@ class LatencyOptions:
     baseline: Path | None = None  # the records of an earlier run, for the regression gate
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN
     memory: bool = False  # measure peak memory, one new process per cell
+    allocator: dict | None = None  # malloc's fixed thresholds (latency/allocator.py)
     # Where per-operator profiles and their traces go, and how many calls each profiles;
     # None: no profiles.
     profile_dir: Path | None = None
@@ -65,7 +66,8 @@ class LatencyCell(Cell):
     def record_fields(self) -> dict:
         """Latencies compare only between runs with the same budget and method."""
         return {"budget": thread_budget.described(),
-                "method": self.options.method.describe() if self.options else None}
+                "method": self.options.method.describe() if self.options else None,
+                "allocator": self.options.allocator if self.options else None}
 
     def measure(self, benchmark=None) -> None:
         from conformance.checks.catalog import CheckFailure

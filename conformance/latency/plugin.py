@@ -127,7 +127,10 @@ def latency_options(config) -> LatencyOptions | None:
     if opt.latency_profile_runs < 1:
         raise pytest.UsageError(f"--latency-profile-runs must be at least 1, got "
                                 f"{opt.latency_profile_runs}")
+    from conformance.latency.allocator import fix_thresholds
+
     return LatencyOptions(method, baseline, opt.latency_max_slowdown, opt.latency_memory,
+                          allocator=fix_thresholds(),
                           profile_dir=profile_directory(opt),
                           profile_runs=opt.latency_profile_runs,
                           baseline_cells=_baseline_cells(baseline, Path(opt.conformance_results))
