@@ -4,6 +4,7 @@ to end, pytest-benchmark's view of the same samples and the gate's verdicts in a
 The statistics alone, without a model, are in test_latency_stats.py."""
 import importlib.util
 import json
+import os
 import time
 
 import pytest
@@ -446,7 +447,6 @@ def test_a_latency_run_fixes_mallocs_thresholds_for_itself_and_its_children(monk
         assert fixed is None
         return
     assert fixed == {"malloc": "glibc", **allocator.THRESHOLDS}
-    import os
     assert {name: os.environ[name] for name in allocator.ENVIRONMENT} == allocator.ENVIRONMENT
 
 
