@@ -62,8 +62,7 @@ def _runs_only_self_tests(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    _keep_torch_collectives_imported()
-    _keep_scipy_stats_imported()
+    _keep_installed_libraries_across_in_process_runs()
     if config.getoption("hypothesis_profile", None):  # --hypothesis-profile: Hypothesis loads it
         return
     if not _runs_only_self_tests(config):
@@ -75,25 +74,50 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile(name)
 
 
-def _keep_torch_collectives_imported() -> None:
-    """Import torch's collectives module before any in-process pytester run: such a run
-    drops the modules it imported when it ends, and importing this one again registers
-    its operator library again, which torch refuses; every later torch.export in the
-    process (the dynamo ONNX exporter's too) then fails."""
-    import importlib.util
+def _keep_installed_libraries_across_in_process_runs() -> None:
+    """Keep every module of an installed library that an in-process pytester run imports.
 
-    if importlib.util.find_spec("torch") is not None:
-        import torch.distributed._functional_collectives  # noqa: F401
+    Such a run (`pytester.runpytest`, in-process by default) drops the modules it imported
+    when it ends, so that the next run imports the user's files afresh. Many installed
+    libraries cannot be imported twice in one process: torch's modules register operator
+    libraries (torch._inductor.test_operators, imported with torch._dynamo, and the
+    quantized_decomposed operators) and Inductor registers cache artifacts, which torch
+    refuses to do twice; onnx's and scipy's compiled modules load once per process (onnx
+    aborts the process). Whichever self-test first imports such a library decides whether
+    the later ones in that worker pass, so the order pytest-xdist happens to choose did.
+    Keeping them is what a run in a fresh process would see anyway: the libraries as they
+    were first imported. Modules from anywhere else (the run's own files, this checkout)
+    are still dropped. pytester offers no option for this, so the snapshot class it
+    builds is replaced; should pytest rename it, this fails loudly here."""
+    from _pytest import pytester
+
+    class KeepInstalledLibraries(pytester.SysModulesSnapshot):
+        def __init__(self, preserve=None) -> None:
+            super().__init__(preserve=lambda name: (is_installed_module(name)
+                                                    or (preserve is not None and preserve(name))))
+
+    pytester.SysModulesSnapshot = KeepInstalledLibraries
 
 
-def _keep_scipy_stats_imported() -> None:
-    """Import scipy.stats before any in-process pytester run, for the same reason: a
-    latency run imports it (conformance/latency/stats.py, the bootstrap of the speedup),
-    the run drops it when it ends, and importing it again in a later in-process run
-    fails with "cannot load module more than once per process" (numpy's and scipy's
-    compiled modules load once per process). Without scipy installed there is nothing
-    to keep, and the self-tests still collect: only a latency run needs it."""
-    import importlib.util
+def _installed_library_roots() -> tuple[str, ...]:
+    import sysconfig
 
-    if importlib.util.find_spec("scipy") is not None:
-        import scipy.stats  # noqa: F401
+    paths = sysconfig.get_paths()
+    return tuple(sorted({os.path.join(paths[key], "") for key in
+                         ("stdlib", "platstdlib", "purelib", "platlib")}))
+
+
+INSTALLED_LIBRARY_ROOTS = _installed_library_roots()
+
+
+def is_installed_module(name: str) -> bool:
+    """Whether the module comes from the interpreter's library or site-packages (a
+    built-in module counts); a module imported from a run's own directory does not."""
+    import sys
+
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.origin in ("built-in", "frozen"):
+        return True
+    path = getattr(module, "__file__", None)
+    return path is not None and path.startswith(INSTALLED_LIBRARY_ROOTS)

@@ -21,12 +21,6 @@ from conformance.targets import Target
 from tests import broken_models
 from tests.patching import exporter_of, loader_of, patch_exporter, patch_loader
 
-# scipy is imported here, before any in-process pytester run: such a run drops the
-# modules it imported when it ends, and a latency run imports scipy for its intervals,
-# and with it numpy.fft, whose extension module refuses a second import in a process
-# ("cannot load module more than once per process"); the next latency run would fail.
-importlib.import_module("scipy.stats")
-
 QUICK = Method(warmup=2, min_rounds=15, max_rounds=40, max_time_s=0.05)
 
 
