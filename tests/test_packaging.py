@@ -29,3 +29,19 @@ def test_the_top_level_fixtures_and_harness_are_shipped_inside_the_package():
     assert (REPOSITORY / "fixtures" / "expectations.toml").is_file() and \
         "*.toml" in shipped["conformance.fixtures"]
     assert {"CMakeLists.txt", "*.cpp"} <= set(shipped["conformance.cpp_harness"])
+
+
+def test_every_data_file_inside_the_suites_packages_is_shipped():
+    """Files other than Python in a package directory (the latency spreads, say) reach
+    an installed copy only when package-data names them."""
+    import fnmatch
+
+    shipped = setuptools_table()["package-data"]
+    for package in setuptools_table()["packages"]:
+        directory = REPOSITORY / setuptools_table()["package-dir"].get(
+            package, package.replace(".", "/"))
+        data = [p.name for p in directory.iterdir()
+                if p.is_file() and p.suffix in (".json", ".toml")]
+        for name in data:
+            assert any(fnmatch.fnmatch(name, pattern) for pattern in shipped.get(package, ())), \
+                f"{directory.name}/{name} is not in pyproject.toml's package-data"

@@ -11,6 +11,7 @@ import pytest
 
 from conformance.cell import Cell
 from conformance.latency.measure import EAGER_PATH, NOT_TIMED, Method, NotBenchmarked
+from conformance.latency.run_to_run import Spreads
 from conformance.latency.summary import CHECK, DEFAULT_MAX_SLOWDOWN, REGRESSION, judge
 from conformance.runtimes import thread_budget
 from conformance.session import CellSpec, ConformanceSession
@@ -28,6 +29,9 @@ class LatencyOptions:
     # None: no profiles.
     profile_dir: Path | None = None
     profile_runs: int = 10
+    # each class's spread of speedups between runs, added to every interval
+    # (latency/run_to_run.py); None: one-run intervals
+    spreads: Spreads | None = None
     # (case, target) -> the baseline record's metrics, raw samples included: the gate
     # bootstraps them
     baseline_cells: dict = dataclasses.field(default_factory=dict)
@@ -92,7 +96,8 @@ class LatencyCell(Cell):
         row = self.session.expectation(dataclasses.replace(self.spec, check="matches_eager"))
         latency.ensure_correct(subject, row.reason if row else None)
         self.metrics = run_or_fail(subject, "latency", "timing the artifact",
-                                   lambda: latency.measure(subject, self.options.method))
+                                   lambda: latency.measure(subject, self.options.method,
+                                                           self.options.spreads))
         if self.options.memory:
             self.metrics["peak_rss_mib"] = run_or_fail(
                 subject, "latency", "measuring peak memory", lambda: self.peak_memory(subject))
@@ -178,6 +183,7 @@ def feed_benchmark(benchmark, clock: ReplayClock | None, spec: CellSpec, metrics
     benchmark.extra_info.update({
         "target": spec.target.id, "speedup": metrics["speedup"],
         "speedup_ci": metrics.get("speedup_ci"), "confidence": metrics.get("confidence"),
+        "speedup_ci_one_run": metrics.get("speedup_ci_one_run"),
         "eager_median_s": metrics["eager_median_s"], "p90_s": metrics.get("p90_s"),
         "p99_s": metrics.get("p99_s"), "iqr_over_median": metrics["iqr_over_median"],
         **(thread_budget.described() or {})})

@@ -17,7 +17,9 @@ from typing import Callable
 
 from conformance.calling import split
 from conformance.checks.subject import Subject
+from conformance.latency import run_to_run
 from conformance.latency import stats as latency_stats
+from conformance.latency.run_to_run import Spreads
 from conformance.targets import compile_timing, path_row
 
 # Runtimes with no latency cell, and why: their speed is not what they are for.
@@ -140,20 +142,35 @@ def ensure_correct(subject: Subject, expected_failure: str | None) -> None:
                              + " / ".join(line.strip() for line in first[:3])) from None
 
 
-def measure(subject: Subject, method: Method) -> dict:
-    """Samples, their statistics and the speedup over eager, with the cold costs.
-    Call `ensure_correct` first."""
+def measure(subject: Subject, method: Method, spreads: Spreads | None = None) -> dict:
+    """Samples, their statistics and the speedup over eager, with the cold costs; the
+    speedup's interval includes the between-run spread of the cell's class in `spreads`
+    (none without). Call `ensure_correct` first."""
     if subject.target.path == EAGER_PATH:
         subject.state.eager("example", subject.state.example)  # the timed first call
         eager = alone(eager_side(subject), method)
         return {**timing_metrics(eager, eager, compared=False), **cold_costs(subject)}
     eager, other = interleaved(eager_side(subject), target_side(subject), method)
-    return {**timing_metrics(eager, other), **cold_costs(subject)}
+    metrics = timing_metrics(eager, other)
+    return {**metrics, **between_runs(metrics, subject.target.id, spreads),
+            **cold_costs(subject)}
+
+
+def between_runs(metrics: dict, target: str, spreads: Spreads | None) -> dict:
+    """The speedup's interval with the between-run part of its class (run_to_run.py
+    says why one run's samples cannot show it), the one-run interval beside it, and
+    which spread was added."""
+    if spreads is None or metrics["speedup_ci"] is None:
+        return {}
+    name, sigma = spreads.of(target, metrics["median_s"])
+    widened = run_to_run.widen(metrics["speedup"], metrics["speedup_ci"], sigma)
+    return {"speedup_ci": list(widened), "speedup_ci_one_run": metrics["speedup_ci"],
+            "run_to_run": spreads.describe(name)}
 
 
 def timing_metrics(eager: list[float], other: list[float], compared: bool = True) -> dict:
     """Statistics of the target's samples, its speedup over eager with a confidence
-    interval, and the raw samples of both sides. Samples are kept to the nanosecond,
+    interval from this run's rounds, and the raw samples of both sides. Samples are kept to the nanosecond,
     which is what the clocks resolve, and every figure comes from the samples as kept:
     the record recomputes to itself, and pytest-benchmark, fed the same samples, shows
     the same median and IQR.

@@ -81,6 +81,11 @@ def pytest_addoption(parser):
                          "interval of its slowdown relative to eager lies wholly beyond "
                          "--latency-max-slowdown; one that straddles it is listed as too "
                          "noisy to judge")
+    group.addoption("--latency-run-to-run", default=None, metavar="FILE",
+                    help="how far speedups move between runs of one build, per class of "
+                         "cell, added to every interval: a file written by `python -m "
+                         "conformance.latency.run_to_run RUN1 RUN2 ... --out FILE` (default: "
+                         "the packaged calibration, measured on a 2-core x86 machine)")
     group.addoption("--latency-max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
                     metavar="PERCENT", help="the regression gate's threshold (default "
                     "%(default)s)")
@@ -133,8 +138,18 @@ def latency_options(config) -> LatencyOptions | None:
                           allocator=fix_thresholds(),
                           profile_dir=profile_directory(opt),
                           profile_runs=opt.latency_profile_runs,
+                          spreads=run_to_run_spreads(opt.latency_run_to_run),
                           baseline_cells=_baseline_cells(baseline, Path(opt.conformance_results))
                           if baseline else {})
+
+
+def run_to_run_spreads(file: str | None):
+    from conformance.latency.run_to_run import load
+
+    try:
+        return load(Path(file) if file else None)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--latency-run-to-run: {exc}") from None
 
 
 def profile_directory(opt) -> Path | None:

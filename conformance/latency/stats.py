@@ -129,12 +129,16 @@ def speedup_interval(eager: Sequence[float], other: Sequence[float],
 def slowdown_interval(baseline: tuple[Sequence[float], Sequence[float]],
                       now: tuple[Sequence[float], Sequence[float]],
                       confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
-                      seed: int = SEED) -> tuple[float, float] | None:
+                      seed: int = SEED, between_sd: float = 0.0
+                      ) -> tuple[float, float] | None:
     """A `confidence` interval of the slowdown, baseline speedup / new speedup - 1 in
     percent, from each run's (eager, target) rounds; None when either run has fewer
     than two rounds. The runs are independent, so each is resampled on its own (rounds
     of one run pair with nothing in the other), from one generator: its second draw
-    picks other rounds than its first, even when both runs have the same count."""
+    picks other rounds than its first, even when both runs have the same count.
+    `between_sd`, the standard deviation of the log of the ratio that comes from the
+    runs being different runs (latency/run_to_run.py), is added to each resample as a
+    normal draw: the resamples then spread as a run's rounds and the runs both do."""
     import numpy as np
 
     if not (_pairs(*baseline) and _pairs(*now)):
@@ -142,7 +146,10 @@ def slowdown_interval(baseline: tuple[Sequence[float], Sequence[float]],
     rng = np.random.default_rng(seed)
     before = _bootstrap(*baseline, rng, confidence, resamples).bootstrap_distribution
     after = _bootstrap(*now, rng, confidence, resamples).bootstrap_distribution
-    slowdowns = (before / after - 1) * 100
+    log_ratios = np.log(before / after)
+    if between_sd > 0:
+        log_ratios = log_ratios + rng.normal(0.0, between_sd, size=log_ratios.shape)
+    slowdowns = np.expm1(log_ratios) * 100
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(slowdowns, [tail, 100 - tail])
     return float(low), float(high)

@@ -27,6 +27,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import math
 import re
 import shlex
 import sys
@@ -65,11 +66,11 @@ def ms(seconds) -> str:
     return f"{seconds * 1e3:.3f}" if seconds is not None else "-"
 
 
-def _ratio(value) -> str:
+def ratio_text(value) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
-def _interval(values, unit: str = "") -> str:
+def interval_text(values, unit: str = "") -> str:
     return f"{values[0]:.2f}-{values[1]:.2f}{unit}" if values else "-"
 
 
@@ -93,8 +94,8 @@ def table_rows(records: list[dict]) -> list[tuple]:
         m = r["metrics"]
         spread = f"{m['iqr_over_median']:.3f}" + (" !" if m.get("unstable") else "")
         rows.append((r["case"], r["target"], ms(m["median_s"]), ms(m.get("p90_s")),
-                     ms(m.get("p99_s")), spread, _ratio(m.get("speedup")),
-                     _interval(m.get("speedup_ci")),
+                     ms(m.get("p99_s")), spread, ratio_text(m.get("speedup")),
+                     interval_text(m.get("speedup_ci")),
                      ms(m.get("first_call_s")), ms(m.get("load_s")), _cold(m),
                      f"{m['peak_rss_mib']:.0f}" if m.get("peak_rss_mib") else "-", str(m["n"])))
     return rows
@@ -118,7 +119,7 @@ def geomean_values(records: list[dict]) -> list[tuple[str, float, int]]:
 
 
 def geomean_rows(records: list[dict]) -> list[tuple]:
-    return [(target, _ratio(value), str(count))
+    return [(target, ratio_text(value), str(count))
             for target, value, count in geomean_values(records)]
 
 
@@ -175,7 +176,8 @@ def summary_lines(records: list[dict]) -> list[str]:
     if budget:
         lines.append(f"thread budget {budget.get('threads')}, flush denormal "
                      f"{budget.get('flush_denormal')}; '!' marks IQR/median above "
-                     f"{UNSTABLE_SPREAD:g}; {CI}: paired bootstrap over the rounds")
+                     f"{UNSTABLE_SPREAD:g}; {CI}: paired bootstrap over the rounds"
+                     + between_runs_note(records))
     lines += settings_lines(records)
     fps = fps_rows(records)
     if fps:
@@ -184,6 +186,22 @@ def summary_lines(records: list[dict]) -> list[str]:
         lines += format_table(FPS_COLUMNS, fps)
         lines += fps_notes(records)
     return lines + gate_lines(records)
+
+
+def between_runs_note(records: list[dict]) -> str:
+    """What the intervals add to the bootstrap: each class's spread between runs, and
+    where it was measured (run_to_run.py)."""
+    spreads = {}
+    for r in measured(records):
+        used = r["metrics"].get("run_to_run")
+        if used:
+            spreads[used["class"]] = used
+    if not spreads:
+        return ""
+    source = "; ".join(sorted({used["source"] for used in spreads.values()}))
+    return (", widened by the spread between runs (" + ", ".join(
+        f"{name} {used['sigma']:.1%}" for name, used in sorted(spreads.items()))
+        + f"; from {source})")
 
 
 def settings_lines(records: list[dict]) -> list[str]:
@@ -219,18 +237,18 @@ def slowdown(baseline_speedup: float, speedup: float) -> float:
     return (baseline_speedup / speedup - 1) * 100
 
 
-def _samples(metrics: dict) -> tuple[list, list] | None:
+def paired_samples(metrics: dict) -> tuple[list, list] | None:
     """A record's paired (eager, target) samples; None for a record that keeps none."""
     eager, other = metrics.get("eager_samples_s"), metrics.get("samples_s")
     return (eager, other) if eager and other else None
 
 
-def _speedup_ci(metrics: dict) -> tuple[float, float] | None:
+def speedup_ci_of(metrics: dict) -> tuple[float, float] | None:
     """The record's interval, or one made from its samples (a record of a run before
     the intervals); None without samples."""
     if metrics.get("speedup_ci"):
         return tuple(metrics["speedup_ci"])
-    samples = _samples(metrics)
+    samples = paired_samples(metrics)
     return speedup_interval(*samples) if samples else None
 
 
@@ -249,13 +267,14 @@ class Judgement:
     max_slowdown: float
     point_reason: str = ""  # why there is no interval
     hint: str = ""  # how to narrow the interval of a cell too noisy to judge
+    between_sd: float = 0.0  # the between-run part of the slowdown's interval (log scale)
 
     def describe(self) -> str:
         """The cell, both speedups with their intervals, the slowdown and the verdict."""
         head = (f"case {self.case}, target {self.target}: speedup over eager "
                 f"{self.speedup:.3f}x, was {self.baseline_speedup:.3f}x in the baseline "
-                f"({CI}s {_interval(self.speedup_ci, 'x')} now, "
-                f"{_interval(self.baseline_speedup_ci, 'x')} then): ")
+                f"({CI}s {interval_text(self.speedup_ci, 'x')} now, "
+                f"{interval_text(self.baseline_speedup_ci, 'x')} then): ")
         if self.slowdown_ci is None:
             return head + (f"{self.slowdown_pct:.1f}% slower relative to eager, "
                            f"{'beyond' if self.verdict == REGRESSION else 'within'} the "
@@ -266,6 +285,9 @@ class Judgement:
                  TOO_NOISY: "across"}[self.verdict]
         text = (head + f"{self.slowdown_pct:.1f}% slower relative to eager, {CI} "
                 f"{low:.1f}% to {high:.1f}%, {where} the {self.max_slowdown:g}% threshold")
+        if self.between_sd:
+            text += (f" (the interval includes the spread between runs, a standard "
+                     f"deviation of {self.between_sd:.1%})")
         if self.verdict == TOO_NOISY:
             text += f": too noisy to judge; {self.hint}"
         return text
@@ -279,7 +301,8 @@ class Judgement:
                 "baseline_speedup": self.baseline_speedup,
                 "baseline_speedup_ci": (list(self.baseline_speedup_ci)
                                         if self.baseline_speedup_ci else None),
-                "point_reason": self.point_reason or None, "message": self.describe()}
+                "point_reason": self.point_reason or None, "between_runs_sd": self.between_sd,
+                "message": self.describe()}
 
 
 def more_samples_hint(metrics: dict, method: dict | None) -> str:
@@ -294,14 +317,29 @@ def more_samples_hint(metrics: dict, method: dict | None) -> str:
             f"--latency-min-rounds, or quiet the machine")
 
 
+def narrowing_hint(metrics: dict, method: dict | None, interval: tuple[float, float],
+                   between_sd: float) -> str:
+    """More rounds, unless most of the interval is the spread between runs, which more
+    rounds do not narrow."""
+    from conformance.latency.run_to_run import z_score
+
+    between_half = 100 * z_score() * between_sd
+    if between_half > (interval[1] - interval[0]) / 4:
+        return (f"the spread between runs makes most of it (about +-{between_half:.0f}% "
+                f"alone, measured for this class of cell): more rounds barely narrow it; "
+                f"a threshold beyond that, or a cell with longer calls, can be judged")
+    return more_samples_hint(metrics, method)
+
+
 def judge(case: str, target: str, metrics: dict, baseline: dict, max_slowdown: float,
           method: dict | None = None) -> Judgement:
     """The gate's verdict on a cell's metrics against its baseline record's metrics:
     by the interval of the slowdown where both keep their samples, else by the point
     estimate."""
     point = slowdown(baseline["speedup"], metrics["speedup"])
-    now, before = _samples(metrics), _samples(baseline)
-    interval = slowdown_interval(before, now) if now and before else None
+    now, before = paired_samples(metrics), paired_samples(baseline)
+    between = between_runs_sd(metrics, baseline)
+    interval = slowdown_interval(before, now, between_sd=between) if now and before else None
     if interval is None:
         verdict = REGRESSION if point > max_slowdown else NO_REGRESSION
     elif interval[0] > max_slowdown:
@@ -310,10 +348,20 @@ def judge(case: str, target: str, metrics: dict, baseline: dict, max_slowdown: f
         verdict = NO_REGRESSION
     else:
         verdict = TOO_NOISY
-    return Judgement(case, target, verdict, metrics["speedup"], _speedup_ci(metrics),
-                     baseline["speedup"], _speedup_ci(baseline), point, interval,
+    return Judgement(case, target, verdict, metrics["speedup"], speedup_ci_of(metrics),
+                     baseline["speedup"], speedup_ci_of(baseline), point, interval,
                      max_slowdown, "" if interval else _no_interval(before, now),
-                     more_samples_hint(metrics, method) if verdict == TOO_NOISY else "")
+                     narrowing_hint(metrics, method, interval, between)
+                     if verdict == TOO_NOISY else "", between if interval else 0.0)
+
+
+def between_runs_sd(metrics: dict, baseline: dict) -> float:
+    """The standard deviation of the log of the change that comes from the two being
+    different runs: each record's between-run spread (run_to_run.py), in quadrature; a
+    record from before the spreads counts as having this run's."""
+    now = (metrics.get("run_to_run") or {}).get("sigma", 0.0)
+    before = (baseline.get("run_to_run") or {}).get("sigma", now)
+    return math.hypot(now, before)
 
 
 def _no_interval(before, now) -> str:
@@ -408,8 +456,8 @@ COMPARISON_COLUMNS = ("case", "target", "baseline", CI, "now", CI, "change",
 
 
 def comparison_rows(found: list[Judgement]) -> list[tuple]:
-    return [(j.case, j.target, _ratio(j.baseline_speedup), _interval(j.baseline_speedup_ci),
-             _ratio(j.speedup), _interval(j.speedup_ci), f"{0.0 - j.slowdown_pct:+.1f}%",
+    return [(j.case, j.target, ratio_text(j.baseline_speedup), interval_text(j.baseline_speedup_ci),
+             ratio_text(j.speedup), interval_text(j.speedup_ci), f"{0.0 - j.slowdown_pct:+.1f}%",
              (f"{j.slowdown_ci[0]:+.1f}% to {j.slowdown_ci[1]:+.1f}%" if j.slowdown_ci
               else "point estimate"), j.verdict)
             for j in found]
