@@ -170,10 +170,10 @@ def between_runs(metrics: dict, target: str, spreads: Spreads | None) -> dict:
 
 def timing_metrics(eager: list[float], other: list[float], compared: bool = True) -> dict:
     """Statistics of the target's samples, its speedup over eager with a confidence
-    interval from this run's rounds, and the raw samples of both sides. Samples are kept to the nanosecond,
-    which is what the clocks resolve, and every figure comes from the samples as kept:
-    the record recomputes to itself, and pytest-benchmark, fed the same samples, shows
-    the same median and IQR.
+    interval from this run's rounds, and the raw samples of both sides. Samples are
+    kept to the nanosecond, which is what the clocks resolve, and every figure comes
+    from the samples as kept: the record recomputes to itself, and pytest-benchmark, fed
+    the same samples, shows the same median and IQR.
 
     Eager's own cell (`compared=False`) has speedup 1 and no interval: its samples are
     compared with themselves, and an interval [1, 1] would read as a measurement with
