@@ -6,7 +6,8 @@
 # and the nightly job: the whole matrix, then its report and history entry:
 #   make nightly results/report/report.html, summary.md, report.json; results/history.sqlite
 # Each creates (or reuses) .venv and installs the pinned dependencies into it, with the
-# `families` extra (transformers and timm, for the built-in model families).
+# `families` extra (transformers and timm, for the built-in model families) and the
+# `serve` extra (flask and waitress, for the serve runtime).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -60,7 +61,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[families]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[families,serve]"
 	touch $(STAMP)
 
 clean:

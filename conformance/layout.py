@@ -38,6 +38,12 @@ def builtin_expectations() -> Path:
     return package_dir("conformance.fixtures") / "expectations.toml"
 
 
+def imagenet_classes() -> Path:
+    """ImageNet's class names by index (from torchvision's weights metadata, which ships
+    them), for a served classifier's /predict."""
+    return package_dir("conformance.fixtures") / "imagenet_classes.json"
+
+
 def harness_sources() -> Path:
     """The C++ harness's CMake project: beside the package in a checkout, inside it
     when installed (a CMake project is no Python package for the import system to find)."""

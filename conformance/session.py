@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -158,6 +159,9 @@ class ConformanceSession:
         for process in (self._fresh_process, self._harness):
             if process:
                 process.close()
+        served = sys.modules.get("conformance.serving.client")  # started only if imported
+        if served is not None:
+            served.stop_all()
         for directory in (self._scratch, self._generated_dir):
             if directory:
                 shutil.rmtree(directory, ignore_errors=True)

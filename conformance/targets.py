@@ -76,12 +76,14 @@ def _applies(scope: str, tags: frozenset) -> bool:
 
 def targets_for(tags: frozenset) -> list[Target]:
     """The targets of a case with these tags, in the order of the paths' rows, cpu first.
-    A tuned runtime runs the path's first opset only: the opset sweep is the exporter's."""
+    A tuned runtime, and the serve runtime, run the path's first opset only: the opset
+    sweep is the exporter's."""
     found = [Target(row.name, runs.runtime, device, opset)
              for row in PATHS.values()
              for opset, scope in row.opsets if _applies(scope, tags)
              for runs in row.runs_on if _applies(runs.cases, tags)
-             if opset == row.opsets[0][0] or not tuning_of(row.name, runs.runtime)
+             if opset == row.opsets[0][0] or not (tuning_of(row.name, runs.runtime)
+                                                  or runs.runtime == "serve")
              for device in runs.devices]
     return sorted(found, key=lambda t: t.device != "cpu")
 

@@ -370,7 +370,8 @@ def test_the_in_run_gate_fails_a_regression_and_lists_a_cell_too_noisy_to_judge(
     result.stdout.fnmatch_lines([
         "latency regression against baseline.jsonl: case slowed, target trace-torch-cpu: "
         "speedup over eager *x, was 99*x in the baseline (95% CIs *x now, *x then): "
-        "*% slower relative to eager, 95% CI *% to *%, all of it beyond the 10% threshold",
+        "*% slower relative to eager, 95% CI *% to *%, all of it beyond the 10% threshold "
+        "(the interval includes the spread between runs, a standard deviation of *%)",
         "  reproduce: pytest 'test_timing.py::test_latency[[]slowed-trace-torch-cpu-latency[]]' "
         "* --latency --threads=1 --latency-baseline=baseline.jsonl"])
     result.stdout.fnmatch_lines([

@@ -50,16 +50,22 @@ def test_the_between_run_variance_is_recovered_from_the_disagreements():
 
 def test_disagreements_the_one_run_intervals_explain_give_no_spread():
     rng = np.random.default_rng(4)
-    assert run_to_run.between_variance(log_ratios(rng, 400, 0.0, 0.05)) < 0.01 ** 2
+    assert run_to_run.between_variance(log_ratios(rng, 4000, 0.0, 0.05)) < 0.01 ** 2
     assert run_to_run.between_variance([(0.0, 1e-4), (0.001, 1e-4)]) == 0.0
 
 
-def test_a_wide_cell_weighs_little_and_a_cell_on_another_speed_weighs_in_full():
-    narrow = [(0.05, 1e-6)] * 10  # 5% apart with tight intervals: a spread of about 3.5%
-    noisy = [(0.05, 1.0)] * 10  # as far apart, with intervals that explain it
-    alone = math.sqrt(run_to_run.between_variance(narrow))
-    assert alone == pytest.approx(0.05 / math.sqrt(2), rel=0.01)
-    assert math.sqrt(run_to_run.between_variance(narrow + noisy)) > 0.6 * alone
+def test_the_spread_makes_nineteen_cells_in_twenty_agree_however_far_the_others_moved():
+    steady = [(0.002, 1e-6)] * 90
+    moved = [(0.10, 1e-6)] * 10  # a tenth of the cells 10% apart: the spread must cover them
+    sigma = math.sqrt(run_to_run.between_variance(steady + moved))
+    assert sigma == pytest.approx(math.sqrt((0.10 ** 2 / Z95 ** 2 - 1e-6) / 2), rel=0.01)
+    few = [(0.50, 1e-6)] * 3  # three in a hundred, however far: the one in twenty allowed
+    assert math.sqrt(run_to_run.between_variance(steady + few)) < 0.002
+
+
+def test_a_cell_whose_one_run_interval_covers_its_move_needs_no_spread():
+    assert run_to_run.between_variance([(0.05, (0.05 / Z95) ** 2)] * 20) == pytest.approx(
+        0.0, abs=1e-12)
 
 
 def record(case: str, target: str, metrics: dict, budget=None) -> dict:
@@ -227,3 +233,15 @@ def test_a_cell_too_noisy_for_the_spread_between_runs_is_not_told_to_take_more_r
     assert judged.verdict == TOO_NOISY
     assert "the spread between runs makes most of it" in judged.hint
     assert "more rounds narrow it" not in judged.describe()
+
+
+def test_two_runs_can_be_judged_under_another_calibration(tmp_path, capsys):
+    """The runs of the test above (a 10% move, no spread in their records) judged with a
+    spreads file of 5%: the move is within it; with 0.1% it still differs."""
+    one, two = two_runs(tmp_path, shift=0.9)
+    wide, narrow = tmp_path / "wide.json", tmp_path / "narrow.json"
+    for file, sigma in ((wide, 0.05), (narrow, 0.001)):
+        file.write_text(json.dumps({"sigma": {name: sigma for name in run_to_run.CLASSES}}))
+    assert agreement.main([one, two, "--run-to-run", str(wide)]) == 0
+    assert agreement.main([one, two, "--run-to-run", str(narrow)]) == 1
+    capsys.readouterr()

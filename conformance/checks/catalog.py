@@ -589,7 +589,14 @@ CHECKS: dict[str, Callable[..., dict]] = {
     "mutates_like_eager": mutates_like_eager,
     "keeps_branches": keeps_branches,
     "compiles_fullgraph": compiles_fullgraph,
+    "serves_predictions": lambda subject: _serving().serves_predictions(subject),
 }
+
+
+def _serving():
+    from conformance.checks import serving  # it imports this module
+
+    return serving
 
 def run_check(subject, check: str, seconds: float | None) -> dict:
     """One check of a cell, under the cell's time limit: a hang fails this cell with a
@@ -632,4 +639,20 @@ def applies(check: str, case, target: Target) -> bool:
         return bool(case.input_space)
     if check == "generated_models":  # the cells of a family, not of a case
         return False
+    if check == "serves_predictions":  # the image endpoint of a served classifier
+        return target.runtime == "serve" and "classifier" in case.tags and takes_an_image(case)
     return True
+
+
+def takes_an_image(case) -> bool:
+    """Whether the case's example is one batch of RGB images, [N, 3, H, W] in floats
+    (asked of the served classifiers only, at collection)."""
+    import torch
+
+    try:
+        example = case.example()
+    except Exception:  # the cell would fail on it anyway, with the example's own error
+        return False
+    inputs = example if isinstance(example, tuple) else (example,)
+    return (len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 4
+            and inputs[0].shape[1] == 3 and inputs[0].is_floating_point())

@@ -34,19 +34,22 @@ ONNX_RUNTIMES = (
     # The reference evaluator is slow: small cases only.
     Runs("onnx-reference", "small", ("cpu",)),
 )
+# The artifact behind an HTTP server of its own (conformance.serving), for the cases
+# tagged `http`: the TorchScript and ONNX files a deployment would serve.
+SERVED = (Runs("serve", "http", ("cpu",)),)
 ONNX_FILE_CHECKS = frozenset({"graph_valid", "io_names", "keeps_branches"})
 
 for _row in (
     # A trace records the branch its example took, by design: no branch to generate.
     ExportPath(name="trace", export=torchscript.export_trace, suffix=".pt",
-               opsets=((None, ALL),), runs_on=TORCHSCRIPT_RUNTIMES,
+               opsets=((None, ALL),), runs_on=TORCHSCRIPT_RUNTIMES + SERVED,
                loaders={"torch": torchscript.load_torchscript}, branch=None,
                graph="torchscript", artifact_checks=frozenset({"keeps_branches"}),
                artifact_checks_on="torch", takes_any_size=True, specializes_size_one=False,
                scripts_control_flow=False, bakes_threads=False, inductor=False,
                compiler_for=frozenset(), flat_outputs_on=frozenset(), cost_timings={}),
     ExportPath(name="script", export=torchscript.export_script, suffix=".pt",
-               opsets=((None, ALL),), runs_on=TORCHSCRIPT_RUNTIMES,
+               opsets=((None, ALL),), runs_on=TORCHSCRIPT_RUNTIMES + SERVED,
                loaders={"torch": torchscript.load_torchscript}, branch="if",
                graph="torchscript", artifact_checks=frozenset({"keeps_branches"}),
                artifact_checks_on="torch", takes_any_size=True, specializes_size_one=False,
@@ -59,7 +62,7 @@ for _row in (
     ExportPath(name="onnx", export=onnx.export_onnx, suffix=".onnx",
                opsets=((17, ALL), (10, "opset-sweep"), (11, "opset-sweep"),
                        (13, "opset-sweep"), (20, "opset-sweep")),
-               runs_on=ONNX_RUNTIMES, loaders={}, branch="if", graph="onnx",
+               runs_on=ONNX_RUNTIMES + SERVED, loaders={}, branch="if", graph="onnx",
                artifact_checks=ONNX_FILE_CHECKS, artifact_checks_on="onnxruntime",
                takes_any_size=False, specializes_size_one=False, scripts_control_flow=True,
                bakes_threads=False, inductor=False, compiler_for=frozenset(),
@@ -109,9 +112,12 @@ for _row in (
 # or loads as its tuning row says. A module saved frozen is optimized where it is loaded:
 # by torch.jit.optimize_for_inference in Python, by the harness in C++.
 for _default, _tuned, _changes in (
+    # (served at their defaults only: the serve runtime checks the server, not the tuning)
     ("trace", "trace-tuned", dict(export=torchscript.export_trace_frozen,
+                                  runs_on=TORCHSCRIPT_RUNTIMES,
                                   loaders={"torch": torchscript.load_torchscript_optimized})),
     ("script", "script-tuned", dict(export=torchscript.export_script_frozen,
+                                    runs_on=TORCHSCRIPT_RUNTIMES,
                                     loaders={"torch": torchscript.load_torchscript_optimized})),
     # aot_eager would time and check the same graphs as compile's: Inductor only.
     ("compile", "compile-tuned", dict(runs_on=(Runs("inductor", ALL, DEVICES),),

@@ -17,6 +17,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from conformance.latency.run_to_run import Spreads, load
 from conformance.latency.stats import slowdown_interval
 from conformance.latency.summary import (CI, between_runs_sd, budget_mismatch, format_table,
                                          interval_text, measured_cells, paired_samples, ratio_text,
@@ -47,14 +48,19 @@ class Agreement:
         return AGREE if self.change_ci[0] <= 0 <= self.change_ci[1] else DIFFER
 
 
-def agreements(first: list[dict], second: list[dict], select: str = "") -> list[Agreement]:
-    """Every cell both runs measured whose target contains `select`."""
+def agreements(first: list[dict], second: list[dict], select: str = "",
+               spreads: Spreads | None = None) -> list[Agreement]:
+    """Every cell both runs measured whose target contains `select`; with `spreads`, each
+    record's interval made anew from its one-run interval and those spreads (the records'
+    own spreads are ignored): how two runs agree under a calibration other than theirs."""
     before, after = measured_cells(first), measured_cells(second)
     found = []
     for (case, target), one in sorted(before.items()):
         other = after.get((case, target))
         if other is None or select not in target:
             continue
+        if spreads is not None:
+            one, other = (respread(one, target, spreads), respread(other, target, spreads))
         samples = (paired_samples(one), paired_samples(other))
         # the slowdown of the first run against the second as baseline: second / first - 1
         change = (slowdown_interval(samples[1], samples[0],
@@ -63,6 +69,17 @@ def agreements(first: list[dict], second: list[dict], select: str = "") -> list[
         found.append(Agreement(case, target, (one["speedup"], other["speedup"]),
                                (speedup_ci_of(one), speedup_ci_of(other)), change))
     return found
+
+
+def respread(metrics: dict, target: str, spreads: Spreads) -> dict:
+    """The record's metrics with the between-run part of `spreads` in place of its own."""
+    from conformance.latency.measure import between_runs
+
+    one_run = metrics.get("speedup_ci_one_run") or (
+        None if metrics.get("run_to_run") else metrics.get("speedup_ci"))
+    if not one_run:
+        return metrics
+    return {**metrics, **between_runs({**metrics, "speedup_ci": one_run}, target, spreads)}
 
 
 COLUMNS = ("case", "target", "run 1", CI, "run 2", CI, "overlap", f"change {CI}", "verdict")
@@ -94,13 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("second", type=Path)
     parser.add_argument("--targets", default="", metavar="TEXT",
                         help="only the targets whose id contains TEXT (e.g. tuned)")
+    parser.add_argument("--run-to-run", type=Path, default=None, metavar="FILE",
+                        help="judge with these spreads between runs (a file of python -m "
+                             "conformance.latency.run_to_run) instead of the records' own")
     args = parser.parse_args(argv)
     first, second = read_records(args.first), read_records(args.second)
     mismatch = budget_mismatch(first, run_budget(second))
     if mismatch:
         print(f"cannot compare: {mismatch}")
         return 2
-    found = agreements(first, second, args.targets)
+    spreads = load(args.run_to_run) if args.run_to_run else None
+    found = agreements(first, second, args.targets, spreads)
     if not found:
         print(f"no latency cell measured in both {args.first} and {args.second}")
         return 2

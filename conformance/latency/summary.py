@@ -285,11 +285,11 @@ class Judgement:
                  TOO_NOISY: "across"}[self.verdict]
         text = (head + f"{self.slowdown_pct:.1f}% slower relative to eager, {CI} "
                 f"{low:.1f}% to {high:.1f}%, {where} the {self.max_slowdown:g}% threshold")
+        if self.verdict == TOO_NOISY:
+            text += f": too noisy to judge; {self.hint}"
         if self.between_sd:
             text += (f" (the interval includes the spread between runs, a standard "
                      f"deviation of {self.between_sd:.1%})")
-        if self.verdict == TOO_NOISY:
-            text += f": too noisy to judge; {self.hint}"
         return text
 
     def record(self, baseline: object) -> dict:

@@ -57,6 +57,20 @@ def lacks_package(runtime: str, module: str) -> Callable[[], str | None]:
     return lacks
 
 
+def load_served(file: Path, device: str) -> Callable:
+    from conformance.serving.client import load_served
+
+    return load_served(file, device)
+
+
+def lacks_serving() -> str | None:
+    for module in ("flask", "waitress"):
+        missing = lacks_package("serve", module)()
+        if missing:
+            return missing + " (pip install 'conformance[serve]')"
+    return None
+
+
 def lacks_harness_toolchain() -> str | None:
     from conformance.runtimes.libtorch import toolchain_problem
 
@@ -113,5 +127,10 @@ for _row in (
     Runtime(name="aot_eager", load=None, prepare=None, compile_backend="aot_eager",
             in_harness=False, flat_outputs=False, calls_on_callers_tensors=True, shares_exporting_process=False,
             lacks=nothing_lacking),
+    # The artifact behind a real HTTP server in a process of its own (Flask under
+    # waitress), called over the loopback with lossless tensors: a flat list back.
+    Runtime(name="serve", load=load_served, prepare=None, compile_backend=None,
+            in_harness=False, flat_outputs=True, calls_on_callers_tensors=False,
+            shares_exporting_process=False, lacks=lacks_serving),
 ):
     register(_row)

@@ -1,0 +1,115 @@
+"""The serve runtime's own check: `serves_predictions`, the tutorial's image endpoint of a
+served classifier. Uploaded images get eager's top class as JSON (the image pipeline run
+by the server against the same pipeline run here, then eager), and every bad upload gets
+its 4xx with a reason while the server goes on answering."""
+from __future__ import annotations
+
+import functools
+import io
+import struct
+import zlib
+
+from conformance.checks.catalog import fail, run_or_fail
+from conformance.checks.subject import Subject
+
+
+@functools.lru_cache(maxsize=1)
+def test_images() -> dict[str, bytes]:
+    """Images as users upload them: a JPEG photo-sized one, an RGBA PNG, a grayscale one
+    (converted to RGB by the server), each from a fixed seed."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def encoded(array, mode: str, kind: str) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode).save(buffer, kind)
+        return buffer.getvalue()
+
+    return {"photo.jpg": encoded(rng.integers(0, 256, (300, 400, 3), np.uint8), "RGB", "JPEG"),
+            "rgba.png": encoded(rng.integers(0, 256, (257, 231, 4), np.uint8), "RGBA", "PNG"),
+            "gray.png": encoded(rng.integers(0, 256, (224, 224), np.uint8), "L", "PNG")}
+
+
+def huge_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A PNG whose header declares a huge image (its data is one pixel's): a server that
+    decodes before it checks the size would try to allocate gigabytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    header = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    return bytes(data)
+
+
+def bad_uploads(good: bytes) -> list[tuple[str, dict, int]]:
+    """(what, the arguments of ServedModel.predict that send it, the status it must get)."""
+    return [("no file (the image in another form field)",
+             dict(image=good, field="picture"), 400),
+            ("an empty file", dict(image=b""), 400),
+            ("a file that is not an image", dict(image=b"%PDF-1.4 not an image"), 400),
+            ("a truncated image", dict(image=good[:len(good) // 3]), 400),
+            ("an image of 400 megapixels", dict(image=huge_png()), 413),
+            ("the image as the body, not a form", dict(image=good, content_type="image/jpeg"),
+             415)]
+
+
+def eager_class(subject: Subject, image: bytes) -> tuple[int, list[float]]:
+    import torch
+
+    from conformance.serving.images import ImagePipeline, read_image
+
+    tensor = ImagePipeline()(read_image(image))
+    logits = subject.state.run(subject.state.model, (tensor.to(subject.state.device),))
+    first = logits[0] if isinstance(logits, (tuple, list)) else logits
+    scores = first[0].detach().float().cpu()
+    return int(torch.argmax(scores)), scores.tolist()
+
+
+def serves_predictions(subject: Subject) -> dict:
+    from conformance.layout import imagenet_classes
+    from conformance.serving.client import ServedModel
+    from conformance.serving.images import load_classes
+
+    classes = load_classes(imagenet_classes())
+    served = run_or_fail(subject, "serves_predictions", "starting the server with /predict",
+                         lambda: ServedModel(subject.artifact.file, classes=imagenet_classes()))
+    answers = {}
+    for name, image in test_images().items():
+        answers[name] = _predicted(subject, served, name, image, classes)
+    for what, request, status in bad_uploads(test_images()["photo.jpg"]):
+        _refused(subject, served, what, request, status)
+    return {"predictions": answers}
+
+
+def _predicted(subject, served, name: str, image: bytes, classes: list[str]) -> int:
+    expected, scores = eager_class(subject, image)
+    status, answer = served.predict(image, name)
+    if status != 200:
+        fail(subject, "serves_predictions", f"/predict answered {status} to {name}",
+             f"answer: {answer}")
+    got = answer.get("class_id")
+    tied = got is not None and abs(scores[got] - scores[expected]) <= 1e-4 * abs(scores[expected])
+    if got != expected and not tied:
+        fail(subject, "serves_predictions", f"/predict gave class {got} for {name}, eager "
+             f"gives {expected}", f"answer: {answer}; eager's scores of the two: "
+             f"{scores[expected]:.6g} and {scores[got] if got is not None else 'none'}")
+    if answer.get("class_name") != classes[got]:
+        fail(subject, "serves_predictions", f"/predict named class {got} "
+             f"{answer.get('class_name')!r}, the class index says {classes[got]!r}")
+    return got
+
+
+def _refused(subject, served, what: str, request: dict, status: int) -> None:
+    got, answer = served.predict(**request)
+    if got != status or not answer.get("error"):
+        fail(subject, "serves_predictions", f"/predict answered {got} to {what}, expected "
+             f"{status} with a JSON error", f"answer: {answer}")
+    status_after, _ = served.predict(test_images()["photo.jpg"], "photo.jpg")
+    if status_after != 200:
+        fail(subject, "serves_predictions", f"after {what}, the server no longer answers "
+             f"a good image (status {status_after})")

@@ -1,0 +1,55 @@
+"""The Flask app that serves an artifact: `/health`, and `/v1/infer` (tensors in, tensors
+out, as conformance.serving.wire says). A bad request gets a 4xx answer with a JSON
+error that says what was wrong, and the server goes on serving."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from conformance.serving import wire
+from conformance.serving.backends import backend_for
+from conformance.serving.batching import Batcher
+
+
+def create_app(artifact: Path, threads: int | None = None, max_batch: int = 1,
+               max_wait_ms: float = 0.0, classes: Path | None = None):
+    """The app for one artifact, its model loaded once, before the first request, on
+    `threads` threads (default: the runtime's own choice); with `max_batch` above 1,
+    concurrent requests are batched (conformance.serving.batching); with `classes`, an
+    image classifier's `/predict` and upload page (conformance.serving.images)."""
+    from flask import Flask, Response, jsonify, request
+
+    app = Flask("conformance.serving")
+    model = backend_for(Path(artifact), threads)
+    if max_batch > 1:
+        model = Batcher(model, max_batch, max_wait_ms / 1000)
+    if classes is not None:
+        from conformance.serving.images import ImagePipeline, add_predict_routes, load_classes
+
+        add_predict_routes(app, model, load_classes(classes), ImagePipeline())
+
+    def error(status: int, message: str):
+        return jsonify(error=message), status
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="ok", artifact=Path(artifact).name,
+                       batches=getattr(model, "batches", None))
+
+    @app.post("/v1/infer")
+    def infer():
+        if request.mimetype != wire.CONTENT_TYPE:
+            return error(415, f"send the inputs as {wire.CONTENT_TYPE} (an .npz archive of "
+                              f"arrays named 0..n-1), not {request.mimetype or 'no type'}")
+        try:
+            args, kwargs = wire.arrays_to_call(wire.decode(request.get_data()))
+        except wire.WireError as exc:
+            return error(400, str(exc))
+        try:
+            outputs = model(args, kwargs)
+        except Exception as exc:  # the model refused these inputs: the client's to fix
+            return error(422, f"the model could not run on these inputs: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}")
+        return Response(wire.encode(wire.outputs_to_arrays(outputs)),
+                        mimetype=wire.CONTENT_TYPE)
+
+    return app

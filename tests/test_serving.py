@@ -1,0 +1,225 @@
+"""The serve runtime: the lossless wire format, the server's answers to good and bad
+requests, its death, and the checks' verdicts through it on planted faults."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from conformance.checks.catalog import CheckFailure, matches_eager
+from conformance.serving import client, wire
+from tests import broken_models
+from tests.patching import patch_loader
+from tests.test_latency import subject_for
+
+pytest.importorskip("flask", reason="the serve runtime needs flask (the serve extra)")
+pytest.importorskip("waitress", reason="the serve runtime needs waitress (the serve extra)")
+
+
+@pytest.fixture(autouse=True)
+def stop_servers():
+    yield
+    client.stop_all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64,
+                                   torch.int32, torch.uint8, torch.bool])
+def test_tensors_cross_the_wire_bit_for_bit(dtype):
+    values = (torch.randn(3, 5) * 1e4).to(dtype)
+    arrays = wire.decode(wire.encode(wire.tensors_to_arrays((values, values[:1]),
+                                                            {"mask": values})))
+    args, kwargs = wire.arrays_to_call(arrays)
+    back = wire.arrays_to_outputs(wire.outputs_to_arrays(args))
+    assert [t.dtype for t in back] == [dtype, dtype]
+    assert torch.equal(back[0], values) and torch.equal(back[1], values[:1])
+    assert torch.equal(torch.from_numpy(kwargs["mask"]), values)
+
+
+def test_what_the_wire_cannot_carry_is_refused_with_a_reason():
+    with pytest.raises(wire.WireError, match="bfloat16, which has no numpy dtype"):
+        wire.tensors_to_arrays((torch.ones(2, dtype=torch.bfloat16),), {})
+    with pytest.raises(wire.WireError, match="the body is empty"):
+        wire.decode(b"")
+    with pytest.raises(wire.WireError, match="not an .npz archive"):
+        wire.decode(b"not a zip file")
+    with pytest.raises(wire.WireError, match="must be named 0..n-1"):
+        wire.arrays_to_call({"0": np.ones(1), "2": np.ones(1)})
+
+
+def linear_artifact(tmp_path, suffix: str = ".pt"):
+    model = broken_models.Linear().eval()
+    example = torch.randn(2, 4)
+    file = tmp_path / f"linear{suffix}"
+    if suffix == ".pt":
+        torch.jit.trace(model, example).save(str(file))
+    else:
+        torch.onnx.export(model, (example,), str(file), dynamo=False,
+                          dynamic_axes={"x": {0: "batch"}}, input_names=["x"])
+    return model, file
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".onnx"])
+def test_a_served_artifact_answers_what_it_computes_in_process(tmp_path, suffix):
+    model, file = linear_artifact(tmp_path, suffix)
+    served = client.ServedModel(file)
+    for batch in (1, 2, 7):
+        x = torch.randn(batch, 4)
+        (out,) = served(x)
+        torch.testing.assert_close(out, model(x).detach(), rtol=1e-6, atol=1e-6)
+
+
+def post(server, route: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    request = urllib.request.Request(server.url + route, data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, {}
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving(tmp_path):
+    model, file = linear_artifact(tmp_path)
+    served = client.ServedModel(file)
+    good = wire.encode(wire.tensors_to_arrays((torch.randn(2, 4),), {}))
+    wrong_shape = wire.encode(wire.tensors_to_arrays((torch.randn(2, 5),), {}))
+    for body, kind, status, words in [
+            (good, "application/json", 415, "send the inputs as application/x-npz"),
+            (b"", wire.CONTENT_TYPE, 400, "the body is empty"),
+            (b"{not json", wire.CONTENT_TYPE, 400, "not an .npz archive"),
+            (wrong_shape, wire.CONTENT_TYPE, 422, "the model could not run on these inputs")]:
+        code, answer = post(served.server, "/v1/infer", body, kind)
+        assert code == status and words in answer["error"]
+        (out,) = served(torch.ones(1, 4))  # and the next good request is answered
+        torch.testing.assert_close(out, model(torch.ones(1, 4)).detach())
+
+
+def test_a_server_that_dies_fails_the_call_with_its_log_and_the_next_call_restarts(tmp_path):
+    _, file = linear_artifact(tmp_path)
+    dying = client.ServedModel(file, app="tests.broken_serving:dying_app")
+    with pytest.raises(client.ServeError, match=r"(?s)died.*planted fault: the server exits"):
+        dying(torch.ones(1, 4))
+    assert not dying.server.alive()
+    sound = client.ServedModel(file)
+    assert sound(torch.ones(1, 4))[0].shape == (1, 3)
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"not a TorchScript archive")
+    with pytest.raises(client.ServeError, match=r"(?s)did not start.*server log"):
+        client.ServedModel(tmp_path / "model.pt")
+
+
+def served_by(monkeypatch, app: str | None) -> None:
+    patch_loader(monkeypatch, "serve", lambda file, device: client.ServedModel(file, app=app))
+
+
+@pytest.mark.parametrize("fault", ["json_rounding_app", "batch_reversing_app"])
+def test_a_server_that_loses_bits_or_mixes_up_rows_fails_matches_eager(
+        tmp_path, monkeypatch, fault):
+    case = broken_models.linear_case()
+    served_by(monkeypatch, None)
+    matches_eager(subject_for(case, "trace", "serve", tmp_path / "sound"))
+    served_by(monkeypatch, f"tests.broken_serving:{fault}")
+    with pytest.raises(CheckFailure, match="case linear, target trace-serve-cpu, check "
+                                           "matches_eager") as failure:
+        matches_eager(subject_for(case, "trace", "serve", tmp_path / "broken"))
+    assert failure.value.metrics["max_abs"] > 1e-5
+
+
+def test_the_session_stops_every_server_it_started(tmp_path):
+    _, file = linear_artifact(tmp_path)
+    served = client.ServedModel(file)
+    process = served.server.proc
+    client.stop_all()
+    assert process.poll() is not None and not client.SERVERS
+
+
+def load_test(tmp_path, app: str | None, requests: int, clients: int = 16):
+    from conformance.serving.load import run_load
+
+    model, file = linear_artifact(tmp_path)
+    served = client.ServedModel(file, app=app, batching=(8, 5.0))
+
+    def inputs(i: int) -> tuple:
+        return (torch.randn(1, 4, generator=torch.Generator().manual_seed(i)),)
+
+    result = run_load(served, inputs, lambda x: model(x).detach(), clients, requests)
+    result.batches = served.batches()
+    return result
+
+
+def test_a_thousand_requests_from_sixteen_clients_each_get_their_own_answer(tmp_path):
+    result = load_test(tmp_path, None, requests=1000)
+    assert not result.wrong and not result.lost, result.describe()
+    assert len(result.latencies_s) == 1000
+    assert max(result.batches) > 1 and sum(result.batches) == 1000  # it did batch
+    assert "1000 requests from 16 clients" in result.describe()
+
+
+def test_a_batcher_that_hands_clients_each_others_rows_is_caught(tmp_path):
+    result = load_test(tmp_path, "tests.broken_serving:client_mixing_app", requests=200)
+    assert result.wrong and not result.lost
+    assert "differs by up to" in result.wrong[0]
+
+
+class TinyClassifier(torch.nn.Module):
+    """An image classifier over ImageNet's 1000 classes, small enough to serve in a test."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Conv2d(3, 16, 5, stride=4)
+        self.head = torch.nn.Linear(16, 1000)
+
+    def forward(self, x):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.features(x)), 1)
+        return self.head(pooled.flatten(1))
+
+
+def classifier_subject(tmp_path):
+    from conformance import Case, random_inputs
+
+    case = Case("tiny_classifier", TinyClassifier, random_inputs((1, 3, 224, 224)),
+                tags={"classifier", "http"})
+    return subject_for(case, "trace", "serve", tmp_path)
+
+
+def test_a_served_classifier_answers_eagers_class_and_refuses_bad_uploads(tmp_path):
+    from conformance.checks.serving import serves_predictions
+
+    found = serves_predictions(classifier_subject(tmp_path))
+    assert set(found["predictions"]) == {"photo.jpg", "rgba.png", "gray.png"}
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("unnormalized_app", r"/predict gave class \d+ for \S+, eager gives \d+"),
+    ("no_conversion_app", r"/predict answered 500 to rgba.png"),
+])
+def test_a_server_with_the_tutorials_gaps_fails_serves_predictions(
+        tmp_path, monkeypatch, fault, words):
+    from conformance.checks import serving
+
+    sound = client.ServedModel
+    monkeypatch.setattr(client, "ServedModel", lambda *a, **k: sound(
+        *a, app=f"tests.broken_serving:{fault}", **k))
+    with pytest.raises(CheckFailure, match=words):
+        serving.serves_predictions(classifier_subject(tmp_path))
+
+
+def test_a_huge_image_is_refused_from_its_header():
+    import struct
+
+    from conformance.checks.serving import huge_png
+    from conformance.serving.images import ImageError, read_image
+
+    assert struct.unpack(">II", huge_png()[16:24]) == (20000, 20000)
+    with pytest.raises(ImageError, match="too large") as refused:
+        read_image(huge_png())
+    assert refused.value.status == 413
+    with pytest.raises(ImageError, match="more than 40,000,000 pixels") as refused:
+        read_image(huge_png(8000, 6000))  # above the limit, below PIL's own bomb check
+    assert refused.value.status == 413
