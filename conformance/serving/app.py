@@ -32,8 +32,10 @@ def create_app(artifact: Path, threads: int | None = None, max_batch: int = 1,
 
     @app.get("/health")
     def health():
+        batches = getattr(model, "batches", None)
         return jsonify(status="ok", artifact=Path(artifact).name,
-                       batches=getattr(model, "batches", None))
+                       batches={str(size): count for size, count in sorted(batches.items())}
+                       if batches is not None else None)
 
     @app.post("/v1/infer")
     def infer():

@@ -9,6 +9,7 @@ alone. Every client must get exactly the rows of its own inputs: the serve runti
 self-tests check that under load, and a batcher that pads or reorders rows fails them."""
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -24,7 +25,8 @@ class Batcher:
                              f"{max_batch} and {max_wait_s}")
         self.backend, self.max_batch, self.max_wait_s = backend, max_batch, max_wait_s
         self.pending: queue.Queue = queue.Queue()
-        self.batches: list[int] = []  # the size of each batch run, for the load test
+        # how many model calls ran each batch size: what /health reports
+        self.batches: collections.Counter = collections.Counter()
         threading.Thread(target=self._serve, name="batcher", daemon=True).start()
 
     def __call__(self, args: list, kwargs: dict) -> list:
@@ -59,10 +61,10 @@ class Batcher:
             if len(group) == 1 or signature(group[0]) is None:
                 for args, kwargs, done in group:
                     done.set_result(self.backend(args, kwargs))
-                    self.batches.append(1)
+                    self.batches[1] += 1
                 return
             answers = run_batch(self.backend, group)
-            self.batches.append(len(group))
+            self.batches[len(group)] += 1
             for (_, _, done), answer in zip(group, answers):
                 done.set_result(answer)
         except Exception as exc:

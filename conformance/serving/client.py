@@ -160,12 +160,13 @@ class ServedModel:
         except ServeError as exc:
             return exc.status, exc.answer
 
-    def batches(self) -> list[int] | None:
-        """The size of every model call the server made, when it batches."""
+    def batches(self) -> dict[int, int] | None:
+        """How many model calls the server made with each batch size, when it batches."""
         import json
 
         with urllib.request.urlopen(self.server.url + "/health", timeout=60) as answer:
-            return json.loads(answer.read())["batches"]
+            found = json.loads(answer.read())["batches"]
+        return {int(size): count for size, count in found.items()} if found else None
 
     def post(self, route: str, body: bytes, content_type: str = wire.CONTENT_TYPE) -> bytes:
         request = urllib.request.Request(self.server.url + route, data=body, method="POST",

@@ -27,7 +27,7 @@ class LoadResult:
     lost: list[str]  # requests that got no answer, and why
     latencies_s: list[float]
     seconds: float
-    batches: list[int] | None  # the server's batch sizes, when it batches
+    batches: dict[int, int] | None  # the server's model calls per batch size, if it batches
 
     @property
     def throughput(self) -> float:
@@ -41,9 +41,10 @@ class LoadResult:
     def describe(self) -> str:
         batched = ""
         if self.batches:
-            many = [b for b in self.batches if b > 1]
-            batched = (f"; {len(self.batches)} model calls, {len(many)} of them batches of "
-                       f"2-{max(many) if many else 1}")
+            calls = sum(self.batches.values())
+            many = {size: count for size, count in self.batches.items() if size > 1}
+            batched = (f"; {calls} model calls, {sum(many.values())} of them batches of 2 to "
+                       f"{max(many, default=1)}")
         return (f"{self.requests} requests from {self.clients} clients in {self.seconds:.1f} "
                 f"s: {self.throughput:.0f} requests/s, p50 {self.percentile_ms(0.5):.1f} ms, "
                 f"p99 {self.percentile_ms(0.99):.1f} ms; {len(self.wrong)} wrong, "
