@@ -31,6 +31,7 @@ is print_blob, which changes how a failing @given test reports itself, nothing e
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -100,19 +101,24 @@ def _keep_installed_libraries_across_in_process_runs() -> None:
 
 
 def _installed_library_roots() -> tuple[str, ...]:
+    """Where installed modules live: the interpreter's library, every site-packages
+    (a venv's, the system's it may see, the user's) and Debian's dist-packages."""
+    import site
     import sysconfig
 
     paths = sysconfig.get_paths()
-    return tuple(sorted({os.path.join(paths[key], "") for key in
-                         ("stdlib", "platstdlib", "purelib", "platlib")}))
+    roots = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    roots += site.getsitepackages() + [site.getusersitepackages()]
+    return tuple(sorted({os.path.join(os.path.realpath(root), "") for root in roots}))
 
 
 INSTALLED_LIBRARY_ROOTS = _installed_library_roots()
 
 
 def is_installed_module(name: str) -> bool:
-    """Whether the module comes from the interpreter's library or site-packages (a
-    built-in module counts); a module imported from a run's own directory does not."""
+    """Whether the module comes from an installed library (a built-in module counts, and
+    a namespace package whose directories lie there, such as protobuf's google); a
+    module imported from a run's own directory does not."""
     import sys
 
     module = sys.modules.get(name)
@@ -120,4 +126,12 @@ def is_installed_module(name: str) -> bool:
     if spec is not None and spec.origin in ("built-in", "frozen"):
         return True
     path = getattr(module, "__file__", None)
-    return path is not None and path.startswith(INSTALLED_LIBRARY_ROOTS)
+    places = [path] if path else list(getattr(module, "__path__", None) or [])
+    return bool(places) and all(_real_path(place).startswith(INSTALLED_LIBRARY_ROOTS)
+                                for place in places)
+
+
+@functools.lru_cache(maxsize=None)
+def _real_path(path: str) -> str:
+    # every in-process run asks again for each of thousands of modules
+    return os.path.realpath(path)

@@ -2,9 +2,12 @@
 requests, its death, and the checks' verdicts through it on planted faults."""
 from __future__ import annotations
 
+import io
 import json
 import urllib.error
 import urllib.request
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +19,16 @@ from tests import broken_models
 from tests.patching import patch_loader
 from tests.test_latency import subject_for
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+
 pytest.importorskip("flask", reason="the serve runtime needs flask (the serve extra)")
 pytest.importorskip("waitress", reason="the serve runtime needs waitress (the serve extra)")
 
 
 @pytest.fixture(autouse=True)
-def stop_servers():
+def stop_servers(monkeypatch):
+    # the servers of planted faults import tests.broken_serving, wherever pytest runs
+    monkeypatch.setenv("PYTHONPATH", str(REPOSITORY))
     yield
     client.stop_all()
 
@@ -48,6 +55,15 @@ def test_what_the_wire_cannot_carry_is_refused_with_a_reason():
         wire.decode(b"not a zip file")
     with pytest.raises(wire.WireError, match="must be named 0..n-1"):
         wire.arrays_to_call({"0": np.ones(1), "2": np.ones(1)})
+    single = io.BytesIO()
+    np.save(single, np.ones(3))
+    with pytest.raises(wire.WireError, match="a single array, not an .npz archive"):
+        wire.decode(single.getvalue())
+    stray = io.BytesIO()
+    with zipfile.ZipFile(stray, "w") as archive:
+        archive.writestr("0", b"not an npy file")
+    with pytest.raises(wire.WireError, match="no .npy arrays"):
+        wire.decode(stray.getvalue())
 
 
 def linear_artifact(tmp_path, suffix: str = ".pt"):
@@ -229,3 +245,20 @@ def test_a_huge_image_is_refused_from_its_header():
     with pytest.raises(ImageError, match="more than 40,000,000 pixels") as refused:
         read_image(huge_png(8000, 6000))  # above the limit, below PIL's own bomb check
     assert refused.value.status == 413
+
+
+def test_a_bad_request_among_batched_ones_fails_alone_and_the_batcher_keeps_serving(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, file = linear_artifact(tmp_path)
+    served = client.ServedModel(file, batching=(8, 50.0))  # a wide window: they meet
+    wrong = wire.encode(wire.tensors_to_arrays((torch.randn(1, 5),), {}))
+    x = torch.randn(1, 4)
+    with ThreadPoolExecutor(4) as pool:
+        good = [pool.submit(served, x) for _ in range(3)]
+        bad = pool.submit(post, served.server, "/v1/infer", wrong, wire.CONTENT_TYPE)
+        answers = [future.result(timeout=60)[0] for future in good]
+        status, answer = bad.result(timeout=60)
+    assert status == 422 and "could not run on these inputs" in answer["error"]
+    for out in answers + [served(x)[0]]:
+        torch.testing.assert_close(out, model(x).detach())

@@ -37,7 +37,8 @@ HARNESS_FLOOR_S = 100e-6
 
 CLASSES = {
     "in-process": "a call timed in the pytest process (eager, TorchScript, Inductor, "
-                  "AOTInductor, ONNX Runtime)",
+                  "AOTInductor, ONNX Runtime; a round trip to the serve runtime's server, "
+                  "not calibrated apart)",
     "harness": "a call of 100 us or more timed in C++ by the libtorch harness",
     "harness-microseconds": "a call under 100 us timed by the libtorch harness",
 }

@@ -32,10 +32,9 @@ def create_app(artifact: Path, threads: int | None = None, max_batch: int = 1,
 
     @app.get("/health")
     def health():
-        batches = getattr(model, "batches", None)
+        counts = model.counts() if isinstance(model, Batcher) else None
         return jsonify(status="ok", artifact=Path(artifact).name,
-                       batches={str(size): count for size, count in sorted(batches.items())}
-                       if batches is not None else None)
+                       batches={str(size): n for size, n in counts.items()} if counts else None)
 
     @app.post("/v1/infer")
     def infer():
@@ -49,9 +48,14 @@ def create_app(artifact: Path, threads: int | None = None, max_batch: int = 1,
         try:
             outputs = model(args, kwargs)
         except Exception as exc:  # the model refused these inputs: the client's to fix
-            return error(422, f"the model could not run on these inputs: "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}")
+            return error(422, model_error(exc))
         return Response(wire.encode(wire.outputs_to_arrays(outputs)),
                         mimetype=wire.CONTENT_TYPE)
 
     return app
+
+
+def model_error(exc: Exception) -> str:
+    """What a model's refusal says, its first line: the client's to fix (a 422)."""
+    first = (str(exc).splitlines() or [""])[0][:500]
+    return f"the model could not run on these inputs: {type(exc).__name__}: {first}"

@@ -40,7 +40,9 @@ class ServerProcess:
         self.artifact, self.app, self.threads = Path(artifact), app, threads
         self.batching = batching  # (max batch, max wait in ms), or None
         self.classes = classes  # an image classifier's class names: /predict
-        self.log = Path(tempfile.mkstemp(prefix="conformance-serve-", suffix=".log")[1])
+        descriptor, log = tempfile.mkstemp(prefix="conformance-serve-", suffix=".log")
+        os.close(descriptor)
+        self.log = Path(log)
         self.proc: subprocess.Popen | None = None
         self.url = ""
 

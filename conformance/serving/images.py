@@ -122,6 +122,11 @@ def add_predict_routes(app, model, classes: list[str], pipeline: ImagePipeline) 
             tensor = pipeline(read_image(upload.read()))
         except ImageError as exc:
             return jsonify(error=str(exc)), exc.status
-        (logits, *_) = model([tensor.numpy()], {})
+        try:
+            (logits, *_) = model([tensor.numpy()], {})
+        except Exception as exc:
+            from conformance.serving.app import model_error
+
+            return jsonify(error=model_error(exc)), 422
         class_id = int(logits[0].argmax())
         return jsonify(class_id=class_id, class_name=classes[class_id])

@@ -1,5 +1,5 @@
-"""Serve one artifact over HTTP, under waitress (a production WSGI server, in pure
-Python, so the same on every platform the suite runs on):
+"""Serve one artifact over HTTP, under waitress (a production WSGI server in pure Python,
+a thread per request, so one copy of the model serves them all):
 
     python -m conformance.serving.server MODEL.pt [--port 0] [--threads N]
                                         [--max-batch N --max-wait-ms MS]

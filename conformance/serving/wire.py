@@ -17,7 +17,8 @@ class WireError(ValueError):
 
 
 def encode(arrays: dict) -> bytes:
-    """The .npz body of named numpy arrays (no pickled objects)."""
+    """The .npz body of named numpy arrays (which must not be object arrays: `decode`
+    never loads a pickle)."""
     import numpy as np
 
     buffer = io.BytesIO()
@@ -26,7 +27,8 @@ def encode(arrays: dict) -> bytes:
 
 
 def decode(body: bytes) -> dict:
-    """The named arrays of an .npz body; WireError for anything else."""
+    """The named arrays of an .npz body; WireError for anything else (a bare .npy, an
+    archive of other files, pickled objects, which are never loaded)."""
     import zipfile
 
     import numpy as np
@@ -34,10 +36,17 @@ def decode(body: bytes) -> dict:
     if not body:
         raise WireError("the body is empty: send the tensors as an .npz archive")
     try:
-        with np.load(io.BytesIO(body), allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+        loaded = np.load(io.BytesIO(body), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise WireError("the body is a single array, not an .npz archive of arrays")
+        with loaded as archive:
+            arrays = {name: archive[name] for name in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise WireError(f"the body is not an .npz archive of arrays: {exc}") from None
+    strays = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
+    if strays:
+        raise WireError(f"the archive holds files that are no .npy arrays: {strays}")
+    return arrays
 
 
 def tensors_to_arrays(inputs: tuple, keywords: dict) -> dict:
