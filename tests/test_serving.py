@@ -262,3 +262,13 @@ def test_a_bad_request_among_batched_ones_fails_alone_and_the_batcher_keeps_serv
     assert status == 422 and "could not run on these inputs" in answer["error"]
     for out in answers + [served(x)[0]]:
         torch.testing.assert_close(out, model(x).detach())
+
+
+def test_the_server_gets_the_whole_thread_budget_of_the_session(tmp_path, monkeypatch):
+    from conformance.runtimes.thread_budget import Budget
+
+    monkeypatch.setattr(client, "thread_budget_of_process", lambda: Budget(1, True))
+    words = client.ServerProcess(tmp_path / "m.pt", threads=1).command()
+    assert words[-3:] == ["--threads", "1", "--flush-denormal"]
+    monkeypatch.setattr(client, "thread_budget_of_process", lambda: None)
+    assert "--threads" not in client.ServerProcess(tmp_path / "m.pt").command()

@@ -17,7 +17,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from conformance.latency.run_to_run import Spreads, load
+from conformance.latency.run_to_run import Spreads, load, one_run_interval
 from conformance.latency.stats import slowdown_interval
 from conformance.latency.summary import (CI, between_runs_sd, budget_mismatch, format_table,
                                          interval_text, measured_cells, paired_samples, ratio_text,
@@ -75,8 +75,7 @@ def respread(metrics: dict, target: str, spreads: Spreads) -> dict:
     """The record's metrics with the between-run part of `spreads` in place of its own."""
     from conformance.latency.measure import between_runs
 
-    one_run = metrics.get("speedup_ci_one_run") or (
-        None if metrics.get("run_to_run") else metrics.get("speedup_ci"))
+    one_run = one_run_interval(metrics)
     if not one_run:
         return metrics
     return {**metrics, **between_runs({**metrics, "speedup_ci": one_run}, target, spreads)}

@@ -106,12 +106,17 @@ def widen(speedup: float, interval: tuple[float, float] | None, sigma: float,
 
 # ---- calibration: the spreads from repeated runs ----
 
+def one_run_interval(metrics: dict) -> list[float] | None:
+    """A record's interval from its own rounds: `speedup_ci_one_run`, or `speedup_ci` in a
+    record from before the between-run part (which has no `run_to_run`)."""
+    return metrics.get("speedup_ci_one_run") or (
+        None if metrics.get("run_to_run") else metrics.get("speedup_ci"))
+
+
 def one_run_sd(metrics: dict) -> float | None:
     """The standard deviation of a cell's log speedup within its run, from its one-run
     interval (its width on the log scale over two z-scores)."""
-    # a record from before the between-run part keeps its one-run interval as speedup_ci
-    interval = metrics.get("speedup_ci_one_run") or (
-        None if metrics.get("run_to_run") else metrics.get("speedup_ci"))
+    interval = one_run_interval(metrics)
     if not interval:
         return None
     return (math.log(interval[1]) - math.log(interval[0])) / (2 * z_score())

@@ -10,16 +10,16 @@ from conformance.serving.backends import backend_for
 from conformance.serving.batching import Batcher
 
 
-def create_app(artifact: Path, threads: int | None = None, max_batch: int = 1,
-               max_wait_ms: float = 0.0, classes: Path | None = None):
-    """The app for one artifact, its model loaded once, before the first request, on
-    `threads` threads (default: the runtime's own choice); with `max_batch` above 1,
+def create_app(artifact: Path, max_batch: int = 1, max_wait_ms: float = 0.0,
+               classes: Path | None = None):
+    """The app for one artifact, its model loaded once, before the first request, on the
+    process's thread budget (conformance.runtimes.thread_budget); with `max_batch` above 1,
     concurrent requests are batched (conformance.serving.batching); with `classes`, an
     image classifier's `/predict` and upload page (conformance.serving.images)."""
     from flask import Flask, Response, jsonify, request
 
     app = Flask("conformance.serving")
-    model = backend_for(Path(artifact), threads)
+    model = backend_for(Path(artifact))
     if max_batch > 1:
         model = Batcher(model, max_batch, max_wait_ms / 1000)
     if classes is not None:

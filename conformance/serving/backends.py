@@ -1,19 +1,25 @@
-"""What runs the artifact inside the server: TorchScript in torch, ONNX in ONNX Runtime.
-Each takes numpy arrays and gives the flat list of output arrays, in order (the tensor
-leaves of a TorchScript module's outputs; the graph's outputs for ONNX)."""
+"""What runs the artifact inside the server: the suite's own loaders (TorchScript with
+torch.jit.load, ONNX with ONNX Runtime, on the thread budget the server installed), fed
+numpy arrays and giving the flat list of output arrays, in order (the tensor leaves of a
+TorchScript module's outputs; the graph's outputs for ONNX)."""
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
 
-class TorchScriptBackend:
-    def __init__(self, file: Path, threads: int | None = None):
-        import torch
+def _loaders() -> dict:
+    from conformance.exporters.torchscript import load_torchscript
+    from conformance.runtimes.onnx import load_onnxruntime
 
-        if threads:
-            torch.set_num_threads(threads)
-        self.module = torch.jit.load(str(file), map_location="cpu").eval()
+    return {".pt": load_torchscript, ".onnx": load_onnxruntime}
+
+
+class Loaded:
+    """A loaded artifact called on arrays: torch tensors in, arrays of its leaves out."""
+
+    def __init__(self, model):
+        self.model = model
 
     def __call__(self, args: list, kwargs: dict) -> list:
         import torch
@@ -22,41 +28,18 @@ class TorchScriptBackend:
         tensors = [torch.from_numpy(a) for a in args]
         named = {name: torch.from_numpy(a) for name, a in kwargs.items()}
         with torch.inference_mode():
-            outputs = self.module(*tensors, **named)
+            outputs = self.model(*tensors, **named)
         return [leaf.numpy() for leaf in _pytree.tree_leaves(outputs)
                 if isinstance(leaf, torch.Tensor)]
 
 
-class OnnxBackend:
-    def __init__(self, file: Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(str(file), options,
-                                            providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, args: list, kwargs: dict) -> list:
-        given = [*args, *kwargs.values()]
-        if len(given) != len(self.input_names):
-            raise ValueError(f"the ONNX graph takes {len(self.input_names)} inputs "
-                             f"{self.input_names}, the request gives {len(given)}")
-        return list(self.session.run(None, dict(zip(self.input_names, given))))
-
-
-BACKENDS = {".pt": TorchScriptBackend, ".onnx": OnnxBackend}
-
-
-def backend_for(file: Path, threads: int | None = None):
-    """The backend of an artifact, by its suffix; one call at a time (a model's own
-    threads do the parallel work, and a call is not interleaved with another's)."""
-    make = BACKENDS.get(Path(file).suffix)
-    if make is None:
-        raise ValueError(f"the serve runtime serves {sorted(BACKENDS)} files, not {file}")
-    return Serialized(make(Path(file), threads))
+def backend_for(file: Path):
+    """The backend of an artifact, by its suffix, on the CPU; one call at a time (a
+    model's own threads do the parallel work; calls are not interleaved)."""
+    load = _loaders().get(Path(file).suffix)
+    if load is None:
+        raise ValueError(f"the serve runtime serves {sorted(_loaders())} files, not {file}")
+    return Serialized(Loaded(load(Path(file), "cpu")))
 
 
 class Serialized:

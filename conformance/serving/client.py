@@ -50,6 +50,8 @@ class ServerProcess:
         words = [sys.executable, "-m", "conformance.serving.server", str(self.artifact)]
         words += ["--app", self.app] if self.app else []
         words += ["--threads", str(self.threads)] if self.threads else []
+        budget = thread_budget_of_process()  # the suite's: the server applies all of it
+        words += ["--flush-denormal"] if self.threads and budget and budget.flush_denormal else []
         if self.batching:
             words += ["--max-batch", str(self.batching[0]),
                       "--max-wait-ms", str(self.batching[1])]
@@ -187,6 +189,12 @@ class ServedModel:
                              f"{exc}{self.server.log_tail()}") from None
 
 
+def thread_budget_of_process():
+    from conformance.runtimes import thread_budget
+
+    return thread_budget.installed()
+
+
 def _json_or_text(text: str) -> dict:
     import json
 
@@ -200,7 +208,5 @@ def _json_or_text(text: str) -> dict:
 def load_served(file: Path, device: str) -> ServedModel:
     """The serve runtime's loader: the artifact behind its own server, on the CPU, with
     the session's thread budget when it sets one."""
-    from conformance.runtimes import thread_budget
-
-    budget = thread_budget.described() or {}
-    return ServedModel(file, threads=budget.get("threads"))
+    budget = thread_budget_of_process()
+    return ServedModel(file, threads=budget.threads if budget else None)

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch's and ONNX Runtime's threads (default: theirs)")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="denormal floats as zero, in torch and ONNX Runtime alike")
     parser.add_argument("--max-batch", type=int, default=1,
                         help="batch up to this many concurrent requests (default 1: none)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0,
@@ -41,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from waitress.server import create_server
 
-    app = app_factory(args.app)(args.artifact, threads=args.threads, max_batch=args.max_batch,
+    from conformance.runtimes import thread_budget
+
+    if args.threads:  # the suite's budget, applied as in its own process
+        thread_budget.install(thread_budget.Budget(args.threads, args.flush_denormal))
+    app = app_factory(args.app)(args.artifact, max_batch=args.max_batch,
                                 max_wait_ms=args.max_wait_ms, classes=args.classes)
     # enough request threads for every client of a load test to wait in the batcher
     server = create_server(app, host=args.host, port=args.port, threads=32)
