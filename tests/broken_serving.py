@@ -87,11 +87,12 @@ def unnormalized_app(artifact, **settings):
 
 def no_conversion_app(artifact, **settings):
     """The tutorial's server: decodes the upload and hands the pipeline whatever mode it
-    has, so a grayscale or RGBA image fails in the model (a 500), and so does anything
-    PIL cannot read."""
+    has, so a palette or RGBA image fails in the model (a 500), a grayscale one is
+    answered from the gray broadcast by the normalization, and anything PIL cannot read
+    is a 500 too."""
     from conformance.serving import images
 
-    def as_uploaded(data):
+    def as_uploaded(data, convert_to_rgb=False):
         from PIL import Image
 
         return Image.open(io.BytesIO(data))

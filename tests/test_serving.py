@@ -214,12 +214,30 @@ def test_a_served_classifier_answers_eagers_class_and_refuses_bad_uploads(tmp_pa
     from conformance.checks.serving import serves_predictions
 
     found = serves_predictions(classifier_subject(tmp_path))
-    assert set(found["predictions"]) == {"photo.jpg", "rgba.png", "gray.png"}
+    assert set(found["predictions"]) == {"photo.jpg", "palette.png"}
+
+
+def test_grayscale_and_transparent_images_are_refused_unless_the_server_converts_them(
+        tmp_path):
+    from conformance.checks import serving
+    from conformance.layout import imagenet_classes
+    from conformance.serving.images import load_classes
+
+    subject, classes = classifier_subject(tmp_path), load_classes(imagenet_classes())
+    refusing = client.ServedModel(subject.artifact.file, classes=imagenet_classes())
+    converting = client.ServedModel(subject.artifact.file, classes=imagenet_classes(),
+                                    convert_to_rgb=True)
+    for name, words in [("gray.png", "grayscale (mode L)"), ("rgba.png", "transparency")]:
+        image = serving.test_images()[name]
+        status, answer = refusing.predict(image, name)
+        assert status == 422 and words in answer["error"] and "--convert-to-rgb" in answer["error"]
+        assert serving._predicted(subject, converting, name, image, classes) == \
+            serving.eager_class(subject, image, convert_to_rgb=True)[0]
 
 
 @pytest.mark.parametrize("fault, words", [
     ("unnormalized_app", r"/predict gave class \d+ for \S+, eager gives \d+"),
-    ("no_conversion_app", r"/predict answered 500 to rgba.png"),
+    ("no_conversion_app", r"/predict answered 500 to palette.png"),
 ])
 def test_a_server_with_the_tutorials_gaps_fails_serves_predictions(
         tmp_path, monkeypatch, fault, words):

@@ -15,21 +15,29 @@ from conformance.checks.subject import Subject
 
 @functools.lru_cache(maxsize=1)
 def test_images() -> dict[str, bytes]:
-    """Images as users upload them: a JPEG photo-sized one, an RGBA PNG, a grayscale one
-    (converted to RGB by the server), each from a fixed seed."""
+    """Images as users upload them, each from a fixed seed: a photo-sized JPEG, a
+    palette PNG (converted to RGB by the server), and the two the server refuses unless
+    told to convert them: a grayscale PNG and an RGBA one."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
 
-    def encoded(array, mode: str, kind: str) -> bytes:
+    def encoded(array, mode: str, kind: str, to: str | None = None) -> bytes:
         buffer = io.BytesIO()
-        Image.fromarray(array, mode).save(buffer, kind)
+        image = Image.fromarray(array, mode)
+        (image.convert(to) if to else image).save(buffer, kind)
         return buffer.getvalue()
 
     return {"photo.jpg": encoded(rng.integers(0, 256, (300, 400, 3), np.uint8), "RGB", "JPEG"),
-            "rgba.png": encoded(rng.integers(0, 256, (257, 231, 4), np.uint8), "RGBA", "PNG"),
-            "gray.png": encoded(rng.integers(0, 256, (224, 224), np.uint8), "L", "PNG")}
+            "palette.png": encoded(rng.integers(0, 256, (240, 320, 3), np.uint8), "RGB", "PNG",
+                                   to="P"),
+            "gray.png": encoded(rng.integers(0, 256, (224, 224), np.uint8), "L", "PNG"),
+            "rgba.png": encoded(rng.integers(0, 256, (257, 231, 4), np.uint8), "RGBA", "PNG")}
+
+
+# The images the server answers by default; the others it refuses (bad_uploads).
+ANSWERED = ("photo.jpg", "palette.png")
 
 
 def huge_png(width: int = 20000, height: int = 20000) -> bytes:
@@ -50,6 +58,8 @@ def bad_uploads(good: bytes) -> list[tuple[str, dict, int]]:
     """(what, the arguments of ServedModel.predict that send it, the status it must get)."""
     return [("no file (the image in another form field)",
              dict(image=good, field="picture"), 400),
+            ("a grayscale image", dict(image=test_images()["gray.png"]), 422),
+            ("an RGBA image", dict(image=test_images()["rgba.png"]), 422),
             ("an empty file", dict(image=b""), 400),
             ("a file that is not an image", dict(image=b"%PDF-1.4 not an image"), 400),
             ("a truncated image", dict(image=good[:len(good) // 3]), 400),
@@ -58,12 +68,13 @@ def bad_uploads(good: bytes) -> list[tuple[str, dict, int]]:
              415)]
 
 
-def eager_class(subject: Subject, image: bytes) -> tuple[int, list[float]]:
+def eager_class(subject: Subject, image: bytes, convert_to_rgb: bool = False
+                ) -> tuple[int, list[float]]:
     import torch
 
     from conformance.serving.images import ImagePipeline, read_image
 
-    tensor = ImagePipeline()(read_image(image))
+    tensor = ImagePipeline()(read_image(image, convert_to_rgb))
     logits = subject.state.run(subject.state.model, (tensor.to(subject.state.device),))
     first = logits[0] if isinstance(logits, (tuple, list)) else logits
     scores = first[0].detach().float().cpu()
@@ -79,15 +90,15 @@ def serves_predictions(subject: Subject) -> dict:
     served = run_or_fail(subject, "serves_predictions", "starting the server with /predict",
                          lambda: ServedModel(subject.artifact.file, classes=imagenet_classes()))
     answers = {}
-    for name, image in test_images().items():
-        answers[name] = _predicted(subject, served, name, image, classes)
+    for name in ANSWERED:
+        answers[name] = _predicted(subject, served, name, test_images()[name], classes)
     for what, request, status in bad_uploads(test_images()["photo.jpg"]):
         _refused(subject, served, what, request, status)
     return {"predictions": answers}
 
 
 def _predicted(subject, served, name: str, image: bytes, classes: list[str]) -> int:
-    expected, scores = eager_class(subject, image)
+    expected, scores = eager_class(subject, image, served.convert_to_rgb)
     status, answer = served.predict(image, name)
     if status != 200:
         fail(subject, "serves_predictions", f"/predict answered {status} to {name}",

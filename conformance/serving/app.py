@@ -11,11 +11,12 @@ from conformance.serving.batching import Batcher
 
 
 def create_app(artifact: Path, max_batch: int = 1, max_wait_ms: float = 0.0,
-               classes: Path | None = None):
+               classes: Path | None = None, convert_to_rgb: bool = False):
     """The app for one artifact, its model loaded once, before the first request, on the
     process's thread budget (conformance.runtimes.thread_budget); with `max_batch` above 1,
     concurrent requests are batched (conformance.serving.batching); with `classes`, an
-    image classifier's `/predict` and upload page (conformance.serving.images)."""
+    image classifier's `/predict` and upload page (conformance.serving.images), which
+    takes grayscale and transparent images only with `convert_to_rgb`."""
     from flask import Flask, Response, jsonify, request
 
     app = Flask("conformance.serving")
@@ -25,7 +26,8 @@ def create_app(artifact: Path, max_batch: int = 1, max_wait_ms: float = 0.0,
     if classes is not None:
         from conformance.serving.images import ImagePipeline, add_predict_routes, load_classes
 
-        add_predict_routes(app, model, load_classes(classes), ImagePipeline())
+        add_predict_routes(app, model, load_classes(classes), ImagePipeline(),
+                           convert_to_rgb)
 
     def error(status: int, message: str):
         return jsonify(error=message), status

@@ -36,10 +36,12 @@ class ServerProcess:
     """One server of one artifact: `python -m conformance.serving.server`."""
 
     def __init__(self, artifact: Path, app: str | None = None, threads: int | None = None,
-                 batching: tuple[int, float] | None = None, classes: Path | None = None):
+                 batching: tuple[int, float] | None = None, classes: Path | None = None,
+                 convert_to_rgb: bool = False):
         self.artifact, self.app, self.threads = Path(artifact), app, threads
         self.batching = batching  # (max batch, max wait in ms), or None
         self.classes = classes  # an image classifier's class names: /predict
+        self.convert_to_rgb = convert_to_rgb  # /predict takes grayscale and RGBA images
         descriptor, log = tempfile.mkstemp(prefix="conformance-serve-", suffix=".log")
         os.close(descriptor)
         self.log = Path(log)
@@ -56,6 +58,7 @@ class ServerProcess:
             words += ["--max-batch", str(self.batching[0]),
                       "--max-wait-ms", str(self.batching[1])]
         words += ["--classes", str(self.classes)] if self.classes else []
+        words += ["--convert-to-rgb"] if self.convert_to_rgb else []
         return words
 
     def start(self) -> None:
@@ -103,16 +106,16 @@ SERVERS: dict[tuple, ServerProcess] = {}
 
 
 def server_for(artifact: Path, app: str | None = None, threads: int | None = None,
-               batching: tuple[int, float] | None = None, classes: Path | None = None
-               ) -> ServerProcess:
-    """The running server of this artifact (app, threads, batching and classes), started
+               batching: tuple[int, float] | None = None, classes: Path | None = None,
+               convert_to_rgb: bool = False) -> ServerProcess:
+    """The running server of this artifact and these settings (ServerProcess's), started
     if there is none."""
-    key = (Path(artifact).resolve(), app, threads, batching, classes)
+    key = (Path(artifact).resolve(), app, threads, batching, classes, convert_to_rgb)
     server = SERVERS.get(key)
     if server is None or not server.alive():
         if server is not None:
             server.stop()  # a dead one: its log went into the error that found it dead
-        server = ServerProcess(artifact, app, threads, batching, classes)
+        server = ServerProcess(artifact, app, threads, batching, classes, convert_to_rgb)
         server.start()
         SERVERS[key] = server
     return server
@@ -131,9 +134,10 @@ class ServedModel:
     back as a flat list of tensors."""
 
     def __init__(self, artifact: Path, app: str | None = None, threads: int | None = None,
-                 batching: tuple[int, float] | None = None, classes: Path | None = None):
+                 batching: tuple[int, float] | None = None, classes: Path | None = None,
+                 convert_to_rgb: bool = False):
         self.artifact, self.app, self.threads = Path(artifact), app, threads
-        self.batching, self.classes = batching, classes
+        self.batching, self.classes, self.convert_to_rgb = batching, classes, convert_to_rgb
         self.server = server_for(*self.settings())
 
     def __call__(self, *inputs, **keywords) -> list:
@@ -143,7 +147,8 @@ class ServedModel:
         return wire.arrays_to_outputs(wire.decode(self.post("/v1/infer", body)))
 
     def settings(self) -> tuple:
-        return self.artifact, self.app, self.threads, self.batching, self.classes
+        return (self.artifact, self.app, self.threads, self.batching, self.classes,
+                self.convert_to_rgb)
 
     def predict(self, image: bytes, filename: str = "image.jpg", field: str = "file",
                 content_type: str | None = None) -> tuple[int, dict]:

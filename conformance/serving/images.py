@@ -5,8 +5,11 @@ normalize), and answers the top class as JSON, `{"class_id": 281, "class_name": 
 
 What the tutorial leaves undone is answered here: a request without a file, an empty
 file, a file that is not an image, a truncated image or one too large gets a 4xx with a
-JSON error that says so, and the server goes on serving. A grayscale, palette or RGBA
-image is converted to RGB (alpha dropped), as the pipeline needs three channels."""
+JSON error that says so, and the server goes on serving. A colour image in another mode
+(a palette, CMYK) is converted to RGB; a grayscale image, or one with transparency, is
+refused with a 422 that says how to send it (the tutorial's server crashes on both), unless
+the server is started with `--convert-to-rgb`: then the gray is copied to each channel and
+the alpha dropped, as torchvision's dataset loaders do, and the user owns the choice."""
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +47,7 @@ class ImagePipeline:
         return steps(image).unsqueeze(0)
 
 
-def read_image(data: bytes):
+def read_image(data: bytes, convert_to_rgb: bool = False):
     """The uploaded bytes as an RGB image; ImageError with the status and reason."""
     from PIL import Image, UnidentifiedImageError
 
@@ -63,7 +66,29 @@ def read_image(data: bytes):
         raise ImageError(413, f"the image is too large: {exc}") from None
     except OSError as exc:  # truncated or corrupt data
         raise ImageError(400, f"the image could not be decoded: {exc}") from None
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return as_rgb(image, convert_to_rgb)
+
+
+def as_rgb(image, convert_to_rgb: bool = False):
+    """The image in RGB when that is what it shows: a colour image without transparency
+    is converted; a grayscale one or one with transparency only with `convert_to_rgb`
+    (the model would see three copies of the gray, or the colour hidden under the alpha:
+    the sender's choice to make, not the server's)."""
+    if image.mode == "RGB":
+        return image
+    bands = image.getbands()
+    transparent = "A" in bands or "a" in bands or "transparency" in image.info
+    gray = len(bands) - transparent == 1 and image.mode != "P"
+    if convert_to_rgb or not (transparent or gray):
+        return image.convert("RGB")
+    if transparent:
+        raise ImageError(422, f"the image has transparency (mode {image.mode}); the model "
+                              f"takes RGB, and dropping the alpha leaves whatever colour "
+                              f"the transparent pixels hold: flatten it onto a background "
+                              f"first, or serve with --convert-to-rgb to drop the alpha")
+    raise ImageError(422, f"the image is grayscale (mode {image.mode}); the model takes "
+                          f"colour (RGB) images: send an RGB one, or serve with "
+                          f"--convert-to-rgb to copy the gray to each channel")
 
 
 def load_classes(file: Path) -> list[str]:
@@ -96,7 +121,8 @@ document.getElementById("upload").addEventListener("submit", async (event) => {
 """
 
 
-def add_predict_routes(app, model, classes: list[str], pipeline: ImagePipeline) -> None:
+def add_predict_routes(app, model, classes: list[str], pipeline: ImagePipeline,
+                       convert_to_rgb: bool = False) -> None:
     """`/predict` and the page, on an app whose `model` takes the pipeline's tensor."""
     from flask import jsonify, request
 
@@ -119,7 +145,7 @@ def add_predict_routes(app, model, classes: list[str], pipeline: ImagePipeline) 
         if upload is None:
             return jsonify(error="no file: send the image in the form field 'file'"), 400
         try:
-            tensor = pipeline(read_image(upload.read()))
+            tensor = pipeline(read_image(upload.read(), convert_to_rgb))
         except ImageError as exc:
             return jsonify(error=str(exc)), exc.status
         try:

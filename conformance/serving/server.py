@@ -3,6 +3,7 @@ a thread per request, so one copy of the model serves them all):
 
     python -m conformance.serving.server MODEL.pt [--port 0] [--threads N]
                                         [--max-batch N --max-wait-ms MS]
+                                        [--classes FILE [--convert-to-rgb]]
 
 It prints `serving http://HOST:PORT` once it listens (port 0: a free one), and serves
 until it is stopped. `--app module:function` serves another app factory's app (called
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=Path, default=None,
                         help="class names (JSON, by index): adds an image classifier's "
                              "/predict and its upload page at /")
+    parser.add_argument("--convert-to-rgb", action="store_true",
+                        help="/predict takes grayscale and transparent images, the gray "
+                             "copied to each channel, the alpha dropped (default: refused)")
     parser.add_argument("--app", default=DEFAULT_APP, metavar="MODULE:FUNCTION")
     args = parser.parse_args(argv)
     from waitress.server import create_server
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:  # the suite's budget, applied as in its own process
         thread_budget.install(thread_budget.Budget(args.threads, args.flush_denormal))
     app = app_factory(args.app)(args.artifact, max_batch=args.max_batch,
-                                max_wait_ms=args.max_wait_ms, classes=args.classes)
+                                max_wait_ms=args.max_wait_ms, classes=args.classes,
+                                convert_to_rgb=args.convert_to_rgb)
     # enough request threads for every client of a load test to wait in the batcher
     server = create_server(app, host=args.host, port=args.port, threads=32)
     print(f"serving http://{args.host}:{server.effective_port}", flush=True)
