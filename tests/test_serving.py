@@ -46,6 +46,40 @@ def test_tensors_cross_the_wire_bit_for_bit(dtype):
     assert torch.equal(torch.from_numpy(kwargs["mask"]), values)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64,
+                                   torch.int8, torch.uint8, torch.bool])
+def test_tensors_cross_the_json_wire_bit_for_bit(dtype):
+    values = (torch.randn(3, 5) * 1e4).to(dtype)
+    if dtype.is_floating_point:
+        values[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e-40])
+    arrays = wire.tensors_to_arrays((values,), {"mask": values[:1]})
+    body = wire.encode_json(arrays)
+    json.loads(body, parse_constant=pytest.fail)  # strict JSON: no NaN or Infinity literals
+    back = wire.decode_json(body)
+    assert set(back) == {"0", "kw:mask"}
+    for name, array in arrays.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape
+        assert back[name].tobytes() == array.tobytes()
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "must be an object of named tensors"),
+    (b'{"0": [1, 2]}', "must be an object with dtype, shape and data"),
+    (b'{"0": {"dtype": "float128", "shape": [1], "data": [1]}}', "has dtype 'float128'"),
+    (b'{"0": {"dtype": "float32", "shape": [2, 2], "data": [1, 2, 3]}}', "3 values for shape"),
+    (b'{"0": {"dtype": "float32", "shape": "2", "data": [1, 2]}}', "a list of sizes"),
+    (b'{"0": {"dtype": "float32", "shape": [2], "data": [1, "two"]}}', "no array of numbers"),
+    (b'{"0": {"dtype": "float32", "shape": [2], "data": [[1], [2, 3]]}}', "no array of numbers"),
+    (b'{"0": {"dtype": "int64", "shape": [2], "data": [1, 2.5]}}', "values of another kind"),
+    (b'{"0": {"dtype": "uint8", "shape": [1], "data": [300]}}', "outside uint8's range"),
+    (b'{"0": {"dtype": "bool", "shape": [1], "data": [1]}}', "true or false for bool"),
+])
+def test_a_json_body_that_is_no_tensor_is_refused_with_a_reason(body, words):
+    with pytest.raises(wire.WireError, match=words):
+        wire.decode_json(body)
+
+
 def test_what_the_wire_cannot_carry_is_refused_with_a_reason():
     with pytest.raises(wire.WireError, match="bfloat16, which has no numpy dtype"):
         wire.tensors_to_arrays((torch.ones(2, dtype=torch.bfloat16),), {})
@@ -105,8 +139,12 @@ def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving(tmp_p
     wrong_shape = wire.encode(wire.tensors_to_arrays((torch.randn(2, 5),), {}))
     wrong_dtype = wire.encode(wire.tensors_to_arrays((torch.ones(2, 4, dtype=torch.int64),), {}))
     pickled = wire.encode({"0": np.array([object()], dtype=object)})
+    json_of = {"0": {"dtype": "float32", "shape": [2, 5], "data": [0.5] * 10}}
     for body, kind, status, words in [
-            (good, "application/json", 415, "send the inputs as application/x-npz"),
+            (good, "text/plain", 415, "send the inputs as application/x-npz"),
+            (b"{not json", wire.JSON_TYPE, 400, "not valid JSON"),
+            (b'{"0": {"dtype": "float32"}}', wire.JSON_TYPE, 400, "dtype, shape and data"),
+            (json.dumps(json_of).encode(), wire.JSON_TYPE, 422, "could not run on these"),
             (b"", wire.CONTENT_TYPE, 400, "the body is empty"),
             (b"{not json", wire.CONTENT_TYPE, 400, "not an .npz archive"),
             (pickled, wire.CONTENT_TYPE, 400, "not an .npz archive of arrays"),
@@ -116,6 +154,21 @@ def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving(tmp_p
         assert code == status and words in answer["error"]
         (out,) = served(torch.ones(1, 4))  # and the next good request is answered
         torch.testing.assert_close(out, model(torch.ones(1, 4)).detach())
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".onnx"])
+def test_a_json_request_is_answered_in_json_with_the_same_bits_as_npz(tmp_path, suffix):
+    _, file = linear_artifact(tmp_path, suffix)
+    served = client.ServedModel(file)
+    x = torch.randn(3, 4) * 1e3
+    x[0, 0] = float("inf")  # non-finite values cross too
+    answer = json.loads(served.post("/v1/infer", wire.encode_json(
+        wire.tensors_to_arrays((x,), {})), wire.JSON_TYPE))
+    (out,) = wire.arrays_to_outputs(wire.decode_json(json.dumps(answer).encode()))
+    (expected,) = served(x)
+    assert answer["0"]["dtype"] == "float32" and answer["0"]["shape"] == [3, 3]
+    # every bit of every number; a NaN is a NaN (JSON keeps neither its sign nor payload)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
 
 
 def test_a_server_that_dies_fails_the_call_with_its_log_and_the_next_call_restarts(tmp_path):

@@ -1,5 +1,5 @@
 """The Flask app that serves an artifact: `/health`, and `/v1/infer` (tensors in, tensors
-out, as conformance.serving.wire says). A bad request gets a 4xx answer with a JSON
+out, as conformance.serving.wire says: an .npz archive, or JSON, answered in kind). A bad request gets a 4xx answer with a JSON
 error that says what was wrong, and the server goes on serving."""
 from __future__ import annotations
 
@@ -40,21 +40,32 @@ def create_app(artifact: Path, max_batch: int = 1, max_wait_ms: float = 0.0,
 
     @app.post("/v1/infer")
     def infer():
-        if request.mimetype != wire.CONTENT_TYPE:
+        kind = request.mimetype
+        if kind not in CODECS:
             return error(415, f"send the inputs as {wire.CONTENT_TYPE} (an .npz archive of "
-                              f"arrays named 0..n-1), not {request.mimetype or 'no type'}")
+                              f"arrays named 0..n-1) or as {wire.JSON_TYPE}, not "
+                              f"{kind or 'no type'}")
+        decode, encode = CODECS[kind]
         try:
-            args, kwargs = wire.arrays_to_call(wire.decode(request.get_data()))
+            args, kwargs = wire.arrays_to_call(decode(request.get_data()))
         except wire.WireError as exc:
             return error(400, str(exc))
         try:
             outputs = model(args, kwargs)
         except Exception as exc:  # the model refused these inputs: the client's to fix
             return error(422, model_error(exc))
-        return Response(wire.encode(wire.outputs_to_arrays(outputs)),
-                        mimetype=wire.CONTENT_TYPE)
+        try:
+            body = encode(wire.outputs_to_arrays(outputs))
+        except wire.WireError as exc:  # an output the format cannot carry: ask for npz
+            return error(406, str(exc))
+        return Response(body, mimetype=kind)
 
     return app
+
+
+# Each request body's type, its decoder and the encoder of its answer
+CODECS = {wire.CONTENT_TYPE: (wire.decode, wire.encode),
+          wire.JSON_TYPE: (wire.decode_json, wire.encode_json)}
 
 
 def model_error(exc: Exception) -> str:
