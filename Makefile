@@ -7,7 +7,8 @@
 #   make nightly results/report/report.html, summary.md, report.json; results/history.sqlite
 # Each creates (or reuses) .venv and installs the pinned dependencies into it, with the
 # `families` extra (transformers and timm, for the built-in model families) and the
-# `serve` extra (flask and waitress, for the serve runtime).
+# `serve` extra (flask and waitress, for the serve runtime) and the `browser` extra
+# (selenium, for the self-test of the served upload page in Chromium).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -61,7 +62,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[families,serve]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[families,serve,browser]"
 	touch $(STAMP)
 
 clean:

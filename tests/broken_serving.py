@@ -99,3 +99,12 @@ def no_conversion_app(artifact, **settings):
 
     images.read_image = as_uploaded
     return create_app(artifact, **settings)
+
+
+def wrong_field_page_app(artifact, **settings):
+    """The upload page with its file input renamed: the form sends the image in a field
+    /predict does not read, so every upload is refused."""
+    from conformance.serving import images
+
+    images.PAGE = images.PAGE.replace('name="file"', 'name="image"')
+    return create_app(artifact, **settings)

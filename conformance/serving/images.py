@@ -109,13 +109,22 @@ PAGE = """<!doctype html>
 <button type="submit">Predict</button></form>
 <p id="answer" role="status"></p>
 <script>
+// The answer, or what went wrong; data-state says when it is there (for a browser test).
 document.getElementById("upload").addEventListener("submit", async (event) => {
   event.preventDefault();
   const answer = document.getElementById("answer");
-  const response = await fetch("predict", {method: "POST", body: new FormData(event.target)});
-  const body = await response.json();
-  answer.textContent = response.ok ? `${body.class_name} (class ${body.class_id})`
-                                   : `error: ${body.error}`;
+  answer.dataset.state = "waiting";
+  answer.textContent = "predicting...";
+  try {
+    const response = await fetch("predict", {method: "POST", body: new FormData(event.target)});
+    const body = await response.json().catch(
+      () => ({error: `the server answered ${response.status} without a JSON error`}));
+    answer.textContent = response.ok ? `${body.class_name} (class ${body.class_id})`
+                                     : `error: ${body.error}`;
+  } catch (failure) {
+    answer.textContent = `error: ${failure}`;
+  }
+  answer.dataset.state = "done";
 });
 </script></body></html>
 """
