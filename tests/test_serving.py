@@ -343,3 +343,43 @@ def test_the_server_gets_the_whole_thread_budget_of_the_session(tmp_path, monkey
     assert words[-3:] == ["--threads", "1", "--flush-denormal"]
     monkeypatch.setattr(client, "thread_budget_of_process", lambda: None)
     assert "--threads" not in client.ServerProcess(tmp_path / "m.pt").command()
+
+
+def test_a_serve_latency_cell_records_the_load_every_answer_checked(tmp_path, monkeypatch):
+    from conformance.latency.served_load import LoadSettings, served_load
+    from conformance.latency.summary import served_load_rows
+
+    subject = subject_for(broken_models.linear_case(), "trace", "serve", tmp_path)
+    found = served_load(subject, 0.001, LoadSettings(requests=64, clients=8, max_batch=4))
+    assert found["requests"] == 64 and found["clients"] == 8 and found["max_batch"] == 4
+    assert sum(int(size) * n for size, n in found["batches"].items()) == 64
+    assert found["throughput_over_eager"] == pytest.approx(found["throughput_rps"] * 0.001)
+    assert 0 < found["p50_s"] <= found["p90_s"] <= found["p99_s"]
+    record = {"case": "linear", "target": "trace-serve-cpu", "path": "trace", "check": "latency",
+              "metrics": {"median_s": 0.01, "served_load": found}}
+    (row,) = served_load_rows([record])
+    assert row[:2] == ("linear", "trace-serve-cpu") and row[-1].endswith("of " + str(
+        sum(found["batches"].values())))
+
+
+def test_a_server_that_mixes_clients_up_under_load_fails_its_latency_cell(tmp_path, monkeypatch):
+    from conformance.latency.served_load import LoadSettings, served_load
+
+    sound = client.ServedModel
+    monkeypatch.setattr(client, "ServedModel", lambda *a, **k: sound(
+        *a, app="tests.broken_serving:client_mixing_app", **k))
+    subject = subject_for(broken_models.linear_case(), "trace", "serve", tmp_path)
+    with pytest.raises(CheckFailure, match=r"check latency: under load, \d+ answers were wrong "
+                                           r"and 0 lost(?s:.*)differs by up to"):
+        served_load(subject, 0.001, LoadSettings(requests=64, clients=8, max_batch=4,
+                                                 max_wait_ms=20.0))
+
+
+def test_each_request_under_load_gets_inputs_of_its_own():
+    from conformance.latency.served_load import varied
+
+    example = (torch.randn(2, 3), torch.tensor([4, 7]))
+    first, second = varied(example, 0), varied(example, 1)
+    assert not torch.equal(first[0], second[0]) and not torch.equal(first[0], example[0])
+    assert torch.equal(varied(example, 0)[0], first[0])  # seeded: the reference sees the same
+    assert torch.equal(first[1], example[1])  # token ids and indices are kept

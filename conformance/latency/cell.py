@@ -12,6 +12,7 @@ import pytest
 from conformance.cell import Cell
 from conformance.latency.measure import EAGER_PATH, NOT_TIMED, Method, NotBenchmarked
 from conformance.latency.run_to_run import Spreads
+from conformance.latency.served_load import LoadSettings
 from conformance.latency.summary import CHECK, DEFAULT_MAX_SLOWDOWN, REGRESSION, judge
 from conformance.runtimes import thread_budget
 from conformance.session import CellSpec, ConformanceSession
@@ -32,6 +33,8 @@ class LatencyOptions:
     # each class's spread of speedups between runs, added to every interval
     # (latency/run_to_run.py); None: one-run intervals
     spreads: Spreads | None = None
+    # how a serve cell loads its server (latency/served_load.py); None: round trips only
+    served_load: LoadSettings | None = None
     # (case, target) -> the baseline record's metrics, raw samples included: the gate
     # bootstraps them
     baseline_cells: dict = dataclasses.field(default_factory=dict)
@@ -98,6 +101,13 @@ class LatencyCell(Cell):
         self.metrics = run_or_fail(subject, "latency", "timing the artifact",
                                    lambda: latency.measure(subject, self.options.method,
                                                            self.options.spreads))
+        if self.options.served_load and subject.target.runtime == "serve":
+            from conformance.latency.served_load import served_load
+
+            self.metrics["served_load"] = run_or_fail(
+                subject, "latency", "loading the server with concurrent clients",
+                lambda: served_load(subject, self.metrics["eager_median_s"],
+                                    self.options.served_load))
         if self.options.memory:
             self.metrics["peak_rss_mib"] = run_or_fail(
                 subject, "latency", "measuring peak memory", lambda: self.peak_memory(subject))

@@ -18,6 +18,7 @@ from conformance.keys import SESSION
 from conformance.latency.cell import LatencyCell, LatencyOptions, ReplayClock, latency_cells
 from conformance.latency.measure import Method
 from conformance.latency.profile import profile_lines
+from conformance.latency.served_load import LoadSettings
 from conformance.latency.summary import (CHECK, DEFAULT_MAX_SLOWDOWN, budget_mismatch,
                                          measured_cells, summary_lines)
 from conformance.plugin import RECORD, case_marks, deselect, option_group
@@ -86,6 +87,13 @@ def pytest_addoption(parser):
                          "cell, added to every interval: a file written by `python -m "
                          "conformance.latency.run_to_run RUN1 RUN2 ... --out FILE` (default: "
                          "the packaged calibration, measured on a 2-core x86 machine)")
+    group.addoption("--latency-served-load", type=int, default=LoadSettings.requests,
+                    metavar="REQUESTS",
+                    help=f"each serve cell also sends this many requests from "
+                         f"{LoadSettings.clients} concurrent clients to a server that batches "
+                         f"up to {LoadSettings.max_batch}: throughput and percentiles under "
+                         f"load in its record, every answer checked (default %(default)s; "
+                         f"0: none)")
     group.addoption("--latency-max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
                     metavar="PERCENT", help="the regression gate's threshold (default "
                     "%(default)s)")
@@ -129,6 +137,9 @@ def latency_options(config) -> LatencyOptions | None:
         raise pytest.UsageError(f"latency rounds must satisfy 1 <= min <= max and warm-up "
                                 f">= 0, got {method}")
     baseline = Path(opt.latency_baseline) if opt.latency_baseline else None
+    if opt.latency_served_load < 0:
+        raise pytest.UsageError(f"--latency-served-load must be 0 or more, got "
+                                f"{opt.latency_served_load}")
     if opt.latency_profile_runs < 1:
         raise pytest.UsageError(f"--latency-profile-runs must be at least 1, got "
                                 f"{opt.latency_profile_runs}")
@@ -139,6 +150,8 @@ def latency_options(config) -> LatencyOptions | None:
                           profile_dir=profile_directory(opt),
                           profile_runs=opt.latency_profile_runs,
                           spreads=run_to_run_spreads(opt.latency_run_to_run),
+                          served_load=LoadSettings(requests=opt.latency_served_load)
+                          if opt.latency_served_load else None,
                           baseline_cells=_baseline_cells(baseline, Path(opt.conformance_results))
                           if baseline else {})
 

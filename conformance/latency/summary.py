@@ -165,6 +165,37 @@ def fps_notes(records: list[dict]) -> list[str]:
     return notes
 
 
+LOAD_COLUMNS = ("case", "target", "requests/s", "x eager", "p50 ms", "p90 ms", "p99 ms",
+                "batches of 2+")
+
+
+def served_load_rows(records: list[dict]) -> list[tuple]:
+    """The serve cells' load (latency/served_load.py): throughput, beside eager's one call
+    after another in this process, and the percentiles of a request's round trip."""
+    rows = []
+    for r in measured(records):
+        load = r["metrics"].get("served_load")
+        if load:
+            batched = sum(n for size, n in load["batches"].items() if int(size) > 1)
+            rows.append((r["case"], r["target"], f"{load['throughput_rps']:.1f}",
+                         ratio_text(load["throughput_over_eager"]), ms(load["p50_s"]),
+                         ms(load["p90_s"]), ms(load["p99_s"]),
+                         f"{batched} of {sum(load['batches'].values())}"))
+    return rows
+
+
+def served_load_lines(records: list[dict]) -> list[str]:
+    rows = served_load_rows(records)
+    if not rows:
+        return []
+    first = next(r["metrics"]["served_load"] for r in measured(records)
+                 if r["metrics"].get("served_load"))
+    return ["", f"served under load: {first['requests']} requests from {first['clients']} "
+                f"concurrent clients, batches of up to {first['max_batch']} "
+                f"(waiting {first['max_wait_ms']:g} ms), every answer checked:"] + \
+        format_table(LOAD_COLUMNS, rows)
+
+
 def summary_lines(records: list[dict]) -> list[str]:
     rows = table_rows(records)
     if not rows:
@@ -179,6 +210,7 @@ def summary_lines(records: list[dict]) -> list[str]:
                      f"{UNSTABLE_SPREAD:g}; {CI}: paired bootstrap over the rounds"
                      + between_runs_note(records))
     lines += settings_lines(records)
+    lines += served_load_lines(records)
     fps = fps_rows(records)
     if fps:
         lines += ["", "quantized models, frames per second on this machine beside a Raspberry "

@@ -52,12 +52,11 @@ class LoadResult:
 
 
 def run_load(served, inputs: Callable[[int], tuple], reference: Callable, clients: int,
-             requests: int, tolerance: tuple[float, float] = (1e-4, 1e-5),
-             timeout_s: float = 600.0) -> LoadResult:
+             requests: int, tolerance=None, timeout_s: float = 600.0) -> LoadResult:
     """`requests` calls of `served`, `clients` at a time, the i-th on `inputs(i)`; then
-    each answer compared with `reference(*inputs(i))` (rtol, atol). The references are
-    computed after the load, so that they do not take the server's cores while it is
-    timed."""
+    each answer compared with `reference(*inputs(i))`, as matches_eager compares (the
+    case's `tolerance`, or the dtype's). The references are computed after the load, so
+    that they do not take the server's cores while it is timed."""
     answers, lost, latencies = {}, [], []
     lock = threading.Lock()
 
@@ -84,21 +83,29 @@ def run_load(served, inputs: Callable[[int], tuple], reference: Callable, client
     return LoadResult(requests, clients, wrong, lost, latencies, seconds, None)
 
 
-def mismatch(answer: list, expected, tolerance: tuple[float, float]) -> str:
-    """What differs between the served answer and the reference's (its tensor leaves)."""
+def mismatch(answer: list, expected, tolerance=None) -> str:
+    """What differs between the served answer and the reference's (its tensor leaves),
+    by matches_eager's rule (conformance.checks.compare.allowed_error); a NaN must meet
+    a NaN."""
     import torch
     from torch.utils import _pytree
+
+    from conformance.checks.compare import allowed_error, tolerance_for
 
     leaves = [t for t in _pytree.tree_leaves(expected) if isinstance(t, torch.Tensor)]
     if len(answer) != len(leaves):
         return f"{len(answer)} outputs, expected {len(leaves)}"
     for i, (got, want) in enumerate(zip(answer, leaves)):
-        if got.shape != want.shape:
-            return f"output {i} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        if not torch.allclose(got, want.detach().to(got.dtype), rtol=tolerance[0],
-                              atol=tolerance[1]):
-            error = (got.double() - want.detach().double()).abs().max().item()
-            return f"output {i} differs by up to {error:.3g}"
+        want = want.detach().cpu()
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return (f"output {i} is {got.dtype} {tuple(got.shape)}, expected "
+                    f"{want.dtype} {tuple(want.shape)}")
+        error = (got.double() - want.double()).abs()
+        same = (got == want) | (got.isnan() & want.isnan()) if got.is_floating_point() \
+            else got == want
+        bad = ~same & ~(error <= allowed_error(want, tolerance_for(want, tolerance)))
+        if bad.any():
+            return f"output {i} differs by up to {error[bad].max().item():.3g}"
     return ""
 
 
@@ -108,10 +115,11 @@ def in_process_reference(artifact: Path) -> Callable:
 
     backend = backend_for(artifact)
 
-    def reference(*inputs):
+    def reference(*inputs, **keywords):
         import torch
 
-        return [torch.from_numpy(o) for o in backend([x.numpy() for x in inputs], {})]
+        outputs = backend([x.numpy() for x in inputs], {k: x.numpy() for k, x in keywords.items()})
+        return [torch.from_numpy(o) for o in outputs]
     return reference
 
 

@@ -1,0 +1,79 @@
+"""A served model under load, in its serve latency cell's record beside the round trips:
+many concurrent clients, each request its own inputs, sent to a server of the artifact
+that batches them; its throughput and latency percentiles, and its throughput as a
+multiple of eager's in this process (one call after another, measured in the same cell).
+
+Every answer is checked against the artifact run in this process on the same inputs, as
+matches_eager compares: a server that mixes clients' rows, pads batches wrongly or loses
+requests under load fails the cell, with the first answers that were wrong."""
+from __future__ import annotations
+
+import dataclasses
+
+from conformance.calling import split
+from conformance.checks.subject import Subject
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadSettings:
+    requests: int = 256
+    clients: int = 16
+    max_batch: int = 8  # the server's micro-batching (conformance.serving.batching)
+    max_wait_ms: float = 2.0
+
+    def describe(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def varied(example: tuple, i: int) -> tuple:
+    """The example with a tenth of each float tensor's spread added as seeded noise:
+    each request its own inputs (integer inputs, such as token ids, are kept)."""
+    import torch
+
+    from conformance.checks.probes import _floats
+
+    generator = torch.Generator().manual_seed(i)
+
+    def noisy(value):
+        spread = value.float().std().nan_to_num(1.0).item() if value.numel() > 1 else 1.0
+        noise = torch.randn(value.shape, generator=generator).to(value.dtype)
+        return value + noise * (0.1 * (spread or 1.0))
+    return _floats(example, noisy)
+
+
+def served_load(subject: Subject, eager_median_s: float, settings: LoadSettings) -> dict:
+    """The load's figures for the record; CheckFailure when an answer was wrong or lost."""
+    from conformance.checks.catalog import fail
+    from conformance.serving.client import ServedModel, thread_budget_of_process
+    from conformance.serving.load import in_process_reference, run_load
+
+    state, file = subject.state, subject.artifact.file
+    budget = thread_budget_of_process()
+    served = ServedModel(file, threads=budget.threads if budget else None,
+                         batching=(settings.max_batch, settings.max_wait_ms))
+    reference = in_process_reference(file)
+
+    def call(target, i: int):
+        args, kwargs = split(varied(state.example, i), state.keywords)
+        return target(*args, **kwargs)
+
+    result = run_load(lambda i: call(served, i), lambda i: (i,), lambda i: call(reference, i),
+                      settings.clients, settings.requests, state.case.tolerance)
+    result.batches = served.batches()
+    if result.wrong or result.lost:
+        fail(subject, "latency", f"under load, {len(result.wrong)} answers were wrong and "
+             f"{len(result.lost)} lost: {result.describe()}",
+             "\n".join((result.wrong + result.lost)[:5]))
+    return load_record(result, eager_median_s, settings)
+
+
+def load_record(result, eager_median_s: float, settings: LoadSettings) -> dict:
+    from conformance.latency.stats import quantile
+
+    latencies = [round(s, 9) for s in result.latencies_s]
+    return {**settings.describe(), "seconds": round(result.seconds, 6),
+            "throughput_rps": result.throughput,
+            "throughput_over_eager": result.throughput * eager_median_s,
+            "p50_s": quantile(latencies, 0.5), "p90_s": quantile(latencies, 0.9),
+            "p99_s": quantile(latencies, 0.99),
+            "batches": {str(size): n for size, n in (result.batches or {}).items()}}
