@@ -18,7 +18,7 @@ from conformance import shard
 from conformance.cases import CaseError
 from conformance.cell import CheckCell, cell_spec, make_cell
 from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search_settings
-from conformance.keys import CELL, SESSION
+from conformance.keys import CELL, SESSION, SESSION_CELLS
 from conformance.layout import builtin_expectations, default_dir
 from conformance.records import RecordWriter, failure_cause, make_record
 from conformance.runtimes import thread_budget
@@ -56,7 +56,12 @@ def pytest_addoption(parser):
     group.addoption("--expectations", action="append", default=[], metavar="TOML",
                     help="another expectation table ([[expect]] rows), added to the built-in one")
     group.addoption("--conformance-results", default="results/records.jsonl", metavar="FILE",
-                    help="JSON-lines file that gets one record per check (default: %(default)s)")
+                    help="JSON-lines file that gets one record per check as it finishes "
+                         "(default: %(default)s)")
+    group.addoption("--conformance-rerun", action="store_true",
+                    help="append this session's records to the results file, as a rerun of "
+                         "the run it holds (implied by --lf): the report merges them, the "
+                         "later outcome of a cell winning")
     group.addoption("--artifacts-dir", default=None, metavar="DIR",
                     help="the artifact cache: exported files, keyed by case, versions and "
                          "export options, reused by later runs (default: ~/.cache/conformance/"
@@ -147,7 +152,8 @@ def pytest_configure(config):
         for tag in session.tags():
             _register_tag(config, session, tag)
     if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
-        config.pluginmanager.register(Recorder(RecordWriter(session.options.results)),
+        rerun = config.option.conformance_rerun or bool(getattr(config.option, "lf", False))
+        config.pluginmanager.register(Recorder(RecordWriter(session.options.results, rerun)),
                                       "conformance-recorder")
 
 
@@ -313,6 +319,22 @@ def pytest_collection_modifyitems(session, config, items):
             f"{torch_release()}: remove it or fix its patterns"))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """How many cells this session runs, in each of its records: a report that finds
+    fewer records of the session knows that the run ended early."""
+    config = session.config
+    if config.stash.get(SESSION, None):
+        config.stash[SESSION_CELLS] = sum(1 for item in session.items if cell_spec(item))
+
+
+def selection(config) -> dict:
+    """What chose this session's cells: runs of different selections are not compared."""
+    opt = config.option
+    return {"markers": opt.markexpr or None, "keywords": opt.keyword or None,
+            "shard": opt.shard or None}
+
+
 @pytest.fixture
 def conformance_cell(conformance_spec: CellSpec, request) -> CheckCell:
     return make_cell(request, conformance_spec, CheckCell)
@@ -345,6 +367,8 @@ def _record(item, report, call, spec: CellSpec) -> dict:
             "expectation": row.record() if row else None,
             # the CheckFailure's kind (FAILURE_KINDS) of a failed or xfailed check, else None
             "failure_kind": getattr(cell, "failure_kind", None),
+            "session_cells": item.config.stash.get(SESSION_CELLS, None),
+            "selection": selection(item.config),
             **(cell.record_fields() if cell else {})}
     return make_record(data, outcome, call.duration, message)
 
@@ -401,8 +425,10 @@ class Recorder:
                 terminalreporter.write_line(f"{count:>5} cells  {cause}")
         terminalreporter.config.hook.pytest_conformance_terminal_summary(
             terminalreporter=terminalreporter)
-        terminalreporter.write_line(
-            f"conformance: {self.writer.count} records written to {self.writer.file}")
+        rerun = (f" (a rerun of run {self.writer.rerun_of}: appended)"
+                 if self.writer.rerun_of else "")
+        terminalreporter.write_line(f"conformance: {self.writer.count} records written to "
+                                    f"{self.writer.file}{rerun}")
 
 
 OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")

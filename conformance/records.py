@@ -2,30 +2,61 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
+import uuid
 from pathlib import Path
 
 from conformance.versions import versions
 
 
+# The run a session's records belong to, when several sessions make one run: CI shards
+# set it to their workflow's run; a session of its own takes a new one.
+RUN_ID_VARIABLE = "CONFORMANCE_RUN_ID"
+
+
 class RecordWriter:
-    """Writes records to a JSON-lines file, emptied at the first record of a run.
+    """Writes records to a JSON-lines file as cells finish, one complete line each (a
+    live feed: `tail -f` follows a run), the file emptied at the first record of a run.
 
-    A run that checks nothing (the self-tests, `--help`) leaves the file alone.
-    """
+    Every record carries its `run` and its `session` (this pytest invocation). A rerun
+    (`rerun=True`: pytest --lf, or --conformance-rerun) appends to the file instead, in
+    the run the file holds: the report merges the two sessions, the later outcome of a
+    cell winning. A session that checks nothing (the self-tests, `--help`) leaves the file
+    alone."""
 
-    def __init__(self, file: Path):
+    def __init__(self, file: Path, rerun: bool = False):
         self.file = Path(file)
         self.count = 0
+        self.rerun = rerun
+        self.session = uuid.uuid4().hex[:12]
+        self.run: str | None = None
+        self.rerun_of: str | None = None  # the run this session reran, if it found one
 
     def write(self, record: dict) -> None:
         if self.count == 0:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            self.file.write_text("")
+            self._begin()
+        stamped = {**record, "run": self.run, "session": self.session}
         with self.file.open("a") as handle:
-            handle.write(json.dumps(record, default=str, sort_keys=True) + "\n")
+            handle.write(json.dumps(stamped, default=str, sort_keys=True) + "\n")
         self.count += 1
+
+    def _begin(self) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        self.rerun_of = run_in_file(self.file) if self.rerun else None
+        self.run = self.rerun_of or os.environ.get(RUN_ID_VARIABLE) or self.session
+        if self.rerun_of is None:
+            self.file.write_text("")
+
+
+def run_in_file(file: Path) -> str | None:
+    """The run of a records file's last record, if it has one."""
+    try:
+        lines = [line for line in Path(file).read_text().splitlines() if line.strip()]
+        return json.loads(lines[-1]).get("run") if lines else None
+    except (OSError, ValueError):
+        return None
 
 
 def make_record(cell: dict, outcome: str, duration_s: float, message: str = "") -> dict:

@@ -145,6 +145,30 @@ def test_records_come_back_from_xdist_workers(suite, pytester):
     written = records(pytester)
     assert len(written) == 18
     assert {r["outcome"] for r in written} == {"passed", "xfailed"}
+    # one run, one session, however many workers; each record knows the session's size
+    assert len({(r["run"], r["session"], r["session_cells"]) for r in written}) == 1
+    assert written[0]["session_cells"] == 18
+
+
+def test_a_last_failed_rerun_appends_to_its_run_and_the_report_merges_it(suite, pytester):
+    from conformance.report import data as report_data
+
+    selected = ("-k", "branchy and cpu and trace and not libtorch and not tuned")
+    suite(*selected, expectations=False)  # the baked branch fails without its row
+    first = records(pytester)
+    assert {r["session_cells"] for r in first} == {len(first)}
+    failed = {r["nodeid"] for r in first if r["outcome"] == "failed"}
+    assert failed
+    result = suite("--lf", *selected)  # the rows added: the failures are expected ones
+    result.stdout.fnmatch_lines([f"*records written to records.jsonl (a rerun of run "
+                                 f"{first[0]['run']}: appended)*"])
+    both = records(pytester)
+    assert both[:len(first)] == first and {r["run"] for r in both} == {first[0]["run"]}
+    assert len({r["session"] for r in both}) == 2
+    merged = report_data.merge([both])
+    assert {r["nodeid"] for r in merged if r.get("earlier")} == failed
+    assert all(r["outcome"] == "xfailed" for r in merged if r["nodeid"] in failed)
+    assert report_data.incomplete_sessions([both]) == []
 
 
 def test_without_the_expectations_the_trace_fails_with_an_explanation(suite):

@@ -110,18 +110,66 @@ def test_merging_shards_gives_the_unsharded_run_and_refuses_conflicts():
     first, second = whole[:2], whole[2:]
     assert report_data.merge([second, first, first]) == report_data.merge([whole])
     conflicting = [dict(whole[0], outcome="failed")]
-    with pytest.raises(report_data.MergeConflict, match="passed in one file and failed"):
+    with pytest.raises(report_data.MergeConflict, match="is passed and failed in two files"):
         report_data.merge([whole, conflicting])
+    in_runs = [dict(r, run="one", session="one") for r in whole]
+    with pytest.raises(report_data.MergeConflict, match="in two runs; a rerun merges into"):
+        report_data.merge([in_runs, [dict(conflicting[0], run="two", session="two")]])
 
 
-def test_the_history_compares_a_run_with_the_last_run_of_the_same_stack(tmp_path):
+def test_a_rerun_merges_into_its_run_the_later_outcome_winning():
+    first = [dict(r, run="r1", session="s1", time="2026-11-29T01:00:00") for r in night("failed")]
+    rerun = [dict(first[3], session="s2", outcome="passed", time="2026-11-29T02:00:00")]
+    merged = report_data.merge([first, rerun])
+    again = next(r for r in merged if r["case"] == "b" and r["target"] == "trace-torch-cpu")
+    assert again["outcome"] == "passed" and again["session"] == "s2"
+    assert again["earlier"] == [{"outcome": "failed", "session": "s1",
+                                 "time": "2026-11-29T01:00:00"}]
+    assert report_data.merge([rerun, first]) == merged  # the later wins, whatever the order
+    assert report_data.reruns(merged) == [{"case": "b", "target": "trace-torch-cpu",
+                                           "check": "matches_eager",
+                                           "outcomes": ["failed", "passed"]}]
+    assert history.identity(merged) == history.identity(first) == "run:r1"
+
+
+def test_a_session_that_recorded_fewer_cells_than_it_collected_ended_early():
+    whole = [dict(r, run="r", session="s", session_cells=5) for r in night()]
+    assert report_data.incomplete_sessions([whole]) == []
+    assert report_data.incomplete_sessions([whole[:3], whole[:3]]) == [
+        "session s recorded 3 of its 5 cells: the run ended early"]
+
+
+def test_the_history_compares_a_run_with_the_last_accepted_run_of_the_same_stack(tmp_path):
     db = history.connect(tmp_path / "history.sqlite")
     first = history.store(db, night())
+    history.judge(db, first, [])
     other_torch = history.store(db, [dict(r, versions={"torch": "2.9.1"}) for r in night()])
-    second = history.store(db, night("failed"))
-    assert history.previous(db, second) == first
-    assert history.previous(db, other_torch) is None
+    red = history.store(db, night("failed"))
+    assert history.judge(db, red, ["new failure: b"]) is False
+    later = history.store(db, [dict(r, time="later") for r in night("failed")])
+    assert history.baseline(db, red) == first
+    assert history.baseline(db, later) == first  # not the red run before it
+    assert history.baseline(db, other_torch) is None
     assert history.records_of(db, first) == night()
+
+
+def test_the_same_records_are_one_run_however_often_they_are_stored(tmp_path):
+    db = history.connect(tmp_path / "history.sqlite")
+    records = [dict(r, run="r1", session="s1") for r in night()]
+    first = history.store(db, records)
+    assert history.store(db, records) == first
+    rerun = records[:3] + [dict(records[3], outcome="failed", session="s2")] + records[4:]
+    assert history.store(db, rerun) == first  # a rerun merged in: the run, replaced
+    assert [r["outcome"] for r in history.records_of(db, first)][3] == "failed"
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
+
+
+def test_runs_of_another_selection_of_cells_are_not_compared(tmp_path):
+    db = history.connect(tmp_path / "history.sqlite")
+    nightly = [dict(r, selection={"markers": "nightly"}) for r in night()]
+    history.judge(db, history.store(db, nightly), [])
+    ci = history.store(db, [dict(r, selection={"markers": "not slow"}, time="t") for r in night()])
+    assert history.baseline(db, ci) is None
 
 
 def test_runs_with_another_thread_budget_are_not_compared(tmp_path):
@@ -131,8 +179,10 @@ def test_runs_with_another_thread_budget_are_not_compared(tmp_path):
 
     db = history.connect(tmp_path / "history.sqlite")
     one_thread = history.store(db, timed(1))
-    history.store(db, timed(4))
-    assert history.previous(db, history.store(db, timed(1))) == one_thread
+    history.judge(db, one_thread, [])
+    history.judge(db, history.store(db, [dict(r, time="t") for r in timed(4)]), [])
+    again = history.store(db, [dict(r, time="t2") for r in timed(1)])
+    assert history.baseline(db, again) == one_thread
 
 
 def test_changes_name_new_failures_fixes_and_rows_to_remove():
@@ -146,6 +196,52 @@ def test_changes_name_new_failures_fixes_and_rows_to_remove():
     unexpected = night()
     unexpected[1] = dict(unexpected[1], outcome="xpassed")
     assert changes.compare(night(), unexpected).stale_expectations == [unexpected[1]]
+
+
+def test_lost_coverage_names_the_cells_gone_and_those_that_now_skip():
+    now = [r for r in night() if r["target"] != "export-torch-cpu"]
+    now[0] = dict(now[0], outcome="skipped", message="onnxruntime is not installed")
+    found = changes.compare(night(), now, ended_early=["session s recorded 3 of its 5 cells: "
+                                                       "the run ended early"])
+    assert found.lost_coverage == [
+        "a trace-torch-cpu matches_eager: now skipped (was passed): onnxruntime is not "
+        "installed", "a export-torch-cpu matches_eager: absent (was passed)",
+        "session s recorded 3 of its 5 cells: the run ended early"]
+    assert all(f"lost coverage: {m}" in found.gate_failures for m in found.lost_coverage)
+    assert changes.compare(None, now, ended_early=["x"]).gate_failures == ["lost coverage: x"]
+
+
+def write(file, records):
+    file.write_text("\n".join(json.dumps(r) for r in records))
+    return str(file)
+
+
+def test_reporting_the_same_failing_records_again_fails_again(tmp_path):
+    args = ["--out", str(tmp_path / "out"), "--history", str(tmp_path / "h.sqlite")]
+    green = write(tmp_path / "green.jsonl", [dict(r, run="n1") for r in night()])
+    red = write(tmp_path / "red.jsonl", [dict(r, run="n2") for r in night("failed")])
+    assert report.main([green, *args]) == 0
+    assert [report.main([red, *args]) for _ in range(3)] == [1, 1, 1]
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["changes"]["previous_run"] == 1 and written["title"].endswith("(run 2)")
+    assert written["changes"]["accepted"] is False
+    # the next night is compared with the last accepted one, not with the red one
+    next_night = write(tmp_path / "next.jsonl", [dict(r, run="n3") for r in night("failed")])
+    assert report.main([next_night, *args]) == 1
+    assert report.main([next_night, *args, "--accept"]) == 1  # accepted, still reported
+    assert report.main([write(tmp_path / "n4.jsonl", [dict(r, run="n4") for r in
+                                                       night("failed")]), *args]) == 0
+
+
+def test_a_records_file_with_cells_missing_fails_the_gate_and_lists_them(tmp_path, capsys):
+    args = ["--out", str(tmp_path / "out"), "--history", str(tmp_path / "h.sqlite")]
+    assert report.main([write(tmp_path / "a.jsonl", [dict(r, run="a") for r in night()]),
+                        *args]) == 0
+    shorter = [dict(r, run="b", session="b", session_cells=5) for r in night()[:3]]
+    assert report.main([write(tmp_path / "b.jsonl", shorter), *args]) == 1
+    printed = capsys.readouterr().out
+    assert "lost coverage: b trace-torch-cpu matches_eager: absent (was passed)" in printed
+    assert "lost coverage: session b recorded 3 of its 5 cells: the run ended early" in printed
 
 
 def test_one_command_writes_the_page_the_summary_and_the_history_and_gates(tmp_path):

@@ -30,6 +30,9 @@ class Changes:
     new_cells: list[dict]  # cells the previous run did not have
     latency_regressions: list[str]
     previous_run: int | None = None
+    # cells the baseline ran that vanished or now skip, and sessions that ended early
+    lost_coverage: list[str] = dataclasses.field(default_factory=list)
+    reruns: list[str] = dataclasses.field(default_factory=list)  # cells a later session reran
 
     RECORD_LISTS = ("new_failures", "fixes", "need_expectation", "stale_expectations",
                     "new_cells")
@@ -39,6 +42,7 @@ class Changes:
         return {**{name: [describe(r) for r in getattr(self, name)]
                    for name in self.RECORD_LISTS},
                 "latency_regressions": self.latency_regressions,
+                "lost_coverage": self.lost_coverage, "reruns": self.reruns,
                 "previous_run": self.previous_run, "gate_failures": self.gate_failures}
 
     @property
@@ -46,7 +50,8 @@ class Changes:
         """What a nightly job should fail on."""
         return ([f"new failure: {describe(r)}" for r in self.new_failures]
                 + [f"expectation to remove: {describe(r)}" for r in self.stale_expectations]
-                + [f"latency regression: {m}" for m in self.latency_regressions])
+                + [f"latency regression: {m}" for m in self.latency_regressions]
+                + [f"lost coverage: {m}" for m in self.lost_coverage])
 
 
 def describe(record: dict) -> str:
@@ -55,16 +60,38 @@ def describe(record: dict) -> str:
             + (f": {first[:200]}" if first else ""))
 
 
-def compare(previous: list[dict], current: list[dict], max_slowdown: float
-            = latency_summary.DEFAULT_MAX_SLOWDOWN, previous_run: int | None = None) -> Changes:
-    before = by_cell(previous)
+def compare(previous: list[dict] | None, current: list[dict], max_slowdown: float
+            = latency_summary.DEFAULT_MAX_SLOWDOWN, previous_run: int | None = None,
+            ended_early: list[str] = ()) -> Changes:
+    """The changes since the baseline's records (None: no baseline; then only what the
+    run says of itself counts: failures without a row, rows to remove, an early end)."""
+    before = by_cell(previous or [])
     failing = [r for r in current if r["outcome"] in BAD]
     return Changes(
-        new_failures=[r for r in failing if before.get(cell_key(r), {}).get("outcome") not in BAD],
+        new_failures=[r for r in failing if before.get(cell_key(r), {}).get("outcome") not in BAD]
+        if previous is not None else [],
         fixes=[r for r in current if r["outcome"] in GOOD
                and before.get(cell_key(r), {}).get("outcome") in BAD],
         need_expectation=[r for r in failing if not r.get("expectation")],
         stale_expectations=[r for r in current if r["outcome"] == "xpassed"],
         new_cells=[r for r in current if cell_key(r) not in before] if previous else [],
-        latency_regressions=latency_summary.regressions(current, previous, max_slowdown),
-        previous_run=previous_run)
+        latency_regressions=latency_summary.regressions(current, previous or [], max_slowdown),
+        previous_run=previous_run,
+        lost_coverage=lost_coverage(previous or [], current) + list(ended_early),
+        reruns=[f"{describe(r)}; before: {', '.join(e['outcome'] for e in r['earlier'])}"
+                for r in current if r.get("earlier")])
+
+
+def lost_coverage(previous: list[dict], current: list[dict]) -> list[str]:
+    """The baseline's cells that are gone, and those it ran that now skip: a lost GPU or
+    runtime, a case dropped, a killed run."""
+    now = by_cell(current)
+    lost = []
+    for key, before in by_cell(previous).items():
+        after = now.get(key)
+        if after is None:
+            lost.append(f"{' '.join(key)}: absent (was {before['outcome']})")
+        elif after["outcome"] == "skipped" and before["outcome"] != "skipped":
+            lost.append(f"{' '.join(key)}: now skipped (was {before['outcome']}): "
+                        f"{first_line(after.get('message') or '')[:200]}")
+    return lost

@@ -4,10 +4,15 @@
         --out results/report --history results/history.sqlite
 
 writes `report.html` (one self-contained page), `summary.md` (for a CI step summary)
-and `report.json` into --out, stores the run in the SQLite history, compares it with
-the latest earlier run of the same stack, and exits 1 when that comparison finds new
-failures, expectation rows to remove or latency regressions. Several records files
-(xdist, CI shards, machines) are merged into one run first. With --by-torch each file
+and `report.json` into --out, stores the run in the SQLite history (once: the same
+records reported again are the same run), compares it with the last accepted run of the
+same stack and selection, and exits 1 when that comparison finds new failures,
+expectation rows to remove, latency regressions or lost coverage (cells gone or newly
+skipped, a session that ended early); the same records give the same exit status however
+often they are reported. A run whose gate passes becomes the baseline of the next;
+--accept makes a run the baseline whatever its gate says (after a deliberate change).
+Several records files (xdist, CI shards, machines, a rerun) are merged into one run
+first, a rerun's later outcomes winning. With --by-torch each file
 is one environment instead (one tox env per torch version), and the report shows the
 matrix side by side per torch version. Latency records that carry a profile show their
 top operators in the page and the summary; with --profiles DIR (the folder the latency
@@ -80,16 +85,20 @@ def profile_markdown(profiles: list[dict]) -> list[str]:
     return lines
 
 
-def compare_with_history(db_file: Path, records: list[dict], label: str,
-                         max_slowdown: float) -> tuple[int, dict | None]:
-    """Store the run; the changes since the previous comparable run (None if none)."""
+def compare_with_history(db_file: Path, records: list[dict], label: str, max_slowdown: float,
+                         ended_early: list[str] = (), accept: bool = False
+                         ) -> tuple[int, dict]:
+    """Store the run (or find it stored); the changes since its baseline, the last
+    accepted comparable run (`previous_run` None when there is none), and the gate's
+    verdict kept with the run."""
     db = history.connect(db_file)
     run_id = history.store(db, records, label)
-    before = history.previous(db, run_id)
-    if before is None:
-        return run_id, None
-    found = changes_mod.compare(history.records_of(db, before), records, max_slowdown, before)
-    return run_id, found.as_lists()
+    before = history.baseline(db, run_id)
+    previous = history.records_of(db, before) if before is not None else None
+    found = changes_mod.compare(previous, records, max_slowdown, before, ended_early)
+    changes = found.as_lists()
+    changes["accepted"] = history.judge(db, run_id, changes["gate_failures"], accept)
+    return run_id, changes
 
 
 def write_report(out: Path, summary: dict, changes: dict | None, title: str,
@@ -125,22 +134,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=Path, metavar="DIR",
                         help="the folder of the latency run's profile traces: the page "
                              "links each profile to its trace there")
+    parser.add_argument("--accept", action="store_true",
+                        help="make this run the baseline of later runs even when its gate "
+                             "fails (after a deliberate change: a case or runtime dropped); "
+                             "the exit status still says what the gate found")
     parser.add_argument("--by-torch", action="store_true",
                         help="each records file is one environment (a tox env): write the "
                              "matrix side by side per torch version instead of one run")
     args = parser.parse_args(argv)
     if args.by_torch:
         return write_cross_version(args.out, [read_records(f) for f in args.records])
+    record_sets = [read_records(f) for f in args.records]
     try:
-        records = report_data.merge([read_records(f) for f in args.records])
+        records = report_data.merge(record_sets)
     except report_data.MergeConflict as exc:
         print(f"cannot merge: {exc}", file=sys.stderr)
         return 2
     title = "conformance report" + (f": {args.label}" if args.label else "")
     changes = None
     if args.history:
-        run_id, changes = compare_with_history(args.history, records, args.label,
-                                               args.max_slowdown)
+        run_id, changes = compare_with_history(
+            args.history, records, args.label, args.max_slowdown,
+            report_data.incomplete_sessions(record_sets), args.accept)
         title += f" (run {run_id})"
     write_report(args.out, report_data.summarize(records), changes, title, args.profiles)
     print(f"report: {args.out / 'report.html'}, {args.out / 'summary.md'}, "

@@ -9,7 +9,7 @@ import collections
 from conformance.exporters.table import PATHS
 from conformance.latency import profile as latency_profile
 from conformance.latency import summary as latency_summary
-from conformance.records import failure_cause
+from conformance.records import RUN_ID_VARIABLE, failure_cause
 from conformance.report.history import environment
 
 # Worst first: a cell of the grid takes the worst outcome of its checks.
@@ -23,20 +23,63 @@ class MergeConflict(Exception):
 
 
 def merge(record_sets: list[list[dict]]) -> list[dict]:
-    """Records of several processes or shards as one run: one record per cell.
+    """Records of several processes, shards or sessions as one run: one record per cell.
 
-    A cell found twice with the same outcome is kept once (a file given twice); a cell
-    found with two outcomes is an error, not something to pick a winner for.
-    """
+    A cell found again in a later session of the same run (a rerun: pytest --lf, a
+    retried shard) takes the later outcome, and its record lists the earlier ones under
+    `earlier`. A cell found twice in one session is kept once (a file given twice); a
+    cell found with two outcomes in two runs is an error, not something to pick a winner
+    for."""
     merged: dict[str, dict] = {}
     for records in record_sets:
         for record in records:
             seen = merged.get(record["nodeid"])
-            if seen and seen["outcome"] != record["outcome"]:
-                raise MergeConflict(f"{record['nodeid']} is {seen['outcome']} in one file and "
-                                    f"{record['outcome']} in another")
-            merged.setdefault(record["nodeid"], record)
+            merged[record["nodeid"]] = record if seen is None else _later(seen, record)
     return sorted(merged.values(), key=lambda r: (r["case"], r["target"], r["check"]))
+
+
+def _later(seen: dict, record: dict) -> dict:
+    """Of two records of one cell, the one the run keeps."""
+    one_session = record.get("session") is not None and record["session"] == seen.get("session")
+    if one_session or not _same_run(seen, record):
+        if seen["outcome"] != record["outcome"]:
+            where = ("one session" if one_session else "two runs"
+                     if record.get("run") and seen.get("run") else "two files")
+            raise MergeConflict(f"{record['nodeid']} is {seen['outcome']} and "
+                                f"{record['outcome']} in {where}; a rerun merges into its "
+                                f"run when it appends to the run's records (pytest --lf, "
+                                f"--conformance-rerun) or shares its {RUN_ID_VARIABLE}")
+        return seen
+    later, earlier = (record, seen) if record.get("time", "") >= seen.get("time", "") \
+        else (seen, record)
+    history = earlier.get("earlier", []) + [{key: earlier.get(key) for key in
+                                             ("outcome", "session", "time")}]
+    return {**later, "earlier": history + later.get("earlier", [])}
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    return a.get("run") is not None and a.get("run") == b.get("run")
+
+
+def reruns(records: list[dict]) -> list[dict]:
+    """The cells a later session ran again: their earlier outcomes and the one kept."""
+    return [{"case": r["case"], "target": r["target"], "check": r["check"],
+             "outcomes": [e["outcome"] for e in r["earlier"]] + [r["outcome"]]}
+            for r in records if r.get("earlier")]
+
+
+def incomplete_sessions(record_sets: list[list[dict]]) -> list[str]:
+    """The sessions that recorded fewer cells than they collected: runs that ended early
+    (killed, interrupted, stopped at a first failure, a crashed worker)."""
+    cells, recorded = {}, collections.defaultdict(set)
+    for records in record_sets:
+        for r in records:
+            if r.get("session") and r.get("session_cells") is not None:
+                cells[r["session"]] = r["session_cells"]
+                recorded[r["session"]].add(r["nodeid"])
+    return [f"session {session} recorded {len(recorded[session])} of its {count} cells: "
+            f"the run ended early" for session, count in sorted(cells.items())
+            if len(recorded[session]) < count]
 
 
 def worst(outcomes: list[str]) -> str:
