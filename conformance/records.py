@@ -78,8 +78,38 @@ def read_records(file: Path) -> list[dict]:
 def failure_cause(record: dict) -> str:
     """What a failed cell's message says went wrong, less the cell: one exporter error
     fails every check and runtime of its path with the same words."""
+    return f"case {record['case']}, path {record['path']}: {real_error(record)}"
+
+
+# A check's headline that only says which step failed: the real error is the next line.
+STEP_ONLY = ("the path could not export the model",)
+RAISED = re.compile(r" raised [\w.]+$")
+
+
+def headline_and_details(record: dict) -> tuple[str, list[str]]:
+    """A failure message's headline (less `case ..., target ..., check ...: `) and the
+    lines after it, without the reproduce line."""
     lines = [line.strip() for line in (record.get("message") or "").splitlines() if line.strip()]
-    what = re.sub(r"^case \S+, target \S+, check \S+: ", "", lines[0]) if lines else ""
-    detail = lines[1] if len(lines) > 1 and not lines[1].startswith("reproduce:") else ""
-    return (f"case {record['case']}, path {record['path']}: {what}"
-            + (f" / {detail[:160]}" if detail else ""))
+    if not lines:
+        return "", []
+    headline = re.sub(r"^case \S+, target \S+, check \S+: ", "", lines[0])
+    return headline, [line for line in lines[1:] if not line.startswith("reproduce:")]
+
+
+def real_error(record: dict) -> str:
+    """The line that says what went wrong: the headline, unless it only names the step
+    that failed (an export, a call that raised), then with the error beneath it."""
+    headline, details = headline_and_details(record)
+    if details and headline in STEP_ONLY:
+        return details[0][:300]
+    if details and RAISED.search(headline):
+        return f"{headline}: {details[0][:300]}"
+    return headline or "(no message)"
+
+
+def reproduce_line(record: dict) -> str:
+    """The command a failure message gives to reproduce the cell."""
+    for line in (record.get("message") or "").splitlines():
+        if line.strip().startswith("reproduce:"):
+            return line.strip()[len("reproduce:"):].strip()
+    return ""

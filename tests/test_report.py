@@ -86,23 +86,30 @@ def test_the_summary_counts_pass_rates_and_costs():
     assert summary["costs"] == [{"case": "a", "torch.export": 1.5}]
 
 
-def test_failures_that_share_a_cause_are_one_line_of_the_report_with_their_count():
+def test_failures_are_grouped_by_root_cause_with_the_real_error_line():
     export_error = ("case c, target {target}, check {check}: the path could not export the "
                     "model\n  the onnx exporter at opset 17 failed on operator aten::<x>: "
-                    "UnsupportedOperatorError\n  reproduce: pytest x")
-    records = night() + [
-        record("c", target, check, "failed", message=export_error.format(target=target,
-                                                                          check=check))
+                    "UnsupportedOperatorError\n  reproduce: pytest -k 'c and {target}'")
+    records = night("failed") + [
+        dict(record("c", target, check, "failed", message=export_error.format(
+            target=target, check=check)), failure_kind="export-error")
         for target in ("onnx-op17-onnxruntime-cpu", "onnx-op17-onnxruntime-noopt-cpu")
         for check in ("matches_eager", "generalizes")]
-    shared = report_data.summarize(records)["shared_causes"]
-    assert shared == [{"cells": 4, "cause": "case c, path onnx: the path could not export the "
-                       "model / the onnx exporter at opset 17 failed on operator aten::<x>: "
-                       "UnsupportedOperatorError"}]
+    records[3]["metrics"]["tracer_warnings"] = ["x.py:3: Converting a tensor to a Python bool"]
+    groups = report_data.summarize(records)["failure_groups"]
+    assert [(g["case"], g["cells"]) for g in groups] == [("c", 4), ("b", 1)]
+    assert groups[0]["error"] == ("the onnx exporter at opset 17 failed on operator aten::<x>: "
+                                  "UnsupportedOperatorError")
+    assert groups[0]["kind"] == "export-error" and groups[0]["checks"] == ["generalizes",
+                                                                            "matches_eager"]
+    assert groups[0]["reproduce"] == "pytest -k 'c and onnx-op17-onnxruntime-cpu'"
+    assert groups[1]["tracer_warnings"] == ["x.py:3: Converting a tensor to a Python bool"]
     page = report_html_of(records)
-    section = page.split("<h2>Failures that share a cause</h2>")[1].split("<h2>")[0]
-    assert "<td class='name'>4</td>" in section
-    assert "aten::&lt;x&gt;" in section and "aten::<x>" not in section  # escaped
+    first_screen = page.split("<section id='first-screen'>")[1].split("</section>")[0]
+    assert "<b>4 cells</b>" in first_screen
+    assert "aten::&lt;x&gt;" in first_screen and "aten::<x>" not in first_screen  # escaped
+    assert "Converting a tensor to a Python bool" in first_screen
+    assert page.index("id='first-screen'") < page.index("id='grid'")
 
 
 def test_merging_shards_gives_the_unsharded_run_and_refuses_conflicts():
@@ -254,7 +261,9 @@ def test_one_command_writes_the_page_the_summary_and_the_history_and_gates(tmp_p
     assert written["changes"]["previous_run"] == 1
     assert len(written["changes"]["new_failures"]) == 1
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "- **new failures**: 1" in summary and "| trace-torch-cpu | 3 | 1 | 1 | 1 |" in summary
+    assert "**Gate failed** (baseline: run 1; 1 finding)" in summary
+    assert "- **1 cell**, case `b`, path `trace`, failed: case b, target trace: differs" in summary
+    assert "| trace-torch-cpu | 3 | 1 | 1 | 1 |" in summary
     page = Page()
     page.feed((tmp_path / "out" / "report.html").read_text())
     assert page.grid_cells["b|trace-torch-cpu"][0] == "failed"

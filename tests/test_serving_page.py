@@ -1,17 +1,14 @@
 """The upload page of a served classifier in a real headless browser (Chromium through
-Selenium): a user picks an image file, presses Predict and reads eager's class; a bad
-image shows the server's reason. A page that posts the file in another form field shows
-the refusal instead, and fails the same test.
-
-Without Selenium (the `browser` extra) or Chromium and its driver on PATH (Debian:
-`apt-get install chromium chromium-driver`), these skip, saying what is missing; with
-CONFORMANCE_REQUIRE_BROWSER=1 (CI's) they fail instead."""
+Selenium, tests/browser.py): a user picks an image file, presses Predict and reads
+eager's class; a bad image shows the server's reason. A page that posts the file in
+another form field shows the refusal instead, and fails the same test."""
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
+
+from tests.browser import missing_browser, start_browser
 
 # stop_servers: every server of a test stopped after it, the planted apps importable
 from tests.test_serving import classifier_subject, stop_servers  # noqa: F401
@@ -19,37 +16,12 @@ from tests.test_serving import classifier_subject, stop_servers  # noqa: F401
 pytest.importorskip("flask", reason="the serve runtime needs flask (the serve extra)")
 pytest.importorskip("waitress", reason="the serve runtime needs waitress (the serve extra)")
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 ANSWER_TIMEOUT_S = 120
-
-
-def missing_browser() -> str:
-    """What is missing for a browser test, or ''."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install 'conformance[browser]')"
-    if not any(shutil.which(name) for name in BROWSERS):
-        return f"no Chromium on PATH (one of {', '.join(BROWSERS)})"
-    if not shutil.which("chromedriver"):
-        return "no chromedriver on PATH (Debian: apt-get install chromium-driver)"
-    return ""
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    missing = missing_browser()
-    if missing:
-        (pytest.fail if os.environ.get("CONFORMANCE_REQUIRE_BROWSER") else pytest.skip)(missing)
-    options = webdriver.ChromeOptions()
-    options.binary_location = next(shutil.which(n) for n in BROWSERS if shutil.which(n))
-    # headless, and as root in a container: no sandbox, no small /dev/shm
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    driver = start_browser()
     yield driver
     driver.quit()
 

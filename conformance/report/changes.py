@@ -8,6 +8,8 @@ import dataclasses
 
 from conformance.latency import summary as latency_summary
 from conformance.messages import first_line
+from conformance.records import real_error
+from conformance.report.causes import failure_groups
 
 BAD = frozenset({"failed", "error"})
 GOOD = frozenset({"passed", "xfailed"})  # an expected failure is the table's verdict
@@ -43,6 +45,8 @@ class Changes:
                    for name in self.RECORD_LISTS},
                 "latency_regressions": self.latency_regressions,
                 "lost_coverage": self.lost_coverage, "reruns": self.reruns,
+                "new_failure_groups": failure_groups(self.new_failures),
+                "new_cell_keys": sorted({f"{r['case']}|{r['target']}" for r in self.new_cells}),
                 "previous_run": self.previous_run, "gate_failures": self.gate_failures}
 
     @property
@@ -55,9 +59,10 @@ class Changes:
 
 
 def describe(record: dict) -> str:
-    first = first_line(record.get("message") or "")
+    """The cell, its outcome and, failing, the line that says what went wrong."""
+    said = real_error(record) if record.get("message") else ""
     return (f"{record['case']} {record['target']} {record['check']} ({record['outcome']})"
-            + (f": {first[:200]}" if first else ""))
+            + (f": {said[:200]}" if said else ""))
 
 
 def compare(previous: list[dict] | None, current: list[dict], max_slowdown: float

@@ -41,15 +41,9 @@ def markdown(summary: dict, changes: dict | None, title: str) -> str:
     counts = " · ".join(f"{n} {o}" for o, n in summary["counts"].items() if n)
     lines = [f"# {title}", "", counts, ""]
     if changes is not None:
-        lines += [f"## Changes since run {changes['previous_run']}", ""]
-        for key, label in (("new_failures", "new failures"), ("fixes", "fixed"),
-                           ("need_expectation", "failing without an expectation row"),
-                           ("stale_expectations", "expectation rows to remove"),
-                           ("latency_regressions", "latency regressions")):
-            items = changes.get(key) or []
-            lines.append(f"- **{label}**: {len(items)}")
-            lines += [f"  - {item}" for item in items[:20]]
-        lines.append("")
+        lines += changes_markdown(changes)
+    else:
+        lines += groups_markdown("Failures, grouped by cause", summary["failure_groups"])
     lines += ["## Pass rate per target", "", "| target | ran | passed | failed | xfailed | "
               "xpassed | skipped |", "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['target']} | {r['ran']} | {r['passed']} | {r['failed'] + r['error']} | "
@@ -63,6 +57,39 @@ def markdown(summary: dict, changes: dict | None, title: str) -> str:
     versions = summary["environment"].get("versions") or {}
     lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))]
     return "\n".join(lines) + "\n"
+
+
+def changes_markdown(changes: dict) -> list[str]:
+    """The gate's verdict, the new failures by cause, then the other lists."""
+    base = (f"run {changes['previous_run']}" if changes["previous_run"] is not None
+            else "no accepted run before it")
+    verdict = "failed" if changes["gate_failures"] else "passed"
+    found = len(changes["gate_failures"])
+    lines = [f"**Gate {verdict}** (baseline: {base}; {found} finding{'s' if found != 1 else ''})",
+             ""]
+    lines += groups_markdown(f"New failures since {base}, grouped by cause",
+                             changes["new_failure_groups"])
+    for key, label in (("fixes", "fixed"), ("lost_coverage", "lost coverage"),
+                       ("latency_regressions", "latency regressions"),
+                       ("stale_expectations", "expectation rows to remove"),
+                       ("reruns", "rerun cells"),
+                       ("need_expectation", "failing without an expectation row"),
+                       ("new_cells", "new cells")):
+        items = changes.get(key) or []
+        lines.append(f"- **{label}**: {len(items)}")
+        lines += [f"  - {item}" for item in items[:20]]
+    return lines + [""]
+
+
+def groups_markdown(heading: str, groups: list[dict]) -> list[str]:
+    lines = [f"## {heading}", ""]
+    for group in groups[:20]:
+        cells = f"{group['cells']} cell" + ("s" if group["cells"] != 1 else "")
+        lines.append(f"- **{cells}**, case `{group['case']}`, path "
+                     f"`{group['path']}`, {group['kind']}: {group['error']}")
+        if group["reproduce"]:
+            lines.append(f"  - reproduce: `{group['reproduce']}`")
+    return lines + ([] if groups else ["none"]) + [""]
 
 
 def profile_markdown(profiles: list[dict]) -> list[str]:

@@ -9,7 +9,8 @@ import collections
 from conformance.exporters.table import PATHS
 from conformance.latency import profile as latency_profile
 from conformance.latency import summary as latency_summary
-from conformance.records import RUN_ID_VARIABLE, failure_cause
+from conformance.records import RUN_ID_VARIABLE
+from conformance.report.causes import failure_groups
 from conformance.report.history import environment
 
 # Worst first: a cell of the grid takes the worst outcome of its checks.
@@ -97,7 +98,10 @@ def grid(records: list[dict]) -> dict:
         cells[(r["case"], r["target"])].append(r)
     cases = sorted({case for case, _ in cells})
     targets = sorted({target for _, target in cells}, key=_target_order)
-    return {"cases": cases, "targets": targets,
+    info = {}
+    for (_, target), checks in cells.items():
+        info.setdefault(target, {k: checks[0].get(k) for k in ("path", "runtime", "device")})
+    return {"cases": cases, "targets": targets, "target_info": info,
             "cells": {f"{case}|{target}": _cell(checks)
                       for (case, target), checks in cells.items()}}
 
@@ -168,16 +172,10 @@ def profiles(records: list[dict]) -> list[dict]:
             if r.get("check") == latency_summary.CHECK]
 
 
-def shared_causes(records: list[dict]) -> list[dict]:
-    """Failures that share a cause, most cells first: one exporter error fails every
-    check and runtime of its path with the same words."""
-    counts = collections.Counter(failure_cause(r) for r in conformance_records(records)
-                                 if r["outcome"] in ("failed", "error"))
-    return [{"cause": cause, "cells": n} for cause, n in counts.most_common() if n > 1]
-
-
 def summarize(records: list[dict]) -> dict:
-    return {"shared_causes": shared_causes(records), "environment": environment(records), "counts": outcome_counts(records),
+    return {"failure_groups": failure_groups(conformance_records(records)),
+            "reruns": reruns(records),
+            "environment": environment(records), "counts": outcome_counts(records),
             "pass_rates": pass_rates(records), "grid": grid(records), "costs": costs(records),
             "latency": latency(records)}
 

@@ -1,6 +1,7 @@
 """The HTML report: one self-contained page (inline style and script, no network)."""
 from __future__ import annotations
 
+import collections
 import html
 import json
 import math
@@ -8,6 +9,7 @@ import math
 from conformance.latency.profile import CALL_EVENTS, profile_heading
 from conformance.latency.summary import ms
 from conformance.messages import first_line
+from conformance.report.data import SEVERITY as SEVERITY_ORDER
 
 COLOURS = {"error": "#b71c1c", "failed": "#e53935", "xpassed": "#fb8c00", "xfailed": "#fdd835",
            "passed": "#43a047", "skipped": "#e0e0e0", None: "#ffffff"}
@@ -15,7 +17,21 @@ SYMBOLS = {"error": "E", "failed": "F", "xpassed": "X!", "xfailed": "x", "passed
            "skipped": "s", None: ""}
 
 STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 100%; }
+@media (max-width: 600px) { body { margin: 0.6em; font-size: 13px; } }
+.scroll { overflow-x: auto; max-width: 100%; }
+.gate { padding: 8px 12px; border-radius: 4px; font-weight: 600; }
+.gate.failed { background: #ffebee; border: 1px solid #e53935; }
+.gate.passed { background: #e8f5e9; border: 1px solid #43a047; }
+.gate.none { background: #f5f5f5; border: 1px solid #ccc; }
+.group { border-left: 4px solid #e53935; padding: 4px 10px; margin: 8px 0; background: #fff8f8;
+         overflow-wrap: anywhere; }
+.group .error { font-family: monospace; font-size: 12.5px; margin: 4px 0; }
+.group .meta, .group .where { color: #555; font-size: 12px; }
+.group pre, #detail { overflow-x: auto; }
+details > summary { cursor: pointer; font-weight: 600; margin: 6px 0; }
+table.grid td.new { outline: 2px solid #1e88e5; outline-offset: -3px; }
+.filters label { margin-right: 10px; white-space: nowrap; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
@@ -53,6 +69,23 @@ document.querySelectorAll('td[data-key]').forEach(td =>
 const first = document.querySelector("td[data-outcome='error'], td[data-outcome='failed'], " +
                                       "td[data-outcome='xpassed']");
 if (first) show(first.dataset.key);
+// Filters: rows without a cell of the chosen outcome, and columns of other paths and
+// runtimes, are hidden.
+function filter() {
+  const want = {};
+  for (const name of ['outcome', 'path', 'runtime'])
+    want[name] = document.getElementById('filter-' + name).value;
+  const shown = (el) => (!want.path || el.dataset.path === want.path) &&
+                        (!want.runtime || el.dataset.runtime === want.runtime);
+  document.querySelectorAll('#grid [data-target]').forEach(el =>
+    el.style.display = shown(el) ? '' : 'none');
+  document.querySelectorAll('#grid tr[data-case]').forEach(row => {
+    const hit = [...row.querySelectorAll('td[data-target]')].some(td =>
+      shown(td) && (!want.outcome || td.dataset.outcome === want.outcome));
+    row.style.display = hit ? '' : 'none';
+  });
+}
+document.querySelectorAll('.filters select').forEach(s => s.addEventListener('change', filter));
 """
 
 
@@ -72,7 +105,10 @@ def table(header: list[str], rows: list[list], name_columns: int = 1) -> str:
 def environment_section(env: dict) -> str:
     rows = [[k, esc(v)] for k, v in sorted((env.get("versions") or {}).items())]
     if env.get("budget"):
-        rows.append(["thread budget", esc(env["budget"])])
+        rows.append(["thread budget", esc(describe_budget(env["budget"]))])
+    if env.get("selection"):
+        chosen = "; ".join(f"{k} {v}" for k, v in env["selection"].items() if v)
+        rows.append(["selection", esc(chosen or "every cell")])
     return "<h2>Environment</h2>" + table(["", "version"], rows)
 
 
@@ -86,27 +122,62 @@ def _hover(case: str, target: str, cell: dict) -> str:
     return "\n".join(lines)
 
 
-def grid_section(grid: dict) -> str:
+def _column(target: str, info: dict) -> str:
+    """A target's data attributes, which the filters read."""
+    return (f" data-target='{esc(target)}' data-path='{esc(info.get('path', ''))}'"
+            f" data-runtime='{esc(info.get('runtime', ''))}'")
+
+
+def grid_section(grid: dict, new_cells: frozenset = frozenset()) -> str:
+    info = grid.get("target_info", {})
     head = "<tr><th class='name'>case</th>" + "".join(
-        f"<th class='target'>{esc(t)}</th>" for t in grid["targets"]) + "</tr>"
+        f"<th class='target'{_column(t, info.get(t, {}))}>{esc(t)}</th>"
+        for t in grid["targets"]) + "</tr>"
     rows = []
     for case in grid["cases"]:
         tds = []
         for target in grid["targets"]:
-            cell = grid["cells"].get(f"{case}|{target}")
+            key = f"{case}|{target}"
+            cell = grid["cells"].get(key)
             outcome = cell["outcome"] if cell else None
-            attrs = (f" data-key='{esc(case)}|{esc(target)}' data-outcome='{outcome}'"
-                     f" title='{esc(_hover(case, target, cell))}'" if cell else "")
-            tds.append(f"<td style='background:{COLOURS[outcome]}'{attrs}>"
+            new = key in new_cells
+            hover = ("new cell (not in the baseline)\n" if new else "") + (
+                _hover(case, target, cell) if cell else f"{case} on {target}: no such cell")
+            attrs = (f" data-key='{esc(key)}' data-outcome='{outcome}'" if cell else
+                     " data-outcome='none'") + f" title='{esc(hover)}'"
+            marked = " class='new'" if new else ""
+            tds.append(f"<td style='background:{COLOURS[outcome]}'{attrs}"
+                       f"{_column(target, info.get(target, {}))}{marked}>"
                        f"{SYMBOLS[outcome]}</td>")
-        rows.append(f"<tr><td class='name'>{esc(case)}</td>{''.join(tds)}</tr>")
+        rows.append(f"<tr data-case='{esc(case)}'><td class='name'>{esc(case)}</td>"
+                    f"{''.join(tds)}</tr>")
     legend = "".join(f"<span style='background:{COLOURS[o]}'>{o}</span>"
-                     for o in COLOURS if o)
-    return ("<h2>Matrix</h2><p class='legend'>" + legend + "</p>"
+                     for o in COLOURS if o) + "<span>blank: no such cell</span>" + (
+        "<span class='new-legend' style='outline:2px solid #1e88e5'>new cell</span>"
+        if new_cells else "")
+    return ("<h2 id='matrix'>Matrix</h2><p class='legend'>" + legend + "</p>"
             "<p>Each cell is the worst outcome of its checks; hover for them, click for the "
-            "failure messages.</p>"
-            f"<table class='grid' id='grid'>{head}{''.join(rows)}</table>"
-            "<div id='detail'>Click a cell.</div>")
+            "failure messages. A blank cell is a target that does not apply to the case.</p>"
+            + filters(grid)
+            + f"<div class='scroll'><table class='grid' id='grid'>{head}{''.join(rows)}"
+              "</table></div><div id='detail'>Click a cell.</div>")
+
+
+def filters(grid: dict) -> str:
+    """Selects that hide the grid's rows without an outcome, and its other columns."""
+    info = grid.get("target_info", {})
+
+    def select(name: str, values) -> str:
+        options = "".join(f"<option value='{esc(v)}'>{esc(v)}</option>" for v in values)
+        return (f"<label>{name} <select id='filter-{name}'><option value=''>all</option>"
+                f"{options}</select></label>")
+
+    outcomes = [o for o in SEVERITY_ORDER if any(c["outcome"] == o
+                                                 for c in grid["cells"].values())]
+    return ("<p class='filters'>" + select("outcome", outcomes)
+            + select("path", sorted({i.get("path", "") for i in info.values()}))
+            + select("runtime", sorted({i.get("runtime", "") for i in info.values()}))
+            + "</p>")
 
 
 def pass_rate_section(rows: list[dict]) -> str:
@@ -119,11 +190,77 @@ def pass_rate_section(rows: list[dict]) -> str:
         ["target", "ran", "passed", "failed", "xfailed", "xpassed", "skipped", "pass rate"], body)
 
 
-def shared_causes_section(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    return "<h2>Failures that share a cause</h2>" + table(
-        ["cells", "cause"], [[r["cells"], r["cause"]] for r in rows], name_columns=2)
+def group_block(group: dict) -> str:
+    """One root cause: its count, the real error, where, what the export warned, and
+    how to reproduce it."""
+    targets = ", ".join(group["targets"])
+    parts = [f"<div class='group' data-case='{esc(group['case'])}'>",
+             f"<div><b>{group['cells']} cell{'s' if group['cells'] != 1 else ''}</b> · "
+             f"case <b>{esc(group['case'])}</b> · path {esc(group['path'])} · "
+             f"{esc(group['kind'])}</div>",
+             f"<div class='error'>{esc(group['error'])}</div>",
+             f"<div class='meta'>targets: {esc(targets)}; checks: "
+             f"{esc(', '.join(group['checks']))}</div>"]
+    if group.get("diverges_at"):
+        parts.append(f"<div class='where'>first divergence: {esc(_diverges(group))}</div>")
+    if group["tracer_warnings"]:
+        parts.append("<div class='meta'>the export warned: " + "; ".join(
+            esc(w) for w in group["tracer_warnings"]) + "</div>")
+    if group["reproduce"]:
+        parts.append(f"<div class='meta'>reproduce: <code>{esc(group['reproduce'])}</code></div>")
+    parts.append(f"<details><summary>message</summary><pre>{esc(group['message'])}</pre>"
+                 f"</details></div>")
+    return "".join(parts)
+
+
+def _diverges(group: dict) -> str:
+    found = group["diverges_at"]
+    if isinstance(found, dict):
+        return ", ".join(f"{k} {v}" for k, v in found.items() if v is not None)
+    return str(found)
+
+
+def groups_list(groups: list[dict]) -> str:
+    return "".join(group_block(g) for g in groups) or "<p>none</p>"
+
+
+def gate_section(changes: dict | None) -> str:
+    """The verdict, first: what the gate found since the baseline."""
+    if changes is None:
+        return ("<p class='gate none' id='gate'>No history given: no gate (report with "
+                "--history to compare with the last accepted run).</p>")
+    failures = changes["gate_failures"]
+    base = (f"compared with run {esc(changes['previous_run'])}, the last accepted run of "
+            f"this stack" if changes["previous_run"] is not None else
+            "no accepted run of this stack before it: only what the run says of itself")
+    if not failures:
+        return f"<p class='gate passed' id='gate'>Gate passed: {base}.</p>"
+    counts = collections.Counter(f.split(":", 1)[0] for f in failures)
+    found = ", ".join(f"{n} {kind}{'s' if n > 1 and not kind.endswith('coverage') else ''}"
+                      + (f" ({len(changes['new_failure_groups'])} causes)"
+                         if kind == "new failure" else "")
+                      for kind, n in counts.items())
+    return f"<p class='gate failed' id='gate'>Gate failed: {esc(found)}; {base}.</p>"
+
+
+def what_broke_section(summary: dict, changes: dict | None) -> str:
+    """The first screen: the new failures grouped by root cause (every failure without a
+    baseline), then what else the gate and the rerun saw; the other failures folded."""
+    groups = summary["failure_groups"]
+    if changes is not None and changes["previous_run"] is not None:
+        new = changes["new_failure_groups"]
+        head = (f"<h2 id='what-broke'>What broke since run {esc(changes['previous_run'])}"
+                f" ({sum(g['cells'] for g in new)} cells, {len(new)} causes)</h2>")
+        body = groups_list(new)
+        known = len(groups) - len({(g['case'], g['path'], g['kind'], g['error']) for g in new})
+        rest = (f"<details><summary>All failures, grouped by cause ({len(groups)} causes, "
+                f"{known} known before)</summary>{groups_list(groups)}</details>")
+    else:
+        head = (f"<h2 id='what-broke'>Failures, grouped by cause "
+                f"({sum(g['cells'] for g in groups)} cells, {len(groups)} causes)</h2>")
+        body, rest = groups_list(groups), ""
+    return ("<section id='first-screen'>" + head + body + change_lists(changes)
+            + rest + "</section>")
 
 
 def costs_section(rows: list[dict]) -> str:
@@ -151,7 +288,7 @@ def latency_section(latency: dict, traces: str | None = None) -> str:
              f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "-"]
             for r in latency["rows"]]
     means = [[g["backend"], _speedup_bar(g["speedup"]), g["cases"]] for g in latency["geomeans"]]
-    return ("<h2>Latency</h2>" + (f"<p>thread budget: {esc(latency['budget'])}</p>"
+    return ("<h2>Latency</h2>" + (f"<p>thread budget: {esc(describe_budget(latency['budget']))}</p>"
                                   if latency["budget"] else "")
             + "<h3>Geometric mean of the speedup over eager, per backend</h3>"
             + table(["backend", "speedup", "cases"], means)
@@ -200,31 +337,57 @@ def _href(traces: str, name: str) -> str:
     return quote(f"{folder}/{name}" if folder not in ("", ".") else name)
 
 
-def changes_section(changes: dict | None) -> str:
+# The change lists after the grouped failures: (key, title, open when not empty)
+CHANGE_LISTS = (("fixes", "Fixed", True), ("lost_coverage", "Lost coverage", True),
+                ("latency_regressions", "Latency regressions", True),
+                ("stale_expectations", "Expectation rows to remove (unexpected passes)", True),
+                ("reruns", "Rerun cells (the later outcome kept)", False),
+                ("need_expectation", "Failing without an expectation row", False),
+                ("new_cells", "New cells (not in the baseline)", False))
+
+
+def change_lists(changes: dict | None) -> str:
     if changes is None:
-        return "<h2>Changes</h2><p>No earlier comparable run in the history.</p>"
-    parts = [f"<h2>Changes since run {esc(changes['previous_run'])}</h2>"]
-    for key, title in (("new_failures", "New failures"), ("fixes", "Fixed"),
-                       ("need_expectation", "Failing without an expectation row"),
-                       ("stale_expectations", "Expectation rows to remove (unexpected passes)"),
-                       ("latency_regressions", "Latency regressions")):
+        return ""
+    parts, empty = [], []
+    for key, title, opened in CHANGE_LISTS:
         items = changes.get(key) or []
-        listed = "".join(f"<li>{esc(i)}</li>" for i in items) or "<li>none</li>"
-        parts.append(f"<h3>{title} ({len(items)})</h3><ul class='changes' id='{key}'>"
-                     f"{listed}</ul>")
-    return "".join(parts)
+        if not items:
+            empty.append(f"<span id='{key}'>{title.split(' (')[0].lower()}</span>")
+            continue
+        listed = "".join(f"<li>{esc(i)}</li>" for i in items)
+        parts.append(f"<details{' open' if opened else ''}><summary>{title} "
+                     f"({len(items)})</summary><ul class='changes' id='{key}'>{listed}</ul>"
+                     f"</details>")
+    return "".join(parts) + (f"<p class='meta'>none: {', '.join(empty)}</p>" if empty else "")
+
+
+def describe_budget(budget: dict | None) -> str:
+    """A thread budget as words: '1 thread, denormals flushed'."""
+    if not budget:
+        return "the runtimes' defaults"
+    threads = budget.get("threads")
+    words = [f"{threads} thread{'s' if threads != 1 else ''}" if threads else
+             "the runtimes' own thread counts"]
+    words.append("denormals flushed" if budget.get("flush_denormal") else "denormals kept")
+    return ", ".join(words)
+
+
+HEAD = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>")
 
 
 def render(summary: dict, changes: dict | None, title: str, traces: str | None = None) -> str:
-    """The page; `traces`: where the profiles' trace files are, relative to the page
-    (their names are shown unlinked without it)."""
+    """The page: the gate's verdict and what broke first, the grid and the rest below;
+    `traces`: where the profiles' trace files are, relative to the page (their names are
+    shown unlinked without it)."""
     counts = ", ".join(f"{n} {o}" for o, n in summary["counts"].items() if n)
     cells = json.dumps(summary["grid"]["cells"]).replace("</", "<\\/")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}"
-            f"</title><style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"
-            f"<p id='counts'>{esc(counts)}</p>"
-            + changes_section(changes) + shared_causes_section(summary["shared_causes"])
-            + grid_section(summary["grid"])
+    new_cells = frozenset((changes or {}).get("new_cell_keys") or [])
+    return (f"{HEAD}<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{esc(title)}</h1><p id='counts'>{esc(counts)}</p>"
+            + gate_section(changes) + what_broke_section(summary, changes)
+            + grid_section(summary["grid"], new_cells)
             + pass_rate_section(summary["pass_rates"])
             + latency_section(summary["latency"], traces)
             + costs_section(summary["costs"]) + environment_section(summary["environment"])
@@ -242,7 +405,6 @@ def render_cross_version(matrix: dict, title: str) -> str:
                       for v in matrix["versions"])
         rows.append(f"<tr><td class='name'>{esc(row['case'])}</td>"
                     f"<td class='name'>{esc(row['target'])}</td>{tds}</tr>")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}"
-            f"</title><style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"
-            f"<table id='versions'><tr><th class='name'>case</th><th class='name'>target</th>"
-            f"{head}</tr>{''.join(rows)}</table></body></html>")
+    return (f"{HEAD}<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{esc(title)}</h1><div class='scroll'><table id='versions'><tr><th class='name'>case</th><th class='name'>target</th>"
+            f"{head}</tr>{''.join(rows)}</table></div></body></html>")
