@@ -281,3 +281,36 @@ def test_the_cross_version_report_puts_each_torch_side_by_side(tmp_path):
     row = next(r for r in matrix["rows"] if (r["case"], r["target"]) == ("b", "trace-torch-cpu"))
     assert row["outcomes"] == {"2.14.1": "passed", "2.9.1": "failed"}
     assert "torch 2.9.1" in (tmp_path / "versions.html").read_text()
+
+
+def test_a_sparkline_draws_the_history_with_gaps_on_a_fixed_scale():
+    import re
+
+    from conformance.report.plots import box_pair, sparkline
+
+    drawn = sparkline([0.5, None, 1.0, 0.0], width=66, height=26, low=0.0, high=1.0)
+    lines = re.findall(r"points='([^']*)'", drawn)
+    assert lines == ["3.0,13.0", "43.0,3.0 63.0,23.0"]  # the absent run leaves a gap
+    assert "cx='63.0' cy='23.0'" in drawn  # the last run marked
+    assert sparkline([None, None]) == ""
+    box = box_pair([0.001, 0.002, 0.003], [0.004, 0.005, 0.010], width=104)
+    # one logarithmic axis: the target's median left of eager's, the slowest at the right end
+    medians = [float(x) for x in re.findall(r"<line x1='([\d.]+)' x2='\1' y1", box)]
+    assert medians[0] < medians[1] and "x2='102.0'" in box
+
+
+def test_the_page_draws_each_targets_pass_rate_over_the_history_and_latency_samples(tmp_path):
+    args = ["--out", str(tmp_path / "out"), "--history", str(tmp_path / "h.sqlite")]
+    timed = dict(record("b", "trace-torch-cpu", "latency", "passed"),
+                 metrics={"median_s": 0.002, "p90_s": 0.003, "iqr_over_median": 0.1,
+                          "speedup": 2.0, "n": 3, "samples_s": [0.002, 0.002, 0.003],
+                          "eager_samples_s": [0.004, 0.004, 0.005]})
+    for run, outcome in (("n1", "passed"), ("n2", "failed"), ("n3", "passed")):
+        report.main([write(tmp_path / f"{run}.jsonl",
+                           [dict(r, run=run) for r in night(outcome) + [timed]]), *args])
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    rates = [point["pass_rates"]["trace-torch-cpu"] for point in written["changes"]["trend"]]
+    assert rates == [pytest.approx(2 / 3), pytest.approx(1 / 3), pytest.approx(2 / 3)]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "aria-label='trace-torch-cpu: pass rate over the last 3 runs'" in page
+    assert "<svg class='box'" in page and "median 2.000 ms, eager 4.000 ms" in page

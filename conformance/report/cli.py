@@ -125,6 +125,7 @@ def compare_with_history(db_file: Path, records: list[dict], label: str, max_slo
     found = changes_mod.compare(previous, records, max_slowdown, before, ended_early)
     changes = found.as_lists()
     changes["accepted"] = history.judge(db, run_id, changes["gate_failures"], accept)
+    changes["trend"] = history.trend(db, run_id, report_data.trend_point)
     return run_id, changes
 
 

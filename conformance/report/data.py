@@ -150,18 +150,35 @@ def costs(records: list[dict]) -> list[dict]:
     return [{"case": case, **times} for case, times in sorted(found.items())]
 
 
+def trend_point(records: list[dict]) -> dict:
+    """What the history draws of a run: each target's pass rate, each backend's
+    geometric-mean speedup."""
+    return {"pass_rates": {r["target"]: r["pass_rate"] for r in pass_rates(records)},
+            "geomeans": {b: s for b, s, _ in latency_summary.geomean_values(records)}}
+
+
 def latency(records: list[dict]) -> dict:
     measured = latency_summary.measured(records)
     return {"rows": [{"case": r["case"], "target": r["target"], "path": r["path"],
                       **{k: r["metrics"].get(k) for k in ("median_s", "p90_s", "p99_s",
                                                           "iqr_over_median", "speedup",
                                                           "first_call_s", "load_s",
-                                                          "peak_rss_mib", "n")}}
+                                                          "peak_rss_mib", "n")},
+                      # the distributions' outline: the page draws it, the JSON keeps it small
+                      "quantiles_s": _outline(r["metrics"].get("samples_s")),
+                      "eager_quantiles_s": _outline(r["metrics"].get("eager_samples_s"))}
                      for r in measured],
             "geomeans": [{"backend": b, "speedup": s, "cases": n}
                          for b, s, n in latency_summary.geomean_values(records)],
             "budget": latency_summary.run_budget(records),
             "profiles": profiles(records)}
+
+
+def _outline(samples: list[float] | None) -> list[float] | None:
+    """Every twentieth quantile of the samples, min and max included."""
+    from conformance.latency.stats import quantile
+
+    return [quantile(samples, i / 20) for i in range(21)] if samples else None
 
 
 def profiles(records: list[dict]) -> list[dict]:

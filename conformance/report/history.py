@@ -137,3 +137,15 @@ def baseline(db: sqlite3.Connection, run_id: int) -> int | None:
 def records_of(db: sqlite3.Connection, run_id: int) -> list[dict]:
     rows = db.execute("SELECT record FROM records WHERE run_id = ? ORDER BY rowid", (run_id,))
     return [json.loads(text) for (text,) in rows]
+
+
+def trend(db: sqlite3.Connection, run_id: int, summarize, limit: int = 30) -> list[dict]:
+    """The last `limit` runs of this run's stack up to it, oldest first, each as
+    `summarize(records)` makes it, with its id, label, when it was stored and whether it
+    was accepted."""
+    comparable = db.execute("SELECT comparable FROM runs WHERE id = ?", (run_id,)).fetchone()
+    rows = db.execute("SELECT runs.id, stored, label, accepted FROM runs JOIN verdicts ON "
+                      "verdicts.run_id = runs.id WHERE comparable = ? AND runs.id <= ? "
+                      "ORDER BY runs.id DESC LIMIT ?", (comparable[0], run_id, limit)).fetchall()
+    return [{"run": run, "stored": stored, "label": label, "accepted": bool(accepted),
+             **summarize(records_of(db, run))} for run, stored, label, accepted in reversed(rows)]

@@ -10,6 +10,7 @@ from conformance.latency.profile import CALL_EVENTS, profile_heading
 from conformance.latency.summary import ms
 from conformance.messages import first_line
 from conformance.report.data import SEVERITY as SEVERITY_ORDER
+from conformance.report.plots import box_pair, sparkline
 
 COLOURS = {"error": "#b71c1c", "failed": "#e53935", "xpassed": "#fb8c00", "xfailed": "#fdd835",
            "passed": "#43a047", "skipped": "#e0e0e0", None: "#ffffff"}
@@ -30,6 +31,8 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; max-wid
 .group .meta, .group .where { color: #555; font-size: 12px; }
 .group pre, #detail { overflow-x: auto; }
 details > summary { cursor: pointer; font-weight: 600; margin: 6px 0; }
+table.grid td.name { text-align: left; width: auto; white-space: nowrap; padding: 0 6px;
+                     cursor: default; font-size: 13px; }
 table.grid td.new { outline: 2px solid #1e88e5; outline-offset: -3px; }
 .filters label { margin-right: 10px; white-space: nowrap; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
@@ -87,6 +90,10 @@ function filter() {
 }
 document.querySelectorAll('.filters select').forEach(s => s.addEventListener('change', filter));
 """
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def esc(value) -> str:
@@ -180,14 +187,23 @@ def filters(grid: dict) -> str:
             + "</p>")
 
 
-def pass_rate_section(rows: list[dict]) -> str:
+def history_of(trend: list[dict], key: str, name: str) -> list[float | None]:
+    return [point[key].get(name) for point in trend]
+
+
+def pass_rate_section(rows: list[dict], trend: list[dict] = ()) -> str:
+    """Each target's counts and pass rate, and its pass rate over the history's runs."""
+    runs = f"the last {len(trend)} runs" if trend else ""
     body = [[r["target"], r["ran"], r["passed"], r["failed"] + r["error"], r["xfailed"],
              r["xpassed"], r["skipped"],
              f"<span class='bar' style='width:{100 * (r['pass_rate'] or 0):.0f}px'></span> "
              + (f"{100 * r['pass_rate']:.0f}%" if r["pass_rate"] is not None else "-")]
+            + ([sparkline(history_of(trend, "pass_rates", r["target"]), low=0.0, high=1.0,
+                          label=f"{r['target']}: pass rate over {runs}")] if trend else [])
             for r in rows]
-    return "<h2>Pass rate per target</h2>" + table(
-        ["target", "ran", "passed", "failed", "xfailed", "xpassed", "skipped", "pass rate"], body)
+    header = ["target", "ran", "passed", "failed", "xfailed", "xpassed", "skipped",
+              "pass rate"] + ([f"over {runs} (0 to 100%)"] if trend else [])
+    return "<h2>Pass rate per target</h2><div class='scroll'>" + table(header, body) + "</div>"
 
 
 def group_block(group: dict) -> str:
@@ -195,7 +211,7 @@ def group_block(group: dict) -> str:
     how to reproduce it."""
     targets = ", ".join(group["targets"])
     parts = [f"<div class='group' data-case='{esc(group['case'])}'>",
-             f"<div><b>{group['cells']} cell{'s' if group['cells'] != 1 else ''}</b> · "
+             f"<div><b>{plural(group['cells'], 'cell')}</b> · "
              f"case <b>{esc(group['case'])}</b> · path {esc(group['path'])} · "
              f"{esc(group['kind'])}</div>",
              f"<div class='error'>{esc(group['error'])}</div>",
@@ -237,7 +253,7 @@ def gate_section(changes: dict | None) -> str:
         return f"<p class='gate passed' id='gate'>Gate passed: {base}.</p>"
     counts = collections.Counter(f.split(":", 1)[0] for f in failures)
     found = ", ".join(f"{n} {kind}{'s' if n > 1 and not kind.endswith('coverage') else ''}"
-                      + (f" ({len(changes['new_failure_groups'])} causes)"
+                      + (f" ({plural(len(changes['new_failure_groups']), 'cause')})"
                          if kind == "new failure" else "")
                       for kind, n in counts.items())
     return f"<p class='gate failed' id='gate'>Gate failed: {esc(found)}; {base}.</p>"
@@ -250,14 +266,16 @@ def what_broke_section(summary: dict, changes: dict | None) -> str:
     if changes is not None and changes["previous_run"] is not None:
         new = changes["new_failure_groups"]
         head = (f"<h2 id='what-broke'>What broke since run {esc(changes['previous_run'])}"
-                f" ({sum(g['cells'] for g in new)} cells, {len(new)} causes)</h2>")
+                f" ({plural(sum(g['cells'] for g in new), 'cell')}, {plural(len(new), 'cause')})</h2>")
         body = groups_list(new)
         known = len(groups) - len({(g['case'], g['path'], g['kind'], g['error']) for g in new})
-        rest = (f"<details><summary>All failures, grouped by cause ({len(groups)} causes, "
-                f"{known} known before)</summary>{groups_list(groups)}</details>")
+        rest = (f"<details><summary>All failures, grouped by cause "
+                f"({plural(len(groups), 'cause')}, {known} known before)</summary>"
+                f"{groups_list(groups)}</details>")
     else:
         head = (f"<h2 id='what-broke'>Failures, grouped by cause "
-                f"({sum(g['cells'] for g in groups)} cells, {len(groups)} causes)</h2>")
+                f"({plural(sum(g['cells'] for g in groups), 'cell')}, "
+                f"{plural(len(groups), 'cause')})</h2>")
         body, rest = groups_list(groups), ""
     return ("<section id='first-screen'>" + head + body + change_lists(changes)
             + rest + "</section>")
@@ -280,21 +298,30 @@ def _speedup_bar(speedup: float | None) -> str:
             f"</span> {speedup:.2f}x")
 
 
-def latency_section(latency: dict, traces: str | None = None) -> str:
+def latency_section(latency: dict, traces: str | None = None, trend: list[dict] = ()) -> str:
     if not latency["rows"] and not latency.get("profiles"):
         return ""
     rows = [[r["case"], r["target"], ms(r["median_s"]), ms(r["p90_s"]),
-             f"{r['iqr_over_median']:.3f}", _speedup_bar(r["speedup"]), ms(r["first_call_s"]),
-             f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "-"]
+             f"{r['iqr_over_median']:.3f}", _speedup_bar(r["speedup"]),
+             box_pair(r.get("quantiles_s") or [], r.get("eager_quantiles_s") or []),
+             ms(r["first_call_s"]), f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "-"]
             for r in latency["rows"]]
-    means = [[g["backend"], _speedup_bar(g["speedup"]), g["cases"]] for g in latency["geomeans"]]
+    means = [[g["backend"], _speedup_bar(g["speedup"]), g["cases"]]
+             + ([sparkline(history_of(trend, "geomeans", g["backend"]),
+                           label=f"{g['backend']}: geometric-mean speedup over the last "
+                                 f"{len(trend)} runs")] if trend else [])
+             for g in latency["geomeans"]]
     return ("<h2>Latency</h2>" + (f"<p>thread budget: {esc(describe_budget(latency['budget']))}</p>"
                                   if latency["budget"] else "")
             + "<h3>Geometric mean of the speedup over eager, per backend</h3>"
-            + table(["backend", "speedup", "cases"], means)
-            + "<h3>Per case</h3>"
+            + table(["backend", "speedup", "cases"] + (["over the history"] if trend else []),
+                    means)
+            + "<h3>Per case</h3><p>distribution: the target's samples (blue) above eager's "
+              "(grey) on one logarithmic axis; box from the first to the third quartile, "
+              "whiskers from the fastest to the slowest sample.</p><div class='scroll'>"
             + table(["case", "target", "median ms", "p90 ms", "IQR/median", "speedup over eager",
-                     "first call ms", "peak MiB"], rows, name_columns=2)
+                     "distribution", "first call ms", "peak MiB"], rows, name_columns=2)
+            + "</div>"
             + profiles_section(latency.get("profiles") or [], traces))
 
 
@@ -384,12 +411,13 @@ def render(summary: dict, changes: dict | None, title: str, traces: str | None =
     counts = ", ".join(f"{n} {o}" for o, n in summary["counts"].items() if n)
     cells = json.dumps(summary["grid"]["cells"]).replace("</", "<\\/")
     new_cells = frozenset((changes or {}).get("new_cell_keys") or [])
+    trend = (changes or {}).get("trend") or []
     return (f"{HEAD}<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{esc(title)}</h1><p id='counts'>{esc(counts)}</p>"
             + gate_section(changes) + what_broke_section(summary, changes)
             + grid_section(summary["grid"], new_cells)
-            + pass_rate_section(summary["pass_rates"])
-            + latency_section(summary["latency"], traces)
+            + pass_rate_section(summary["pass_rates"], trend)
+            + latency_section(summary["latency"], traces, trend)
             + costs_section(summary["costs"]) + environment_section(summary["environment"])
             + f"<script type='application/json' id='cells'>{cells}</script>"
             f"<script>{SCRIPT}</script></body></html>")
