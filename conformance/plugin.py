@@ -20,6 +20,7 @@ from conformance.cell import CheckCell, cell_spec, make_cell
 from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search_settings
 from conformance.keys import CELL, SESSION, SESSION_CELLS
 from conformance.layout import builtin_expectations, default_dir
+from conformance.progress import DEFAULT_INTERVAL_S, Progress
 from conformance.records import RecordWriter, failure_cause, make_record
 from conformance.runtimes import thread_budget
 from conformance.session import CellSpec, ConformanceSession, Options
@@ -58,6 +59,10 @@ def pytest_addoption(parser):
     group.addoption("--conformance-results", default="results/records.jsonl", metavar="FILE",
                     help="JSON-lines file that gets one record per check as it finishes "
                          "(default: %(default)s)")
+    group.addoption("--conformance-progress", type=float, default=DEFAULT_INTERVAL_S,
+                    metavar="SECONDS", help="a progress line every SECONDS: tests done and "
+                    "failed, what is running and for how long, the time left (default "
+                    "%(default)s; 0: none)")
     group.addoption("--conformance-rerun", action="store_true",
                     help="append this session's records to the results file, as a rerun of "
                          "the run it holds (implied by --lf): the report merges them, the "
@@ -155,6 +160,9 @@ def pytest_configure(config):
         rerun = config.option.conformance_rerun or bool(getattr(config.option, "lf", False))
         config.pluginmanager.register(Recorder(RecordWriter(session.options.results, rerun)),
                                       "conformance-recorder")
+        if config.option.conformance_progress > 0:
+            config.pluginmanager.register(Progress(config, config.option.conformance_progress),
+                                          "conformance-progress")
 
 
 def install_budget(config) -> None:

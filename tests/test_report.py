@@ -314,3 +314,13 @@ def test_the_page_draws_each_targets_pass_rate_over_the_history_and_latency_samp
     page = (tmp_path / "out" / "report.html").read_text()
     assert "aria-label='trace-torch-cpu: pass rate over the last 3 runs'" in page
     assert "<svg class='box'" in page and "median 2.000 ms, eager 4.000 ms" in page
+
+
+def test_two_environments_with_one_torch_keep_a_column_each(tmp_path):
+    files = [write(tmp_path / f"{name}.jsonl", records) for name, records in
+             (("py310", night()), ("py311", night("failed")))]
+    assert report.main([*files, "--by-torch", "--out", str(tmp_path)]) == 0
+    matrix = json.loads((tmp_path / "versions.json").read_text())
+    assert matrix["versions"] == ["2.14.1 (py310)", "2.14.1 (py311)"]
+    row = next(r for r in matrix["rows"] if (r["case"], r["target"]) == ("b", "trace-torch-cpu"))
+    assert row["outcomes"] == {"2.14.1 (py310)": "passed", "2.14.1 (py311)": "failed"}

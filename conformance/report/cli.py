@@ -140,8 +140,14 @@ def write_report(out: Path, summary: dict, changes: dict | None, title: str,
                                                  **summary}, indent=1, default=str))
 
 
-def write_cross_version(out: Path, record_sets: list[list[dict]]) -> int:
-    matrix = report_data.cross_version(record_sets)
+def write_cross_version(out: Path, files: list[Path]) -> int:
+    """The matrix per environment, each records file one (a tox env's)."""
+    try:
+        matrix = report_data.cross_version([read_records(f) for f in files],
+                                           [Path(f).stem for f in files])
+    except report_data.MergeConflict as exc:
+        print(f"cannot put side by side: {exc}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / "versions.html").write_text(report_html.render_cross_version(
         matrix, "conformance across torch versions"))
@@ -168,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                              "the exit status still says what the gate found")
     parser.add_argument("--by-torch", action="store_true",
                         help="each records file is one environment (a tox env): write the "
-                             "matrix side by side per torch version instead of one run")
+                             "matrix side by side per environment instead of one run, each "
+                             "column named by its torch version (and its file's name when "
+                             "two share one)")
     args = parser.parse_args(argv)
     if args.by_torch:
-        return write_cross_version(args.out, [read_records(f) for f in args.records])
+        return write_cross_version(args.out, args.records)
     record_sets = [read_records(f) for f in args.records]
     try:
         records = report_data.merge(record_sets)

@@ -1,0 +1,68 @@
+"""The progress line of long runs: what it says, when it speaks, and that a hang is
+named while nothing finishes."""
+from types import SimpleNamespace
+
+from conformance.progress import Progress, duration
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Terminal:
+    def __init__(self):
+        self.lines = []
+
+    def write_line(self, line):
+        self.lines.append(line)
+
+
+def progress(interval=60.0):
+    clock, terminal = Clock(), Terminal()
+    config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: terminal))
+    found = Progress(config, interval, clock)
+    found.total = 100
+    return found, clock, terminal.lines
+
+
+def finish(found, nodeid, failed=False):
+    found.pytest_runtest_logreport(SimpleNamespace(when="call", failed=failed, nodeid=nodeid))
+    found.pytest_runtest_logreport(SimpleNamespace(when="teardown", failed=False, nodeid=nodeid))
+
+
+def test_a_line_says_done_failed_running_and_the_time_left():
+    found, clock, lines = progress()
+    for i in range(25):
+        found.pytest_runtest_logstart(f"t.py::test_check[c{i}]", None)
+        finish(found, f"t.py::test_check[c{i}]", failed=i < 3)
+    assert lines == []  # not before an interval has passed
+    found.pytest_runtest_logstart("t.py::test_check[resnet18-compile]", None)
+    clock.now = 300.0
+    finish(found, "t.py::test_check[c99]")
+    assert lines == ["progress: 25 of 100 tests (25%), 3 failed, 5m00s in, ~15m00s left; "
+                     "running: test_check[resnet18-compile] for 5m00s"]
+
+
+def test_a_hang_is_named_by_the_timer_while_no_test_finishes():
+    found, clock, lines = progress(interval=10.0)
+    found.pytest_runtest_logstart("t.py::test_check[hangs]", None)
+    clock.now = 125.0
+    found.maybe_write()  # what the timer thread calls
+    assert lines == ["progress: 0 of 100 tests (0%), 0 failed, 2m05s in; running: "
+                     "test_check[hangs] for 2m05s"]
+    clock.now = 130.0
+    found.maybe_write()
+    assert len(lines) == 1  # at most one line an interval
+
+
+def test_no_line_once_every_test_is_done():
+    found, clock, lines = progress(interval=1.0)
+    found.total = 1
+    finish(found, "t.py::test_check[only]")
+    clock.now = 50.0
+    found.maybe_write()
+    assert lines == [] and duration(3725) == "1h02m"
