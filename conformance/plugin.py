@@ -375,6 +375,9 @@ def _record(item, report, call, spec: CellSpec) -> dict:
             "expectation": row.record() if row else None,
             # the CheckFailure's kind (FAILURE_KINDS) of a failed or xfailed check, else None
             "failure_kind": getattr(cell, "failure_kind", None),
+            # the case's tags: the report tells a target the case does not have from a
+            # cell this run did not select
+            "tags": sorted(item.config.stash[SESSION].entry(spec.case).tags),
             "session_cells": item.config.stash.get(SESSION_CELLS, None),
             "selection": selection(item.config),
             **(cell.record_fields() if cell else {})}

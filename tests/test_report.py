@@ -324,3 +324,20 @@ def test_two_environments_with_one_torch_keep_a_column_each(tmp_path):
     assert matrix["versions"] == ["2.14.1 (py310)", "2.14.1 (py311)"]
     row = next(r for r in matrix["rows"] if (r["case"], r["target"]) == ("b", "trace-torch-cpu"))
     assert row["outcomes"] == {"2.14.1 (py310)": "passed", "2.14.1 (py311)": "failed"}
+
+
+def test_a_cell_this_run_did_not_select_is_told_from_a_target_the_case_does_not_have():
+    records = [dict(r, tags=[]) for r in night()] + [
+        dict(record("b", "trace-serve-cpu", "matches_eager", "passed"), tags=["http"])]
+    for r in records:
+        if r["case"] == "b":
+            r["tags"] = ["http"]
+    page = parsed(records)
+    grid = report_data.summarize(records)["grid"]
+    # a has no serve target (no `http` tag); b has an export target this run did not run
+    assert "a|trace-serve-cpu" not in grid["unselected"]
+    assert "b|export-torch-cpu" in grid["unselected"]
+    html_text = report_html_of(records)
+    assert "b on export-torch-cpu: not run in this selection" in html_text
+    assert "a on trace-serve-cpu: the case has no such target" in html_text
+    assert page.grid_cells["b|trace-serve-cpu"][0] == "passed"

@@ -102,8 +102,25 @@ def grid(records: list[dict]) -> dict:
     for (_, target), checks in cells.items():
         info.setdefault(target, {k: checks[0].get(k) for k in ("path", "runtime", "device")})
     return {"cases": cases, "targets": targets, "target_info": info,
+            "unselected": unselected(cells, cases, targets),
             "cells": {f"{case}|{target}": _cell(checks)
                       for (case, target), checks in cells.items()}}
+
+
+def unselected(cells: dict, cases: list[str], targets: list[str]) -> list[str]:
+    """The grid's empty places whose target the case has (by the tags its records carry):
+    cells this run did not select (another tier, -k), not targets that do not apply."""
+    from conformance.targets import targets_for
+
+    found = []
+    for case in cases:
+        tags = next((r.get("tags") for (c, _), rs in cells.items() if c == case
+                     for r in rs if r.get("tags") is not None), None)
+        if tags is None:
+            continue
+        has = {t.id for t in targets_for(frozenset(tags))}
+        found += [f"{case}|{t}" for t in targets if (case, t) not in cells and t in has]
+    return found
 
 
 def _target_order(target: str) -> tuple:

@@ -13,9 +13,12 @@ from conformance.report.data import SEVERITY as SEVERITY_ORDER
 from conformance.report.plots import box_pair, sparkline
 
 COLOURS = {"error": "#b71c1c", "failed": "#e53935", "xpassed": "#fb8c00", "xfailed": "#fdd835",
-           "passed": "#43a047", "skipped": "#e0e0e0", None: "#ffffff"}
+           "passed": "#43a047", "skipped": "#e0e0e0",
+           "unselected": "repeating-linear-gradient(45deg, #fff, #fff 3px, #ccc 3px, #ccc 5px)",
+           None: "#ffffff"}
+LEGEND = {"unselected": "not run in this selection"}
 SYMBOLS = {"error": "E", "failed": "F", "xpassed": "X!", "xfailed": "x", "passed": "",
-           "skipped": "s", None: ""}
+           "skipped": "s", "unselected": "", None: ""}
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 100%; }
@@ -137,6 +140,7 @@ def _column(target: str, info: dict) -> str:
 
 def grid_section(grid: dict, new_cells: frozenset = frozenset()) -> str:
     info = grid.get("target_info", {})
+    unselected = frozenset(grid.get("unselected", []))
     head = "<tr><th class='name'>case</th>" + "".join(
         f"<th class='target'{_column(t, info.get(t, {}))}>{esc(t)}</th>"
         for t in grid["targets"]) + "</tr>"
@@ -146,25 +150,28 @@ def grid_section(grid: dict, new_cells: frozenset = frozenset()) -> str:
         for target in grid["targets"]:
             key = f"{case}|{target}"
             cell = grid["cells"].get(key)
-            outcome = cell["outcome"] if cell else None
+            outcome = cell["outcome"] if cell else "unselected" if key in unselected else None
             new = key in new_cells
             hover = ("new cell (not in the baseline)\n" if new else "") + (
-                _hover(case, target, cell) if cell else f"{case} on {target}: no such cell")
+                _hover(case, target, cell) if cell else
+                f"{case} on {target}: not run in this selection" if outcome else
+                f"{case} on {target}: the case has no such target")
             attrs = (f" data-key='{esc(key)}' data-outcome='{outcome}'" if cell else
-                     " data-outcome='none'") + f" title='{esc(hover)}'"
+                     f" data-outcome='{outcome or 'none'}'") + f" title='{esc(hover)}'"
             marked = " class='new'" if new else ""
             tds.append(f"<td style='background:{COLOURS[outcome]}'{attrs}"
                        f"{_column(target, info.get(target, {}))}{marked}>"
                        f"{SYMBOLS[outcome]}</td>")
         rows.append(f"<tr data-case='{esc(case)}'><td class='name'>{esc(case)}</td>"
                     f"{''.join(tds)}</tr>")
-    legend = "".join(f"<span style='background:{COLOURS[o]}'>{o}</span>"
-                     for o in COLOURS if o) + "<span>blank: no such cell</span>" + (
+    legend = "".join(f"<span style='background:{COLOURS[o]}'>{LEGEND.get(o, o)}</span>"
+                     for o in COLOURS if o) + "<span>blank: no such target</span>" + (
         "<span class='new-legend' style='outline:2px solid #1e88e5'>new cell</span>"
         if new_cells else "")
     return ("<h2 id='matrix'>Matrix</h2><p class='legend'>" + legend + "</p>"
             "<p>Each cell is the worst outcome of its checks; hover for them, click for the "
-            "failure messages. A blank cell is a target that does not apply to the case.</p>"
+            "failure messages. A hatched cell is one of the case's targets that this run did "
+            "not select (another tier, -k); a blank one, a target the case does not have.</p>"
             + filters(grid)
             + f"<div class='scroll'><table class='grid' id='grid'>{head}{''.join(rows)}"
               "</table></div><div id='detail'>Click a cell.</div>")
