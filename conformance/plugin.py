@@ -18,6 +18,7 @@ from conformance import shard
 from conformance.cases import CaseError
 from conformance.cell import CheckCell, cell_spec, make_cell
 from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search_settings
+from conformance.cost import cost_lines
 from conformance.keys import CELL, SESSION, SESSION_CELLS
 from conformance.layout import builtin_expectations, default_dir
 from conformance.progress import DEFAULT_INTERVAL_S, Progress
@@ -408,6 +409,7 @@ class Recorder:
             collections.Counter)
         self.expected: collections.Counter = collections.Counter()  # xfails by row
         self.causes: collections.Counter = collections.Counter()  # failures by root cause
+        self.costs: list[dict] = []  # each cell's case, path, check and time
 
     def pytest_runtest_logreport(self, report):
         for name, value in report.user_properties:
@@ -418,6 +420,8 @@ class Recorder:
                     self.expected[value["expectation"]["row"]] += 1
                 if value["outcome"] in ("failed", "error"):
                     self.causes[failure_cause(value)] += 1
+                self.costs.append({key: value[key] for key in ("case", "path", "check",
+                                                                "duration_s")})
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.writer.count:
@@ -434,6 +438,9 @@ class Recorder:
             terminalreporter.section("conformance failures that share a cause")
             for cause, count in shared:
                 terminalreporter.write_line(f"{count:>5} cells  {cause}")
+        terminalreporter.section("conformance cost")
+        for line in cost_lines(self.costs):
+            terminalreporter.write_line(line)
         terminalreporter.config.hook.pytest_conformance_terminal_summary(
             terminalreporter=terminalreporter)
         rerun = (f" (a rerun of run {self.writer.rerun_of}: appended)"

@@ -341,3 +341,16 @@ def test_a_cell_this_run_did_not_select_is_told_from_a_target_the_case_does_not_
     assert "b on export-torch-cpu: not run in this selection" in html_text
     assert "a on trace-serve-cpu: the case has no such target" in html_text
     assert page.grid_cells["b|trace-serve-cpu"][0] == "passed"
+
+
+def test_where_the_time_goes_sums_each_cases_and_paths_cells_with_their_share():
+    from conformance.cost import cost_by, cost_lines
+
+    records = [dict(r, duration_s=seconds) for r, seconds in zip(night(), (1, 2, 3, 4, 0))]
+    cases = cost_by(records, "case")
+    assert [(c["case"], c["seconds"], c["cells"]) for c in cases] == [("b", 4, 2), ("a", 6, 3)][::-1]
+    assert sum(c["share"] for c in cases) == pytest.approx(1.0)
+    assert cost_lines(records)[1] == "slowest cases: a 6 s (60%), b 4 s (40%)"
+    assert cost_lines(records)[2] == "slowest paths: trace 7 s (70%), export 3 s (30%)"
+    page = report_html_of(records)
+    assert "id='cost'" in page and "<td class='name'>trace</td><td>7.0</td>" in page

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 
+from conformance.cost import cost_by
 from conformance.exporters.table import PATHS
 from conformance.latency import profile as latency_profile
 from conformance.latency import summary as latency_summary
@@ -211,6 +212,7 @@ def summarize(records: list[dict]) -> dict:
             "reruns": reruns(records),
             "environment": environment(records), "counts": outcome_counts(records),
             "pass_rates": pass_rates(records), "grid": grid(records), "costs": costs(records),
+            "cost": {key: cost_by(records, key, 15) for key in ("case", "path", "check")},
             "latency": latency(records)}
 
 

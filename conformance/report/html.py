@@ -288,6 +288,22 @@ def what_broke_section(summary: dict, changes: dict | None) -> str:
             + rest + "</section>")
 
 
+def cost_section(cost: dict) -> str:
+    """Where the run's time went: the slowest cases, paths and checks, each one's share."""
+    if not cost.get("case"):
+        return ""
+    parts = ["<h2 id='cost'>Where the run's time goes</h2><p>The cells' own time (their "
+             "test's call: building, exporting, running), summed; under pytest-xdist, over "
+             "the workers.</p><div class='cost'>"]
+    for key in ("case", "path", "check"):
+        rows = [[row[key], f"{row['seconds']:.1f}",
+                 f"<span class='bar' style='width:{100 * row['share']:.0f}px'></span> "
+                 f"{row['share']:.0%}", row["cells"]] for row in cost[key]]
+        parts.append("<div class='scroll'>" + table([key, "seconds", "share", "cells"], rows)
+                     + "</div>")
+    return "".join(parts) + "</div>"
+
+
 def costs_section(rows: list[dict]) -> str:
     if not rows:
         return ""
@@ -425,6 +441,7 @@ def render(summary: dict, changes: dict | None, title: str, traces: str | None =
             + grid_section(summary["grid"], new_cells)
             + pass_rate_section(summary["pass_rates"], trend)
             + latency_section(summary["latency"], traces, trend)
+            + cost_section(summary.get("cost") or {})
             + costs_section(summary["costs"]) + environment_section(summary["environment"])
             + f"<script type='application/json' id='cells'>{cells}</script>"
             f"<script>{SCRIPT}</script></body></html>")
