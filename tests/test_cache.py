@@ -439,3 +439,37 @@ def test_a_built_in_cases_own_module_is_part_of_the_key():
     case = next(c for c in BUILTIN_CASES if c.name == "my_cell")
     modules = fingerprint.code_fingerprint(case, CaseState(case, "cpu", "unused").model)
     assert "conformance.fixtures.seed_models" in modules["modules"]
+
+
+class Plain(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+@pytest.mark.parametrize("cause, kept", [(RuntimeError("unsupported operator"), True),
+                                         (MemoryError(), False), (OSError("disk full"), False)])
+def test_an_export_failure_is_kept_under_the_artifacts_key_unless_transient(
+        tmp_path, monkeypatch, cause, kept):
+    # the calls are counted in a file: a list the exporter grows would be state of the
+    # patched table that the model's code fingerprint reaches, and change the key
+    tally = tmp_path / "calls"
+
+    def failing(model, example, file, options):
+        with open(tally, "a") as handle:
+            handle.write("x")
+        raise cause
+
+    def calls() -> int:
+        return len(tally.read_text())
+
+    patch_exporter(monkeypatch, "trace", failing)
+    case = Case("doubler", Plain, example=random_inputs((2, 3)))
+    assert verdict(case, tmp_path / "cache") == "fail (export-error)"
+    subject = Subject(CaseState(case, "cpu", tmp_path / "cache"), Target("trace", "torch", "cpu"))
+    with pytest.raises(CheckFailure, match="kept from an earlier run" if kept else
+                       type(cause).__name__) as again:
+        checks.matches_eager(subject)
+    assert again.value.kind == "export-error"
+    assert calls() == (1 if kept else 2)  # a kept failure is not exported again
+    assert verdict(case, tmp_path / "cache", use_cache=False) == "fail (export-error)"
+    assert calls() == (2 if kept else 3)  # without the cache it is

@@ -18,7 +18,8 @@ from conformance.checks.compare import flatten
 from conformance.checks.probes import Probe, aimed_probes, derived_probes, tracer_warnings
 from conformance.checks.property_search import SearchSettings
 from conformance.checks.time_limit import TimedOut, TimeLimitExceeded, time_limit
-from conformance.exporters.artifact import Artifact, ExportOptions, cached_artifact, export
+from conformance.exporters.artifact import (Artifact, ExportError, ExportOptions, cached_artifact,
+                                            export, keep_failure, kept_failure)
 from conformance.exporters.cache import artifact_key, artifact_lock
 from conformance.messages import first_line, first_lines
 from conformance.runtimes.loaders import copy_inputs, run
@@ -277,7 +278,15 @@ class CaseState:
             cached = cached_artifact(path, file) if self.use_cache else None
             if cached is not None:
                 return cached
-            return self._export_to(row, file, options, opset)
+            failed = kept_failure(file) if self.use_cache else None
+            if failed is not None:
+                raise failed
+            try:
+                return self._export_to(row, file, options, opset)
+            except ExportError as error:
+                if self.use_cache:
+                    keep_failure(file, error)
+                raise
 
     def _export_to(self, row, file: Path, options: ExportOptions,
                    opset: int | None) -> Artifact:

@@ -89,6 +89,38 @@ def _facts_file(file: Path) -> Path:
     return file.with_name(file.name + ".json")
 
 
+def _failure_file(file: Path) -> Path:
+    return file.with_name(file.name + ".failed.json")
+
+
+# Failures that say something of the machine at that moment, not of the model and the
+# exporter: never kept, tried again by the next run.
+TRANSIENT = (MemoryError, OSError)
+
+
+def keep_failure(file: Path, error: ExportError) -> None:
+    """Keep an export's failure under the artifact's key: the next run with the same key
+    (the same model, inputs, options, stack and exporting code) fails the same way
+    without exporting again. A transient failure (memory, I/O) is not kept."""
+    if isinstance(error.__cause__, TRANSIENT):
+        return
+    target = _failure_file(Path(file))
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps({"message": str(error), "stored": time.strftime(
+        "%Y-%m-%dT%H:%M:%S%z")}))
+    partial.replace(target)
+
+
+def kept_failure(file: Path) -> ExportError | None:
+    """The failure an earlier run kept for this artifact's key, as the error to raise."""
+    try:
+        kept = json.loads(_failure_file(Path(file)).read_text())
+    except (OSError, ValueError):
+        return None
+    return ExportError(f"{kept['message']}\n(kept from an earlier run's export with the same "
+                       f"key, {kept.get('stored', '?')}; --no-artifact-cache exports again)")
+
+
 def _write_export_facts(artifact: Artifact, written: Path | None = None) -> None:
     """What the export cost and warned, kept beside the file so that a run which
     finds the file in the cache still reports them, and the size and sha256 of the
