@@ -22,7 +22,7 @@ from conformance.cost import cost_lines
 from conformance.keys import CELL, SESSION, SESSION_CELLS
 from conformance.layout import builtin_expectations, default_dir
 from conformance.progress import DEFAULT_INTERVAL_S, Progress
-from conformance.records import RecordWriter, failure_cause, make_record
+from conformance.records import RecordWriter, failure_cause, make_record, read_records
 from conformance.runtimes import thread_budget
 from conformance.session import CellSpec, ConformanceSession, Options
 from conformance.targets import slow_cell
@@ -98,6 +98,10 @@ def pytest_addoption(parser):
                     help="run only the cases of shard K of N (by a hash of the case name: "
                          "the same split on every machine); merge the shards' records with "
                          "python -m conformance.report")
+    group.addoption("--shard-costs", default=None, metavar="RECORDS",
+                    help="deal --shard's cases by their time in these records of an earlier "
+                         "run, slowest first to the least loaded shard, so the shards finish "
+                         "together (give every machine the same file)")
     group.addoption("--property-profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                     help="how hard the property checks search (inputs drawn from input spaces, "
                          "generated models): ci is few examples, the same on every run, bounded "
@@ -319,7 +323,8 @@ def pytest_collection_modifyitems(session, config, items):
     if not conformance:
         return
     if config.option.shard:
-        deselect(config, items, shard.outside(items, *shard.parse(config.option.shard)))
+        costs = shard_costs(config.option.shard_costs)
+        deselect(config, items, shard.outside(items, *shard.parse(config.option.shard), costs))
     if not conformance.generated:
         return
     for row in conformance.expectations.unmatched():
@@ -342,6 +347,16 @@ def selection(config) -> dict:
     opt = config.option
     return {"markers": opt.markexpr or None, "keywords": opt.keyword or None,
             "shard": opt.shard or None}
+
+
+def shard_costs(file: str | None) -> dict[str, float] | None:
+    """The cases' recorded times that --shard balances by, when --shard-costs gives them."""
+    if not file:
+        return None
+    try:
+        return shard.case_costs(read_records(Path(file)))
+    except (OSError, ValueError, KeyError) as exc:
+        raise pytest.UsageError(f"--shard-costs {file}: not a records file ({exc})") from None
 
 
 @pytest.fixture

@@ -820,6 +820,30 @@ def test_two_shards_merge_into_the_report_of_the_unsharded_run(pytester):
         assert merged[part] == alone[part]
 
 
+def test_shards_dealt_by_recorded_cost_finish_together(pytester):
+    from conformance.shard import balanced
+
+    assert balanced(["a", "b", "c", "d"], {"a": 10, "b": 6, "c": 5, "d": 1}, 2) == \
+        {"a": 1, "b": 2, "c": 2, "d": 1}  # 11 s and 11 s; by name alone, 16 s and 6 s
+    assert balanced(["a", "b", "new"], {"a": 9, "b": 1}, 2) == {"a": 1, "new": 2, "b": 2}
+    three = SHARDED_CASES.replace('("alpha", "beta")', '("alpha", "beta", "gamma")')
+    pytester.makepyfile(sharded=three, test_matrix=MATRIX)
+    costs = [{"case": case, "duration_s": seconds}
+             for case, seconds in (("alpha", 10.0), ("beta", 6.0), ("gamma", 5.0))]
+    (pytester.path / "costs.jsonl").write_text("\n".join(json.dumps(c) for c in costs))
+    chosen = []
+    for k in (1, 2):
+        result = pytester.runpytest("--no-builtin-cases", "--cases", "sharded.py", "--co", "-q",
+                                    "-k", "cpu and trace and not libtorch and not tuned",
+                                    f"--shard={k}/2", "--shard-costs=costs.jsonl")
+        chosen.append({line.split("[")[1].split("-")[0] for line in result.stdout.lines
+                       if "::test_check[" in line})
+    assert chosen == [{"alpha"}, {"beta", "gamma"}]
+    result = pytester.runpytest("--no-builtin-cases", "--cases", "sharded.py", "--co",
+                                "--shard=1/2", "--shard-costs=nowhere.jsonl")
+    result.stderr.fnmatch_lines(["*--shard-costs nowhere.jsonl: not a records file*"])
+
+
 def test_a_malformed_shard_is_a_usage_error(suite):
     result = suite("--co", "--shard=3/2")
     result.stderr.fnmatch_lines(["*--shard 3/2: K must be between 1 and N*"])
