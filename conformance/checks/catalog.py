@@ -93,15 +93,24 @@ def _compare(subject: Subject, actual: Any, expected: Any) -> Comparison:
 
 def _diverged(subject: Subject, check: str, what: str, result: Comparison, inputs,
               expected: Any, reference: Any = None) -> None:
-    """Fail with the comparison and what explains it: the runtime's second opinion, how
-    far eager float32 is from `reference` (the model in float64, when it was run), and
-    what the export warned it froze."""
+    """Fail with the comparison and what explains it: the runtime's second opinion, the
+    first module where the artifact diverges, how far eager float32 is from `reference`
+    (the model in float64, when it was run), and what the export warned it froze."""
     warned = _tracer_warnings(subject)
-    notes = [_second_opinion(subject, inputs, result, expected),
+    where, diverges_at = _localised(subject, inputs)
+    notes = [_second_opinion(subject, inputs, result, expected), where,
              _float64_opinion(subject, inputs, result, reference), _warned(warned)]
     details = "\n".join([result.summary(), *(note for note in notes if note)])
     fail(subject, check, what, details,
-         {**result.metrics(), **({"tracer_warnings": warned} if warned else {})})
+         {**result.metrics(), **diverges_at, **({"tracer_warnings": warned} if warned else {})})
+
+
+def _localised(subject: Subject, inputs) -> tuple[str, dict]:
+    """The first submodule or ONNX node whose outputs differ from eager's on these
+    inputs (conformance.checks.localise): its note line and the `diverges_at` metric."""
+    from conformance.checks.localise import localise
+
+    return localise(subject, inputs)
 
 
 def _tracer_warnings(subject) -> list[str]:
