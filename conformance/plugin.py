@@ -17,6 +17,7 @@ from conformance import expectations as expect
 from conformance import shard
 from conformance.cases import CaseError
 from conformance.cell import CheckCell, cell_spec, make_cell
+from conformance.checks.localise import MODES
 from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search_settings
 from conformance.cost import cost_lines
 from conformance.keys import CELL, SESSION, SESSION_CELLS
@@ -81,6 +82,10 @@ def pytest_addoption(parser):
     group.addoption("--eager-timeout", type=float, default=300.0, metavar="SECONDS",
                     help="how long eager PyTorch may take on one input of a case; a hang fails "
                          "every cell of the case at once (default: %(default)s; 0 for none)")
+    group.addoption("--localise", choices=MODES, default="unexpected",
+                    help="name the first submodule or ONNX node where a mismatching artifact "
+                         "diverges from eager: unless an expectation row of the cell expects "
+                         "the mismatch (default), always, or never")
     group.addoption("--fresh-process-timeout", type=float, default=600.0, metavar="SECONDS",
                     help="how long the fresh process may take to load and run one artifact")
     group.addoption("--harness-timeout", type=float, default=600.0, metavar="SECONDS",
@@ -222,7 +227,8 @@ def _options(config) -> Options:
                    harness_timeout=opt.harness_timeout,
                    harness_build_dir=Path(opt.harness_build_dir) if opt.harness_build_dir
                    else None,
-                   search=search_settings(opt.property_profile, _property_seed(config)))
+                   search=search_settings(opt.property_profile, _property_seed(config)),
+                   localise=opt.localise)
 
 
 def _builtin_case(session: ConformanceSession):

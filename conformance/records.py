@@ -10,7 +10,6 @@ from pathlib import Path
 
 from conformance.versions import versions
 
-
 # The run a session's records belong to, when several sessions make one run: CI shards
 # set it to their workflow's run; a session of its own takes a new one.
 RUN_ID_VARIABLE = "CONFORMANCE_RUN_ID"

@@ -49,6 +49,7 @@ class Options:
     eager_timeout: float | None = 300.0
     harness_build_dir: Path | None = None
     search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
+    localise: str = "unexpected"  # which mismatches are localised (--localise)
 
 
 class ConformanceSession:
@@ -123,7 +124,8 @@ class ConformanceSession:
             return FamilySubject(self.families[spec.case], spec.target, self.scratch(),
                                  lambda: self.harness, reproduce, self.options.search)
         return Subject(self.state(self.registry[spec.case], spec.target.device), spec.target,
-                       self.fresh_process, reproduce, self.options.search)
+                       self.fresh_process, reproduce, self.options.search,
+                       expectation=self.expectation(spec), localise=self.options.localise)
 
     def state(self, case: Case, device: str) -> CaseState:
         """The state of the current case; moving to another case frees the previous one."""

@@ -9,7 +9,6 @@ import shutil
 import pytest
 
 from tests.browser import missing_browser, start_browser
-
 # stop_servers: every server of a test stopped after it, the planted apps importable
 from tests.test_serving import classifier_subject, stop_servers  # noqa: F401
 

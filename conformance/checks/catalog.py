@@ -48,12 +48,18 @@ class CheckFailure(AssertionError):
 
 def fail(subject: Subject, check: str, what: str, details: str = "",
          metrics: dict | None = None, kind: str = "mismatch"):
+    raise CheckFailure(failure_message(subject, check, what, details), metrics, kind)
+
+
+def failure_message(subject: Subject, check: str, what: str, details: str = "") -> str:
+    """What `fail` says: the cell and what failed, the details indented, and the command
+    that reproduces the cell."""
     lines = [f"case {subject.case.name}, target {subject.target.id}, check {check}: {what}"]
     if details:
         lines += ["  " + line for line in details.splitlines()]
     if subject.reproduce:
         lines.append(f"  reproduce: {subject.reproduce}")
-    raise CheckFailure("\n".join(lines), metrics, kind)
+    return "\n".join(lines)
 
 
 def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], Any]) -> Any:
@@ -95,22 +101,32 @@ def _diverged(subject: Subject, check: str, what: str, result: Comparison, input
               expected: Any, reference: Any = None) -> None:
     """Fail with the comparison and what explains it: the runtime's second opinion, the
     first module where the artifact diverges, how far eager float32 is from `reference`
-    (the model in float64, when it was run), and what the export warned it froze."""
+    (the model in float64, when it was run), and what the export warned it froze. The
+    first divergence is looked for last, with what is left of the cell's time limit
+    then: it cannot starve the other notes of the time to tell the mismatch."""
     warned = _tracer_warnings(subject)
-    where, diverges_at = _localised(subject, inputs)
-    notes = [_second_opinion(subject, inputs, result, expected), where,
+    notes = [_second_opinion(subject, inputs, result, expected),
              _float64_opinion(subject, inputs, result, reference), _warned(warned)]
-    details = "\n".join([result.summary(), *(note for note in notes if note)])
-    fail(subject, check, what, details,
+    where, diverges_at = _localised(subject, inputs, failure_message(
+        subject, check, what, _details(result, notes)))
+    notes.insert(1, where)  # after the second opinion, whose blame it narrows down
+    fail(subject, check, what, _details(result, notes),
          {**result.metrics(), **diverges_at, **({"tracer_warnings": warned} if warned else {})})
 
 
-def _localised(subject: Subject, inputs) -> tuple[str, dict]:
-    """The first submodule or ONNX node whose outputs differ from eager's on these
-    inputs (conformance.checks.localise): its note line and the `diverges_at` metric."""
-    from conformance.checks.localise import localise
+def _details(result: Comparison, notes: list[str]) -> str:
+    return "\n".join([result.summary(), *(note for note in notes if note)])
 
-    return localise(subject, inputs)
+
+def _localised(subject: Subject, inputs, message: str) -> tuple[str, dict]:
+    """The first submodule or ONNX node whose outputs differ from eager's on these
+    inputs (conformance.checks.localise): its note line and the `diverges_at` metric;
+    nothing where the failure, with `message`, is not to be localised (`wanted`)."""
+    from conformance.checks import localise
+
+    if not localise.wanted(subject, message):
+        return "", {}
+    return localise.localise(subject, inputs)
 
 
 def _tracer_warnings(subject) -> list[str]:

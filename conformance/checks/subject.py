@@ -27,6 +27,7 @@ from conformance.runtimes.table import RUNTIMES
 from conformance.targets import Target, flat_outputs, path_row
 
 if TYPE_CHECKING:  # the fresh process knows nothing of subjects
+    from conformance.expectations import Expectation
     from conformance.runtimes.fresh_process import FreshProcess
 
 
@@ -354,6 +355,8 @@ class Subject:
     fresh_process: FreshProcess | None = None
     reproduce: str = ""
     search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
+    expectation: Expectation | None = None  # the cell's expectation row, when one applies
+    localise: str = "unexpected"  # which mismatches are localised: see checks.localise.MODES
 
     @property
     def case(self) -> Case:
