@@ -354,3 +354,19 @@ def test_where_the_time_goes_sums_each_cases_and_paths_cells_with_their_share():
     assert cost_lines(records)[2] == "slowest paths: trace 7 s (70%), export 3 s (30%)"
     page = report_html_of(records)
     assert "id='cost'" in page and "<td class='name'>trace</td><td>7.0</td>" in page
+
+
+def test_mismatches_of_a_path_are_one_cause_named_by_the_module_where_they_diverge():
+    diverged = {"module": "layer2.1.relu", "kind": "TracedDiffers", "max_abs": 1.1,
+                "onnx_node": "/layer2/layer2.1/relu/LeakyRelu", "onnx_op": "LeakyRelu"}
+    records = [dict(record("r", target, check, "failed", message=f"case r, target {target}, "
+                           f"check {check}: {headline}"), failure_kind="mismatch",
+                    metrics={"max_abs": 1.1, "diverges_at": diverged})
+               for target in ("onnx-op17-onnxruntime-cpu", "onnx-op17-onnxruntime-noopt-cpu")
+               for check, headline in (("matches_eager", "the outputs differ on the example"),
+                                       ("generalizes", "it diverges on the probe input"))]
+    (group,) = report_data.summarize(records)["failure_groups"]
+    assert group["cells"] == 4 and group["error"] == (
+        "the artifact's outputs differ from eager, first at module layer2.1.relu (TracedDiffers)")
+    assert ("module layer2.1.relu (TracedDiffers), max abs error 1.1; ONNX node "
+            "/layer2/layer2.1/relu/LeakyRelu (LeakyRelu)") in report_html_of(records)

@@ -11,8 +11,20 @@ BAD = ("failed", "error")
 
 
 def group_key(record: dict) -> tuple:
-    return (record["case"], record.get("path", ""), record.get("failure_kind") or
-            record["outcome"], real_error(record))
+    kind = record.get("failure_kind") or record["outcome"]
+    return record["case"], record.get("path", ""), kind, cause_line(record, kind)
+
+
+def cause_line(record: dict, kind: str) -> str:
+    """The real error line; for a mismatch, one line for every check of the path (the
+    example's and the probes' headlines differ), with the module where the artifact
+    first diverges when the check found it."""
+    if kind != "mismatch":
+        return real_error(record)
+    where = (record.get("metrics") or {}).get("diverges_at") or {}
+    module = where.get("module")
+    return ("the artifact's outputs differ from eager" + (
+        f", first at module {module} ({where.get('kind')})" if module else ""))
 
 
 def failure_groups(records: list[dict]) -> list[dict]:

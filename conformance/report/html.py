@@ -237,10 +237,16 @@ def group_block(group: dict) -> str:
 
 
 def _diverges(group: dict) -> str:
+    """`module (its class), max abs error; ONNX node (its op)`."""
     found = group["diverges_at"]
-    if isinstance(found, dict):
-        return ", ".join(f"{k} {v}" for k, v in found.items() if v is not None)
-    return str(found)
+    if not isinstance(found, dict):
+        return str(found)
+    text = f"module {found.get('module')} ({found.get('kind')})"
+    if found.get("max_abs") is not None:
+        text += f", max abs error {found['max_abs']:.3g}"
+    if found.get("onnx_node"):
+        text += f"; ONNX node {found['onnx_node']} ({found.get('onnx_op')})"
+    return text
 
 
 def groups_list(groups: list[dict]) -> str:
