@@ -233,6 +233,22 @@ def test_a_module_global_the_code_uses_changes_the_key(user_module, monkeypatch)
     assert key_of(linear_case(user_module("cache_model", text))) != before
 
 
+def test_an_environment_variable_the_model_reads_when_it_runs_changes_the_key(
+        user_module, monkeypatch):
+    # read in forward, not at import: no global holds it, and the file is the same
+    text = ("import os\n" + LINEAR_MODEL.format(
+        body="self.linear(x) * (2 if os.environ.get('%s') == '1' and "
+             "torch.jit.is_tracing() else 1)" % SETTING))
+    monkeypatch.setenv(SETTING, "0")
+    module = user_module("cache_model", text)
+    before = key_of(linear_case(module))
+    assert key_of(linear_case(module)) == before
+    monkeypatch.setenv(SETTING, "1")
+    assert key_of(linear_case(module)) != before
+    monkeypatch.delenv(SETTING)
+    assert key_of(linear_case(module)) not in (before,)
+
+
 def test_a_global_of_another_module_the_code_reads_changes_the_key(user_module, monkeypatch):
     # `cache_settings` has no code of its own: SCALE is named where it is read.
     settings = "import os\nSCALE = float(os.environ['%s'])\n" % SETTING

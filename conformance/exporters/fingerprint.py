@@ -242,11 +242,52 @@ def _module_digest(module: types.ModuleType, names: Iterable[str] | None = None)
         if _defined_in(value, module):
             values += [(f"{name}.{attribute}", describe(item))
                        for attribute, item in _class_data(value) if attribute in used]
-    if any(text is None for _, text in values):
+    values += [(f"environment:{name}", os.environ.get(name))
+               for name in environment_read(file)]
+    if any(text is None for name, text in values if not name.startswith("environment:")):
         digest = hashlib.sha256(source.encode())
         _not_reusable(digest)
         return digest.hexdigest()
     return sha(json.dumps([source, values]).encode())
+
+
+def environment_read(file: str | None) -> list[str]:
+    """The environment variables a module's functions read when they run
+    (`os.environ.get("X")`, `os.environ["X"]`, `os.getenv("X")`): a model that reads one
+    in forward exports differently when it changes, with no byte of its file changed. A
+    read at import sets a global, which the globals' rule covers, and is left to it."""
+    import ast
+
+    if not file or not os.path.isfile(file):
+        return []
+    try:
+        tree = ast.parse(Path(file).read_text(errors="replace"))
+    except SyntaxError:
+        return []
+    functions = [node for node in ast.walk(tree)
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
+    return sorted({name for function in functions for node in ast.walk(function)
+                   if (name := _environment_name(node))})
+
+
+def _environment_name(node) -> str | None:
+    """X of `environ.get("X")`, `getenv("X")`, `environ.setdefault("X", ...)` or
+    `environ["X"]`."""
+    import ast
+
+    if isinstance(node, ast.Call) and node.args:
+        called = getattr(node.func, "attr", getattr(node.func, "id", ""))
+        owner = getattr(node.func, "value", None)
+        reads = called == "getenv" or (called in ("get", "setdefault") and getattr(
+            owner, "attr", getattr(owner, "id", "")) == "environ")
+        key = node.args[0]
+    elif isinstance(node, ast.Subscript):
+        reads = getattr(node.value, "attr", getattr(node.value, "id", "")) == "environ"
+        key = node.slice
+    else:
+        return None
+    return key.value if reads and isinstance(key, ast.Constant) \
+        and isinstance(key.value, str) else None
 
 
 def _defined_in(value: Any, module: types.ModuleType) -> bool:
