@@ -44,6 +44,11 @@ def imagenet_classes() -> Path:
     return package_dir("conformance.fixtures") / "imagenet_classes.json"
 
 
+def case_costs_file() -> Path:
+    """Each built-in case's time in the CI tier, measured: the order xdist deals them in."""
+    return package_dir("conformance.fixtures") / "case_costs.json"
+
+
 def harness_sources() -> Path:
     """The C++ harness's CMake project: beside the package in a checkout, inside it
     when installed (a CMake project is no Python package for the import system to find)."""

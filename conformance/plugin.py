@@ -22,6 +22,7 @@ from conformance.checks.property_search import DEFAULT_PROFILE, PROFILES, search
 from conformance.cost import cost_lines
 from conformance.keys import CELL, SESSION, SESSION_CELLS
 from conformance.layout import builtin_expectations, default_dir
+from conformance.ordering import known_costs, slowest_first
 from conformance.progress import DEFAULT_INTERVAL_S, Progress
 from conformance.records import RecordWriter, failure_cause, make_record, read_records
 from conformance.runtimes import thread_budget
@@ -331,6 +332,8 @@ def pytest_collection_modifyitems(session, config, items):
     if config.option.shard:
         costs = shard_costs(config.option.shard_costs)
         deselect(config, items, shard.outside(items, *shard.parse(config.option.shard), costs))
+    if getattr(config.option, "numprocesses", None):  # xdist deals cases in this order
+        items[:] = slowest_first(items, known_costs(conformance.options.results))
     if not conformance.generated:
         return
     for row in conformance.expectations.unmatched():
