@@ -3,11 +3,11 @@ next case when it finishes one; a heavy case handed out last keeps one worker bu
 the others are idle, so the run ends when that case does. Dealt slowest first (longest
 processing time first), the workers finish close together.
 
-The costs are the previous run's records in the results file when it holds any (the
-same file on every worker: it is emptied only when the first record is written, after
-every worker has collected), else the table measured on the CI tier and shipped with the
-suite (fixtures/case_costs.json); a case neither knows counts as the median one. Within
-a case the cells keep their order."""
+The costs are the previous run's records in the results file when it holds any, else
+the table measured on the CI tier and shipped with the suite (fixtures/case_costs.json);
+the controller reads them once and hands them to every worker, whose collections must
+agree; a case neither knows counts as the median one. Within a case the cells keep their
+order."""
 from __future__ import annotations
 
 import json
@@ -25,10 +25,10 @@ def known_costs(results: Path) -> dict[str, float]:
     try:
         records = [json.loads(line) for line in Path(results).read_text().splitlines()
                    if line.strip()]
-    except (OSError, ValueError):
-        records = []
-    if records:
-        return case_costs(records)
+        if records:
+            return case_costs(records)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no records, or not ours: the shipped table
     try:
         return json.loads(case_costs_file().read_text())["seconds"]
     except (OSError, ValueError, KeyError):

@@ -32,6 +32,7 @@ from conformance.tuning import settings_of
 from conformance.versions import header_line, torch_release
 
 RECORD = "conformance_record"
+CASE_COSTS = pytest.StashKey[dict]()
 
 
 class ConformanceWarning(UserWarning):
@@ -247,9 +248,11 @@ def _property_seed(config) -> int | None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
-    """xdist: every worker searches from the controller's seed, the one the header prints."""
+    """xdist: every worker searches from the controller's seed, the one the header
+    prints, and deals the cases by the controller's costs."""
     node.workerinput["conformance_property_seed"] = \
         node.config.stash[SESSION].options.search.seed
+    node.workerinput["conformance_case_costs"] = case_costs_for_order(node.config)
 
 
 def pytest_unconfigure(config):
@@ -329,11 +332,13 @@ def pytest_collection_modifyitems(session, config, items):
     conformance = config.stash.get(SESSION, None)
     if not conformance:
         return
+    if config.option.shard_costs and not config.option.shard:
+        raise pytest.UsageError("--shard-costs deals the cases of --shard K/N: give --shard too")
     if config.option.shard:
         costs = shard_costs(config.option.shard_costs)
         deselect(config, items, shard.outside(items, *shard.parse(config.option.shard), costs))
-    if getattr(config.option, "numprocesses", None):  # xdist deals cases in this order
-        items[:] = slowest_first(items, known_costs(conformance.options.results))
+    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        items[:] = slowest_first(items, case_costs_for_order(config))
     if not conformance.generated:
         return
     for row in conformance.expectations.unmatched():
@@ -352,10 +357,21 @@ def pytest_collection_finish(session):
 
 
 def selection(config) -> dict:
-    """What chose this session's cells: runs of different selections are not compared."""
+    """What chose this session's cells: runs of different selections are not compared.
+    A shard is not part of it: the shards of a run make one selection together."""
     opt = config.option
-    return {"markers": opt.markexpr or None, "keywords": opt.keyword or None,
-            "shard": opt.shard or None}
+    return {"markers": opt.markexpr or None, "keywords": opt.keyword or None}
+
+
+def case_costs_for_order(config) -> dict[str, float]:
+    """The costs xdist deals the cases by: read once, on the controller, before any record
+    is written, and handed to every worker (one that replaces a crashed worker collects
+    after the results file has changed, and must still order its tests alike)."""
+    if hasattr(config, "workerinput"):
+        return config.workerinput.get("conformance_case_costs") or {}
+    if CASE_COSTS not in config.stash:
+        config.stash[CASE_COSTS] = known_costs(config.stash[SESSION].options.results)
+    return config.stash[CASE_COSTS]
 
 
 def shard_costs(file: str | None) -> dict[str, float] | None:

@@ -6,9 +6,16 @@ of how many, how many failed so far, which are running and for how long, and a r
 estimate of the time left (the mean time per test so far, times the tests left). Lines
 come from the hooks as tests finish; when none finishes for an interval (a long compile,
 a hang), a timer thread writes the line instead, naming what is running. Under
-pytest-xdist it runs on the controller, which hears of every worker's tests."""
+pytest-xdist it runs on the controller, which hears of every worker's tests.
+
+The lines go to a copy of the terminal's file descriptor taken before any test runs:
+while a test runs, pytest captures descriptor 1, and the line a hang needs most would
+land in that test's captured output. Each line is one write, so it cannot be cut into
+by pytest's own dots."""
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -33,6 +40,7 @@ class Progress:
         self.started = self.last_line = clock()
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        self.out = terminal_descriptor()
 
     def pytest_collection_finish(self, session):
         self.total = len(session.items)
@@ -59,6 +67,11 @@ class Progress:
     def pytest_sessionfinish(self, session):
         self.stopped.set()
 
+    def pytest_unconfigure(self, config):
+        if self.out is not None:
+            os.close(self.out)
+            self.out = None
+
     def _watch(self) -> None:
         """While no test finishes, the hooks are quiet: say what is running."""
         while not self.stopped.wait(self.interval_s / 4):
@@ -72,13 +85,12 @@ class Progress:
                 return
             self.last_line = now
             line = self.line(now)
-        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
-        if terminal is None:  # -p no:terminal
+        if self.out is not None:
+            os.write(self.out, f"\n{line}\n".encode())
             return
-        writer = getattr(terminal, "_tw", None)
-        if writer is not None and writer.width_of_current_line:  # after a row of dots
-            terminal.write("\n")
-        terminal.write_line(line)
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:  # none under -p no:terminal
+            terminal.write_line(line)
 
     def line(self, now: float) -> str:
         """e.g. `progress: 1,204 of 2,745 tests (44%), 3 failed, 21m10s in, ~27m00s left;
@@ -92,3 +104,12 @@ class Progress:
         return (f"progress: {self.done:,} of {self.total:,} tests "
                 f"({100 * self.done / self.total:.0f}%), {self.failed} failed, "
                 f"{duration(elapsed)} in{left}" + (named if running else ""))
+
+
+def terminal_descriptor() -> int | None:
+    """A copy of the descriptor behind sys.stdout now (pytest's capture is suspended
+    while plugins configure), or None where there is none (an in-process pytest run)."""
+    try:
+        return os.dup(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None

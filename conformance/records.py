@@ -45,17 +45,26 @@ class RecordWriter:
         self.file.parent.mkdir(parents=True, exist_ok=True)
         self.rerun_of = run_in_file(self.file) if self.rerun else None
         self.run = self.rerun_of or os.environ.get(RUN_ID_VARIABLE) or self.session
-        if self.rerun_of is None:
+        if not self.rerun:  # a rerun never empties the file, even one it cannot read
             self.file.write_text("")
+        elif self.file.exists() and not self.file.read_bytes().endswith(b"\n"):
+            with self.file.open("a") as handle:  # after a line a killed run left half written
+                handle.write("\n")
 
 
 def run_in_file(file: Path) -> str | None:
-    """The run of a records file's last record, if it has one."""
+    """The run of a records file's last complete record, if it has one (a killed run can
+    leave a last line half written)."""
     try:
-        lines = [line for line in Path(file).read_text().splitlines() if line.strip()]
-        return json.loads(lines[-1]).get("run") if lines else None
-    except (OSError, ValueError):
+        lines = Path(file).read_text().splitlines()
+    except OSError:
         return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line).get("run")
+        except ValueError:
+            continue
+    return None
 
 
 def make_record(cell: dict, outcome: str, duration_s: float, message: str = "") -> dict:
@@ -71,7 +80,22 @@ def make_record(cell: dict, outcome: str, duration_s: float, message: str = "") 
 
 
 def read_records(file: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(file).read_text().splitlines() if line.strip()]
+    """The records of a file; a line that is no complete record (one a killed run left
+    half written) is skipped, and said so on stderr."""
+    import sys
+
+    records, broken = [], 0
+    for line in Path(file).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            broken += 1
+    if broken:
+        print(f"{file}: skipped {broken} line(s) that are no complete record (a run killed "
+              f"while writing?)", file=sys.stderr)
+    return records
 
 
 def failure_cause(record: dict) -> str:

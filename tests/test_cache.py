@@ -249,6 +249,21 @@ def test_an_environment_variable_the_model_reads_when_it_runs_changes_the_key(
     assert key_of(linear_case(module)) not in (before,)
 
 
+@pytest.mark.parametrize("read", ["'%s' in os.environ" % SETTING,
+                                  "os.environ.get(NAME) is not None", "bool(dict(os.environ))"])
+def test_every_way_a_model_reads_the_environment_when_it_runs_reaches_the_key(
+        user_module, monkeypatch, read):
+    text = ("import os\nNAME = '%s'\n" % SETTING + LINEAR_MODEL.format(
+        body="self.linear(x) * (2 if %s and torch.jit.is_tracing() else 1)" % read))
+    monkeypatch.delenv(SETTING, raising=False)
+    module = user_module("cache_model", text)
+    before = key_of(linear_case(module))
+    monkeypatch.setenv(SETTING, "1")
+    # a name the code writes out is in the key; one it does not (a variable, the whole
+    # mapping) makes a key no later run computes: exported again, never reused on a guess
+    assert key_of(linear_case(module)) != before
+
+
 def test_a_global_of_another_module_the_code_reads_changes_the_key(user_module, monkeypatch):
     # `cache_settings` has no code of its own: SCALE is named where it is read.
     settings = "import os\nSCALE = float(os.environ['%s'])\n" % SETTING
@@ -462,8 +477,12 @@ class Plain(torch.nn.Module):
         return x * 2
 
 
-@pytest.mark.parametrize("cause, kept", [(RuntimeError("unsupported operator"), True),
-                                         (MemoryError(), False), (OSError("disk full"), False)])
+@pytest.mark.parametrize("cause, kept", [
+    (RuntimeError("unsupported operator"), True), (MemoryError(), False),
+    (OSError("disk full"), False),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2 GB"),
+     False),
+    (RuntimeError("C++ compile error: g++ was killed by signal 9"), False)])
 def test_an_export_failure_is_kept_under_the_artifacts_key_unless_transient(
         tmp_path, monkeypatch, cause, kept):
     # the calls are counted in a file: a list the exporter grows would be state of the

@@ -25,6 +25,7 @@ def progress(interval=60.0):
     clock, terminal = Clock(), Terminal()
     config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: terminal))
     found = Progress(config, interval, clock)
+    found.out = None  # lines to the terminal reporter, which this test reads
     found.total = 100
     return found, clock, terminal.lines
 
@@ -66,3 +67,13 @@ def test_no_line_once_every_test_is_done():
     clock.now = 50.0
     found.maybe_write()
     assert lines == [] and duration(3725) == "1h02m"
+
+
+def test_a_hangs_line_reaches_the_terminal_while_pytest_captures_the_test(pytester):
+    pytester.makepyfile(test_hangs="import time\n\ndef test_slow():\n    time.sleep(2.5)\n")
+    result = pytester.runpytest_subprocess("--no-builtin-cases",
+                                           "--conformance-progress=0.4", "-p",
+                                           "no:cacheprovider", "test_hangs.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["progress: 0 of 1 tests (0%), 0 failed, *; running: "
+                                 "test_slow for *"])

@@ -136,7 +136,42 @@ def test_a_rerun_merges_into_its_run_the_later_outcome_winning():
     assert report_data.reruns(merged) == [{"case": "b", "target": "trace-torch-cpu",
                                            "check": "matches_eager",
                                            "outcomes": ["failed", "passed"]}]
-    assert history.identity(merged) == history.identity(first) == "run:r1"
+    assert history.identity(merged) == history.identity(first)
+    assert history.identity(first).startswith("run:r1@")
+    # one CI run id over two stacks (a tox matrix) is two runs, never a rerun
+    other_torch = [dict(r, versions={"torch": "2.9.1"}) for r in rerun]
+    with pytest.raises(report_data.MergeConflict, match="in two runs"):
+        report_data.merge([first, other_torch])
+    assert history.identity(first) != history.identity(
+        [dict(r, versions={"torch": "2.9.1"}) for r in first])
+    mixed = first + [{k: v for k, v in rerun[0].items() if k != "run"}]
+    assert history.identity(mixed).startswith("content:")  # old records among new ones
+
+
+def test_a_retried_session_that_recorded_every_cell_makes_the_run_complete():
+    killed = [dict(r, run="r", session="s1", session_cells=5) for r in night()[:2]]
+    retried = [dict(r, run="r", session="s2", session_cells=5) for r in night()]
+    assert report_data.incomplete_sessions([killed, retried]) == []
+    last_failed = [dict(night()[0], run="r", session="s2", session_cells=1)]
+    assert report_data.incomplete_sessions([killed, last_failed]) == [
+        "session s1 recorded 2 of its 5 cells: the run ended early"]
+
+
+def test_without_a_baseline_a_failure_without_a_row_or_an_empty_run_fails_the_gate():
+    found = changes.compare(None, night("failed"))
+    assert found.gate_failures == ["failing without an expectation row (no baseline): b "
+                                   "trace-torch-cpu matches_eager (failed): case b, target "
+                                   "trace: differs"]
+    assert changes.compare(None, []).gate_failures == ["no records: the run checked nothing"]
+    assert changes.compare(night(), night("failed")).need_expectation  # listed, and
+    assert len(changes.compare(night(), night("failed")).gate_failures) == 1  # new once
+
+
+def test_a_run_accepted_by_hand_stays_accepted_when_its_report_is_retried(tmp_path):
+    db = history.connect(tmp_path / "history.sqlite")
+    run = history.store(db, night("failed"))
+    assert history.judge(db, run, ["new failure: b"], accept=True)
+    assert history.judge(db, run, ["new failure: b"])  # the retried report step
 
 
 def test_a_session_that_recorded_fewer_cells_than_it_collected_ended_early():
@@ -370,3 +405,40 @@ def test_mismatches_of_a_path_are_one_cause_named_by_the_module_where_they_diver
         "the artifact's outputs differ from eager, first at module layer2.1.relu (TracedDiffers)")
     assert ("module layer2.1.relu (TracedDiffers), max abs error 1.1; ONNX node "
             "/layer2/layer2.1/relu/LeakyRelu (LeakyRelu)") in report_html_of(records)
+
+
+def test_a_rerun_after_a_kill_appends_to_the_run_even_past_a_half_written_line(tmp_path):
+    from conformance.records import RecordWriter
+
+    file = tmp_path / "records.jsonl"
+    first = RecordWriter(file)
+    first.write({"nodeid": "a", "outcome": "passed"})
+    with file.open("a") as handle:
+        handle.write('{"nodeid": "b", "outc')  # the run was killed mid-line
+    rerun = RecordWriter(file, rerun=True)
+    rerun.write({"nodeid": "b", "outcome": "passed"})
+    lines = file.read_text().splitlines()
+    assert rerun.rerun_of == first.run and len(lines) == 3
+    assert json.loads(lines[-1])["run"] == first.run
+    from conformance.records import read_records
+
+    assert [r["nodeid"] for r in read_records(file)] == ["a", "b"]  # the broken line skipped
+
+
+def test_the_summary_without_a_baseline_lists_the_failures_and_escapes_their_text(tmp_path):
+    records = night("failed")
+    records[3]["message"] = "case b, target trace, check c: raised at <module> line 3"
+    args = ["--out", str(tmp_path / "out"), "--history", str(tmp_path / "h.sqlite")]
+    assert report.main([write(tmp_path / "a.jsonl", records), *args]) == 1
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "## Failures, grouped by cause" in summary and "&lt;module>" in summary
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Gate failed: 1 failure without an expectation row" in page
+    cells = page.split("id='cells'>")[1].split("</script>")[0]
+    assert "<" not in cells and "\\u003cmodule>" in cells
+
+
+def test_a_box_plot_of_samples_at_the_clocks_resolution_is_drawn():
+    from conformance.report.plots import box_pair
+
+    assert "<svg class='box'" in box_pair([0.0, 0.0, 1e-6], [1e-6, 2e-6, 3e-6])

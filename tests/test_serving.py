@@ -74,6 +74,8 @@ def test_tensors_cross_the_json_wire_bit_for_bit(dtype):
     (b'{"0": {"dtype": "int64", "shape": [2], "data": [1, 2.5]}}', "values of another kind"),
     (b'{"0": {"dtype": "uint8", "shape": [1], "data": [300]}}', "outside uint8's range"),
     (b'{"0": {"dtype": "bool", "shape": [1], "data": [1]}}', "true or false for bool"),
+    (b'{"0": {"dtype": "float16", "shape": [1], "data": [1e10]}}', "outside float16's range"),
+    (b'{"0": ' + b"[" * 100000 + b"]" * 100000 + b"}", "nested too deeply"),
 ])
 def test_a_json_body_that_is_no_tensor_is_refused_with_a_reason(body, words):
     with pytest.raises(wire.WireError, match=words):
@@ -270,6 +272,20 @@ def test_a_served_classifier_answers_eagers_class_and_refuses_bad_uploads(tmp_pa
     assert set(found["predictions"]) == {"photo.jpg", "palette.png"}
 
 
+def test_an_opaque_alpha_channel_is_dropped_and_an_opaque_gray_one_still_refused():
+    from PIL import Image
+
+    from conformance.serving.images import ImageError, as_rgb
+
+    opaque = Image.new("RGBA", (4, 4), (10, 20, 30, 255))
+    assert as_rgb(opaque).mode == "RGB" and as_rgb(opaque).getpixel((0, 0)) == (10, 20, 30)
+    with pytest.raises(ImageError, match="transparency"):
+        as_rgb(Image.new("RGBA", (4, 4), (10, 20, 30, 128)))
+    with pytest.raises(ImageError, match="grayscale"):
+        as_rgb(Image.new("LA", (4, 4), (10, 255)))
+    assert as_rgb(Image.new("CMYK", (4, 4))).mode == "RGB"
+
+
 def test_grayscale_and_transparent_images_are_refused_unless_the_server_converts_them(
         tmp_path):
     from conformance.checks import serving
@@ -383,3 +399,29 @@ def test_each_request_under_load_gets_inputs_of_its_own():
     assert not torch.equal(first[0], second[0]) and not torch.equal(first[0], example[0])
     assert torch.equal(varied(example, 0)[0], first[0])  # seeded: the reference sees the same
     assert torch.equal(first[1], example[1])  # token ids and indices are kept
+
+
+def test_a_load_of_inputs_the_artifact_refuses_noisy_sends_the_example_itself(tmp_path):
+    from types import SimpleNamespace
+
+    from conformance.latency.served_load import request_inputs
+
+    example = (torch.ones(2, 3),)
+    state = SimpleNamespace(example=example, keywords=())
+
+    def picky(x):
+        if not torch.equal(x, torch.ones(2, 3)):
+            raise ValueError("only ones")
+        return [x]
+
+    assert request_inputs(state, picky)(5) is example
+    varied_inputs = request_inputs(state, lambda x: [x])(5)
+    assert not torch.equal(varied_inputs[0], example[0])
+
+
+def test_the_load_server_is_stopped_after_its_load(tmp_path):
+    from conformance.latency.served_load import LoadSettings, served_load
+
+    subject = subject_for(broken_models.linear_case(), "trace", "serve", tmp_path)
+    served_load(subject, 0.001, LoadSettings(requests=16, clients=4, max_batch=4))
+    assert not any(key[3] for key in client.SERVERS)  # no batching server left running

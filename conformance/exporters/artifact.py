@@ -94,21 +94,39 @@ def _failure_file(file: Path) -> Path:
 
 
 # Failures that say something of the machine at that moment, not of the model and the
-# exporter: never kept, tried again by the next run.
+# exporter: never kept, tried again by the next run. torch's own out-of-memory errors are
+# RuntimeErrors, and a compiler killed by the kernel reports a failed compile: their words.
 TRANSIENT = (MemoryError, OSError)
+TRANSIENT_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory",
+                   "no space left", "killed", "signal", "resource temporarily unavailable")
+
+
+def transient(error: BaseException) -> bool:
+    """Whether anything in the error's chain says the machine, not the model, failed."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, TRANSIENT) or any(word in str(error).lower()
+                                               for word in TRANSIENT_WORDS):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def keep_failure(file: Path, error: ExportError) -> None:
     """Keep an export's failure under the artifact's key: the next run with the same key
     (the same model, inputs, options, stack and exporting code) fails the same way
-    without exporting again. A transient failure (memory, I/O) is not kept."""
-    if isinstance(error.__cause__, TRANSIENT):
+    without exporting again. A transient failure (memory, disk, a killed compiler) is
+    not kept, and neither is one this cache cannot write down."""
+    if transient(error):
         return
     target = _failure_file(Path(file))
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps({"message": str(error), "stored": time.strftime(
-        "%Y-%m-%dT%H:%M:%S%z")}))
-    partial.replace(target)
+    try:
+        partial.write_text(json.dumps({"message": str(error), "stored": time.strftime(
+            "%Y-%m-%dT%H:%M:%S%z")}))
+        partial.replace(target)
+    except OSError:
+        partial.unlink(missing_ok=True)
 
 
 def kept_failure(file: Path) -> ExportError | None:

@@ -242,8 +242,10 @@ def _module_digest(module: types.ModuleType, names: Iterable[str] | None = None)
         if _defined_in(value, module):
             values += [(f"{name}.{attribute}", describe(item))
                        for attribute, item in _class_data(value) if attribute in used]
-    values += [(f"environment:{name}", os.environ.get(name))
-               for name in environment_read(file)]
+    environment = environment_read(file)
+    values += [(f"environment:{name}", os.environ.get(name)) for name in environment or []]
+    if environment is None:  # it reads variables no key can name
+        values.append(("environment", None))
     if any(text is None for name, text in values if not name.startswith("environment:")):
         digest = hashlib.sha256(source.encode())
         _not_reusable(digest)
@@ -251,43 +253,67 @@ def _module_digest(module: types.ModuleType, names: Iterable[str] | None = None)
     return sha(json.dumps([source, values]).encode())
 
 
-def environment_read(file: str | None) -> list[str]:
+def environment_read(file: str | None) -> list[str] | None:
     """The environment variables a module's functions read when they run
-    (`os.environ.get("X")`, `os.environ["X"]`, `os.getenv("X")`): a model that reads one
-    in forward exports differently when it changes, with no byte of its file changed. A
-    read at import sets a global, which the globals' rule covers, and is left to it."""
-    import ast
-
+    (`os.environ.get("X")`, `os.environ["X"]`, `os.getenv("X")`, `"X" in os.environ`): a
+    model that reads one in forward exports differently when it changes, with no byte of
+    its file changed. A read at import sets a global, which the globals' rule covers.
+    None when a function reads a variable whose name is not written out (`environ.get(name)`,
+    `dict(os.environ)`): then no key can say what the artifact depends on."""
     if not file or not os.path.isfile(file):
         return []
+    return _environment_read(file, os.stat(file).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _environment_read(file: str, mtime_ns: int) -> list[str] | None:
+    import ast
+
     try:
         tree = ast.parse(Path(file).read_text(errors="replace"))
     except SyntaxError:
         return []
-    functions = [node for node in ast.walk(tree)
-                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
-    return sorted({name for function in functions for node in ast.walk(function)
-                   if (name := _environment_name(node))})
+    names = set()
+    for function in ast.walk(tree):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for node in ast.walk(function):
+                found = _environment_name(node)
+                if found is _UNNAMED:
+                    return None
+                if found:
+                    names.add(found)
+    return sorted(names)
 
 
-def _environment_name(node) -> str | None:
-    """X of `environ.get("X")`, `getenv("X")`, `environ.setdefault("X", ...)` or
-    `environ["X"]`."""
+_UNNAMED = object()  # environ read with a name that is not a string in the code
+
+
+def _environment_name(node):
+    """X of `environ.get("X")`, `getenv("X")`, `environ.setdefault("X", ...)`,
+    `environ["X"]` or `"X" in environ`; _UNNAMED for another use of environ in a read
+    (a name from a variable, the whole mapping copied); None for any other node."""
     import ast
 
+    def is_environ(value) -> bool:
+        return getattr(value, "attr", getattr(value, "id", "")) == "environ"
+
+    if isinstance(node, ast.Call) and any(is_environ(a) for a in node.args):
+        return _UNNAMED  # dict(os.environ), copy(os.environ)
     if isinstance(node, ast.Call) and node.args:
         called = getattr(node.func, "attr", getattr(node.func, "id", ""))
-        owner = getattr(node.func, "value", None)
-        reads = called == "getenv" or (called in ("get", "setdefault") and getattr(
-            owner, "attr", getattr(owner, "id", "")) == "environ")
+        reads = called == "getenv" or (called in ("get", "setdefault")
+                                       and is_environ(getattr(node.func, "value", None)))
         key = node.args[0]
-    elif isinstance(node, ast.Subscript):
-        reads = getattr(node.value, "attr", getattr(node.value, "id", "")) == "environ"
-        key = node.slice
+    elif isinstance(node, ast.Subscript) and is_environ(node.value):
+        reads, key = True, node.slice
+    elif isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators):
+        reads, key = True, node.left
     else:
         return None
-    return key.value if reads and isinstance(key, ast.Constant) \
-        and isinstance(key.value, str) else None
+    if not reads:
+        return None
+    return key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) \
+        else _UNNAMED
 
 
 def _defined_in(value: Any, module: types.ModuleType) -> bool:

@@ -41,25 +41,41 @@ def varied(example: tuple, i: int) -> tuple:
     return _floats(example, noisy)
 
 
+def request_inputs(state, reference):
+    """Each request's inputs: the example with noise of its own, unless the artifact
+    refuses noisy inputs (a float mask, a bounded input), then the example itself."""
+    try:
+        args, kwargs = split(varied(state.example, 0), state.keywords)
+        reference(*args, **kwargs)
+    except Exception:
+        return lambda i: state.example
+    return lambda i: varied(state.example, i)
+
+
 def served_load(subject: Subject, eager_median_s: float, settings: LoadSettings) -> dict:
     """The load's figures for the record; CheckFailure when an answer was wrong or lost."""
     from conformance.checks.catalog import fail
-    from conformance.serving.client import ServedModel, thread_budget_of_process
+    from conformance.serving import client
     from conformance.serving.load import in_process_reference, run_load
 
     state, file = subject.state, subject.artifact.file
-    budget = thread_budget_of_process()
-    served = ServedModel(file, threads=budget.threads if budget else None,
-                         batching=(settings.max_batch, settings.max_wait_ms))
     reference = in_process_reference(file)
+    inputs = request_inputs(state, reference)
 
     def call(target, i: int):
-        args, kwargs = split(varied(state.example, i), state.keywords)
+        args, kwargs = split(inputs(i), state.keywords)
         return target(*args, **kwargs)
 
-    result = run_load(lambda i: call(served, i), lambda i: (i,), lambda i: call(reference, i),
-                      settings.clients, settings.requests, state.case.tolerance)
-    result.batches = served.batches()
+    budget = client.thread_budget_of_process()
+    served = client.ServedModel(file, threads=budget.threads if budget else None,
+                                batching=(settings.max_batch, settings.max_wait_ms))
+    try:
+        result = run_load(lambda i: call(served, i), lambda i: (i,),
+                          lambda i: call(reference, i), settings.clients, settings.requests,
+                          state.case.tolerance)
+        result.batches = served.batches()
+    finally:  # one batching server per serve cell would pile up over a nightly
+        client.stop(served.server)
     if result.wrong or result.lost:
         fail(subject, "latency", f"under load, {len(result.wrong)} answers were wrong and "
              f"{len(result.lost)} lost: {result.describe()}",

@@ -49,10 +49,20 @@ class Changes:
                 "new_cell_keys": sorted({f"{r['case']}|{r['target']}" for r in self.new_cells}),
                 "previous_run": self.previous_run, "gate_failures": self.gate_failures}
 
+    # no accepted run to compare with: the run must stand on its own
+    without_baseline: bool = False
+    empty: bool = False  # no records at all
+
     @property
     def gate_failures(self) -> list[str]:
-        """What a nightly job should fail on."""
-        return ([f"new failure: {describe(r)}" for r in self.new_failures]
+        """What a nightly job should fail on. Without a baseline every failure without an
+        expectation row counts (else a first red run would become the baseline, its
+        failures never new), and so does a run without records."""
+        unexplained = self.need_expectation if self.without_baseline else []
+        return (["no records: the run checked nothing"] * self.empty
+                + [f"new failure: {describe(r)}" for r in self.new_failures]
+                + [f"failing without an expectation row (no baseline): {describe(r)}"
+                   for r in unexplained]
                 + [f"expectation to remove: {describe(r)}" for r in self.stale_expectations]
                 + [f"latency regression: {m}" for m in self.latency_regressions]
                 + [f"lost coverage: {m}" for m in self.lost_coverage])
@@ -84,7 +94,8 @@ def compare(previous: list[dict] | None, current: list[dict], max_slowdown: floa
         previous_run=previous_run,
         lost_coverage=lost_coverage(previous or [], current) + list(ended_early),
         reruns=[f"{describe(r)}; before: {', '.join(e['outcome'] for e in r['earlier'])}"
-                for r in current if r.get("earlier")])
+                for r in current if r.get("earlier")],
+        without_baseline=previous is None, empty=not current)
 
 
 def lost_coverage(previous: list[dict], current: list[dict]) -> list[str]:

@@ -67,8 +67,10 @@ def changes_markdown(changes: dict) -> list[str]:
     found = len(changes["gate_failures"])
     lines = [f"**Gate {verdict}** (baseline: {base}; {found} finding{'s' if found != 1 else ''})",
              ""]
-    lines += groups_markdown(f"New failures since {base}, grouped by cause",
-                             changes["new_failure_groups"])
+    lines += (groups_markdown(f"New failures since {base}, grouped by cause",
+                              changes["new_failure_groups"])
+              if changes["previous_run"] is not None else
+              groups_markdown("Failures, grouped by cause", changes.get("failure_groups") or []))
     for key, label in (("fixes", "fixed"), ("lost_coverage", "lost coverage"),
                        ("latency_regressions", "latency regressions"),
                        ("stale_expectations", "expectation rows to remove"),
@@ -77,8 +79,13 @@ def changes_markdown(changes: dict) -> list[str]:
                        ("new_cells", "new cells")):
         items = changes.get(key) or []
         lines.append(f"- **{label}**: {len(items)}")
-        lines += [f"  - {item}" for item in items[:20]]
+        lines += [f"  - {markdown_text(item)}" for item in items[:20]]
     return lines + [""]
+
+
+def markdown_text(text: str) -> str:
+    """Error text as Markdown shows it: a `<module>` of a traceback is no HTML tag."""
+    return text.replace("&", "&amp;").replace("<", "&lt;")
 
 
 def groups_markdown(heading: str, groups: list[dict]) -> list[str]:
@@ -86,7 +93,7 @@ def groups_markdown(heading: str, groups: list[dict]) -> list[str]:
     for group in groups[:20]:
         cells = f"{group['cells']} cell" + ("s" if group["cells"] != 1 else "")
         lines.append(f"- **{cells}**, case `{group['case']}`, path "
-                     f"`{group['path']}`, {group['kind']}: {group['error']}")
+                     f"`{group['path']}`, {group['kind']}: {markdown_text(group['error'])}")
         if group["reproduce"]:
             lines.append(f"  - reproduce: `{group['reproduce']}`")
     return lines + ([] if groups else ["none"]) + [""]
@@ -126,6 +133,8 @@ def compare_with_history(db_file: Path, records: list[dict], label: str, max_slo
     changes = found.as_lists()
     changes["accepted"] = history.judge(db, run_id, changes["gate_failures"], accept)
     changes["trend"] = history.trend(db, run_id, report_data.trend_point)
+    changes["failure_groups"] = report_data.failure_groups(report_data.conformance_records(
+        records))
     return run_id, changes
 
 

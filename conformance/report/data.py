@@ -60,7 +60,9 @@ def _later(seen: dict, record: dict) -> dict:
 
 
 def _same_run(a: dict, b: dict) -> bool:
-    return a.get("run") is not None and a.get("run") == b.get("run")
+    """One run on one stack: a CI run id shared by a tox matrix is several runs."""
+    return (a.get("run") is not None and a.get("run") == b.get("run")
+            and a.get("versions") == b.get("versions"))
 
 
 def reruns(records: list[dict]) -> list[dict]:
@@ -72,16 +74,20 @@ def reruns(records: list[dict]) -> list[dict]:
 
 def incomplete_sessions(record_sets: list[list[dict]]) -> list[str]:
     """The sessions that recorded fewer cells than they collected: runs that ended early
-    (killed, interrupted, stopped at a first failure, a crashed worker)."""
+    (killed, interrupted, stopped at a first failure, a crashed worker), unless the run's
+    other sessions (a retried shard) recorded at least as many cells between them."""
     cells, recorded = {}, collections.defaultdict(set)
+    runs, in_run = {}, collections.defaultdict(set)
     for records in record_sets:
         for r in records:
             if r.get("session") and r.get("session_cells") is not None:
                 cells[r["session"]] = r["session_cells"]
                 recorded[r["session"]].add(r["nodeid"])
+                runs[r["session"]] = r.get("run")
+                in_run[r.get("run")].add(r["nodeid"])
     return [f"session {session} recorded {len(recorded[session])} of its {count} cells: "
             f"the run ended early" for session, count in sorted(cells.items())
-            if len(recorded[session]) < count]
+            if len(recorded[session]) < count and len(in_run[runs[session]]) < count]
 
 
 def worst(outcomes: list[str]) -> str:

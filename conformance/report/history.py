@@ -70,11 +70,13 @@ def comparable_key(env: dict) -> str:
 
 
 def identity(records: list[dict]) -> str:
-    """Which run these records are: the runs they name; records that name none (written
-    before runs were named) are known by their content."""
-    runs = sorted({r.get("run") for r in records})
-    if runs and None not in runs:
-        return "run:" + "+".join(runs)
+    """Which run these records are: the runs they name, on this stack (one CI run id can
+    cover a tox matrix, a GPU job, a latency job); records that name none (written before
+    runs were named) are known by their content."""
+    runs = sorted({r["run"] for r in records if r.get("run")})
+    stack = comparable_key(environment(records))
+    if runs and all(r.get("run") for r in records):
+        return f"run:{'+'.join(runs)}@{stack}"
     lines = sorted(json.dumps(r, sort_keys=True, default=str) for r in records)
     return "content:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
@@ -115,8 +117,12 @@ def store(db: sqlite3.Connection, records: list[dict], label: str = "") -> int:
 
 def judge(db: sqlite3.Connection, run_id: int, gate: list[str], accept: bool = False) -> bool:
     """Keep the gate's verdict of a run: accepted (a baseline for later runs) when it
-    passed, or when accepted by hand. Whether it is accepted."""
-    accepted = accept or not gate
+    passed, or when accepted by hand, now or by an earlier report of the same run (a
+    retried report step does not take it back). Whether it is accepted."""
+    before = db.execute("SELECT accepted, gate FROM verdicts WHERE run_id = ?",
+                        (run_id,)).fetchone()
+    by_hand = bool(before and before[0] and json.loads(before[1]))
+    accepted = accept or not gate or by_hand
     with db:
         db.execute("UPDATE verdicts SET accepted = ?, gate = ? WHERE run_id = ?",
                    (int(accepted), json.dumps(gate), run_id))

@@ -253,6 +253,18 @@ def groups_list(groups: list[dict]) -> str:
     return "".join(group_block(g) for g in groups) or "<p>none</p>"
 
 
+# The gate's findings, counted in words
+GATE_COUNTS = {
+    "new failure": lambda n: plural(n, "new failure"),
+    "expectation to remove": lambda n: f"{plural(n, 'expectation row')} to remove",
+    "latency regression": lambda n: plural(n, "latency regression"),
+    "lost coverage": lambda n: f"{n} lost coverage",
+    "failing without an expectation row (no baseline)":
+        lambda n: f"{plural(n, 'failure')} without an expectation row",
+    "no records": lambda n: "no records",
+}
+
+
 def gate_section(changes: dict | None) -> str:
     """The verdict, first: what the gate found since the baseline."""
     if changes is None:
@@ -265,7 +277,7 @@ def gate_section(changes: dict | None) -> str:
     if not failures:
         return f"<p class='gate passed' id='gate'>Gate passed: {base}.</p>"
     counts = collections.Counter(f.split(":", 1)[0] for f in failures)
-    found = ", ".join(f"{n} {kind}{'s' if n > 1 and not kind.endswith('coverage') else ''}"
+    found = ", ".join(GATE_COUNTS.get(kind, lambda n: f"{n} x {kind}")(n)
                       + (f" ({plural(len(changes['new_failure_groups']), 'cause')})"
                          if kind == "new failure" else "")
                       for kind, n in counts.items())
@@ -281,7 +293,8 @@ def what_broke_section(summary: dict, changes: dict | None) -> str:
         head = (f"<h2 id='what-broke'>What broke since run {esc(changes['previous_run'])}"
                 f" ({plural(sum(g['cells'] for g in new), 'cell')}, {plural(len(new), 'cause')})</h2>")
         body = groups_list(new)
-        known = len(groups) - len({(g['case'], g['path'], g['kind'], g['error']) for g in new})
+        fresh = {(g['case'], g['path'], g['kind'], g['error']) for g in new}
+        known = sum((g['case'], g['path'], g['kind'], g['error']) not in fresh for g in groups)
         rest = (f"<details><summary>All failures, grouped by cause "
                 f"({plural(len(groups), 'cause')}, {known} known before)</summary>"
                 f"{groups_list(groups)}</details>")
@@ -438,7 +451,8 @@ def render(summary: dict, changes: dict | None, title: str, traces: str | None =
     `traces`: where the profiles' trace files are, relative to the page (their names are
     shown unlinked without it)."""
     counts = ", ".join(f"{n} {o}" for o, n in summary["counts"].items() if n)
-    cells = json.dumps(summary["grid"]["cells"]).replace("</", "<\\/")
+    # every '<' escaped: no message can end the script element or open a comment in it
+    cells = json.dumps(summary["grid"]["cells"]).replace("<", "\\u003c")
     new_cells = frozenset((changes or {}).get("new_cell_keys") or [])
     trend = (changes or {}).get("trend") or []
     return (f"{HEAD}<title>{esc(title)}</title><style>{STYLE}</style></head><body>"

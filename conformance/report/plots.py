@@ -56,7 +56,8 @@ def box_pair(target: list[float], eager: list[float], width: int = 160,
     (grey), whiskers from the fastest to the slowest sample."""
     if not target or not eager:
         return ""
-    boxes = [five_numbers(target), five_numbers(eager)]
+    # a sample of 0 s (a clock's resolution) on a logarithmic axis: the smallest time kept
+    boxes = [[max(v, 1e-9) for v in five_numbers(samples)] for samples in (target, eager)]
     low = math.log(min(b[0] for b in boxes))
     high = math.log(max(b[4] for b in boxes))
     span = (high - low) or 1.0

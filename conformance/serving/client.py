@@ -121,6 +121,14 @@ def server_for(artifact: Path, app: str | None = None, threads: int | None = Non
     return server
 
 
+def stop(server: ServerProcess) -> None:
+    """Stop one server the session started (a load test's, done with)."""
+    for key, running in list(SERVERS.items()):
+        if running is server:
+            del SERVERS[key]
+    server.stop()
+
+
 def stop_all() -> None:
     while SERVERS:
         SERVERS.popitem()[1].stop()

@@ -77,8 +77,9 @@ def as_rgb(image, convert_to_rgb: bool = False):
     if image.mode == "RGB":
         return image
     bands = image.getbands()
-    transparent = "A" in bands or "a" in bands or "transparency" in image.info
-    gray = len(bands) - transparent == 1 and image.mode != "P"
+    transparent = ("transparency" in image.info or
+                   any(band in bands for band in "Aa") and not _opaque(image))
+    gray = len([band for band in bands if band not in "Aa"]) == 1 and image.mode != "P"
     if convert_to_rgb or not (transparent or gray):
         return image.convert("RGB")
     if transparent:
@@ -89,6 +90,13 @@ def as_rgb(image, convert_to_rgb: bool = False):
     raise ImageError(422, f"the image is grayscale (mode {image.mode}); the model takes "
                           f"colour (RGB) images: send an RGB one, or serve with "
                           f"--convert-to-rgb to copy the gray to each channel")
+
+
+def _opaque(image) -> bool:
+    """Whether an alpha channel is 255 everywhere (most screenshots and exported PNGs):
+    dropping it then hides nothing."""
+    band = "A" if "A" in image.getbands() else "a"
+    return image.getchannel(band).getextrema() == (255, 255)
 
 
 def load_classes(file: Path) -> list[str]:

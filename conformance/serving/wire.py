@@ -75,6 +75,8 @@ def decode_json(body: bytes) -> dict:
         found = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WireError("the body is JSON nested too deeply to read") from None
     if not isinstance(found, dict) or not found:
         raise WireError('the JSON body must be an object of named tensors, {"0": {"dtype": '
                         '"float32", "shape": [...], "data": [...]}, ...}')
@@ -109,6 +111,8 @@ def _json_array(name: str, tensor):
         raise WireError(f"tensor {name!r} has shape {shape!r}: a list of sizes")
     try:
         data = np.asarray(_finite_or_named(tensor["data"]))
+    except RecursionError:
+        raise WireError(f"tensor {name!r} has data nested too deeply") from None
     except (ValueError, TypeError) as exc:
         raise WireError(f"tensor {name!r} has data that is no array of numbers: {exc}") from None
     if data.size != math.prod(shape):
@@ -122,7 +126,12 @@ def _json_array(name: str, tensor):
         limits = np.iinfo(dtype)
         if data.min() < limits.min or data.max() > limits.max:
             raise WireError(f"tensor {name!r} holds values outside {dtype}'s range")
-    return data.astype(dtype).reshape(shape)
+    with np.errstate(over="ignore"):  # an overflow is refused below, not warned about
+        converted = data.astype(dtype)
+    if data.size and data.dtype.kind == "f" and np.dtype(dtype).kind == "f" and \
+            (np.isinf(converted) & np.isfinite(data)).any():
+        raise WireError(f"tensor {name!r} holds values outside {dtype}'s range")
+    return converted.reshape(shape)
 
 
 def _finite_or_named(data):
