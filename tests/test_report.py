@@ -383,7 +383,7 @@ def test_where_the_time_goes_sums_each_cases_and_paths_cells_with_their_share():
 
     records = [dict(r, duration_s=seconds) for r, seconds in zip(night(), (1, 2, 3, 4, 0))]
     cases = cost_by(records, "case")
-    assert [(c["case"], c["seconds"], c["cells"]) for c in cases] == [("b", 4, 2), ("a", 6, 3)][::-1]
+    assert [(c["case"], c["seconds"], c["cells"]) for c in cases] == [("a", 6, 3), ("b", 4, 2)]
     assert sum(c["share"] for c in cases) == pytest.approx(1.0)
     assert cost_lines(records)[1] == "slowest cases: a 6 s (60%), b 4 s (40%)"
     assert cost_lines(records)[2] == "slowest paths: trace 7 s (70%), export 3 s (30%)"

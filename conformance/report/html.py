@@ -291,7 +291,8 @@ def what_broke_section(summary: dict, changes: dict | None) -> str:
     if changes is not None and changes["previous_run"] is not None:
         new = changes["new_failure_groups"]
         head = (f"<h2 id='what-broke'>What broke since run {esc(changes['previous_run'])}"
-                f" ({plural(sum(g['cells'] for g in new), 'cell')}, {plural(len(new), 'cause')})</h2>")
+                f" ({plural(sum(g['cells'] for g in new), 'cell')}, "
+                f"{plural(len(new), 'cause')})</h2>")
         body = groups_list(new)
         fresh = {(g['case'], g['path'], g['kind'], g['error']) for g in new}
         known = sum((g['case'], g['path'], g['kind'], g['error']) not in fresh for g in groups)
@@ -478,5 +479,6 @@ def render_cross_version(matrix: dict, title: str) -> str:
         rows.append(f"<tr><td class='name'>{esc(row['case'])}</td>"
                     f"<td class='name'>{esc(row['target'])}</td>{tds}</tr>")
     return (f"{HEAD}<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{esc(title)}</h1><div class='scroll'><table id='versions'><tr><th class='name'>case</th><th class='name'>target</th>"
+            f"<h1>{esc(title)}</h1><div class='scroll'><table id='versions'><tr>"
+            f"<th class='name'>case</th><th class='name'>target</th>"
             f"{head}</tr>{''.join(rows)}</table></div></body></html>")
