@@ -35,7 +35,8 @@ class Progress:
 
     def __init__(self, config, interval_s: float = DEFAULT_INTERVAL_S, clock=time.monotonic):
         self.config, self.interval_s, self.clock = config, interval_s, clock
-        self.total = self.done = self.failed = 0
+        self.total = self.done = 0
+        self.failing: set[str] = set()  # node ids with a failed phase, each counted once
         self.running: dict[str, float] = {}  # node id -> when it started
         self.started = self.last_line = clock()
         self.lock = threading.Lock()
@@ -55,7 +56,8 @@ class Progress:
 
     def pytest_runtest_logreport(self, report):
         with self.lock:
-            self.failed += bool(report.failed)
+            if report.failed:
+                self.failing.add(report.nodeid)
             if report.when == "teardown":
                 self.done += 1
                 self.running.pop(report.nodeid, None)
@@ -102,7 +104,7 @@ class Progress:
         named = "; running: " + ", ".join(f"{nodeid.rsplit('::', 1)[-1]} for "
                                           f"{duration(now - since)}" for nodeid, since in running)
         return (f"progress: {self.done:,} of {self.total:,} tests "
-                f"({100 * self.done / self.total:.0f}%), {self.failed} failed, "
+                f"({100 * self.done / self.total:.0f}%), {len(self.failing)} failed, "
                 f"{duration(elapsed)} in{left}" + (named if running else ""))
 
 

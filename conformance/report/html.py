@@ -139,31 +139,14 @@ def _column(target: str, info: dict) -> str:
 
 
 def grid_section(grid: dict, new_cells: frozenset = frozenset()) -> str:
+    grid = {**grid, "unselected": frozenset(grid.get("unselected", ()))}  # looked up per cell
     info = grid.get("target_info", {})
-    unselected = frozenset(grid.get("unselected", []))
     head = "<tr><th class='name'>case</th>" + "".join(
         f"<th class='target'{_column(t, info.get(t, {}))}>{esc(t)}</th>"
         for t in grid["targets"]) + "</tr>"
-    rows = []
-    for case in grid["cases"]:
-        tds = []
-        for target in grid["targets"]:
-            key = f"{case}|{target}"
-            cell = grid["cells"].get(key)
-            outcome = cell["outcome"] if cell else "unselected" if key in unselected else None
-            new = key in new_cells
-            hover = ("new cell (not in the baseline)\n" if new else "") + (
-                _hover(case, target, cell) if cell else
-                f"{case} on {target}: not run in this selection" if outcome else
-                f"{case} on {target}: the case has no such target")
-            attrs = (f" data-key='{esc(key)}' data-outcome='{outcome}'" if cell else
-                     f" data-outcome='{outcome or 'none'}'") + f" title='{esc(hover)}'"
-            marked = " class='new'" if new else ""
-            tds.append(f"<td style='background:{COLOURS[outcome]}'{attrs}"
-                       f"{_column(target, info.get(target, {}))}{marked}>"
-                       f"{SYMBOLS[outcome]}</td>")
-        rows.append(f"<tr data-case='{esc(case)}'><td class='name'>{esc(case)}</td>"
-                    f"{''.join(tds)}</tr>")
+    rows = [f"<tr data-case='{esc(case)}'><td class='name'>{esc(case)}</td>"
+            + "".join(grid_cell(grid, case, target, new_cells) for target in grid["targets"])
+            + "</tr>" for case in grid["cases"]]
     legend = "".join(f"<span style='background:{COLOURS[o]}'>{LEGEND.get(o, o)}</span>"
                      for o in COLOURS if o) + "<span>blank: no such target</span>" + (
         "<span class='new-legend' style='outline:2px solid #1e88e5'>new cell</span>"
@@ -175,6 +158,25 @@ def grid_section(grid: dict, new_cells: frozenset = frozenset()) -> str:
             + filters(grid)
             + f"<div class='scroll'><table class='grid' id='grid'>{head}{''.join(rows)}"
               "</table></div><div id='detail'>Click a cell.</div>")
+
+
+def grid_cell(grid: dict, case: str, target: str, new_cells: frozenset) -> str:
+    """One cell of the grid: its colour and symbol, what hovering says, and what the
+    filters and the click read."""
+    key = f"{case}|{target}"
+    cell = grid["cells"].get(key)
+    unselected = key in grid.get("unselected", ())
+    outcome = cell["outcome"] if cell else "unselected" if unselected else None
+    hover = ("new cell (not in the baseline)\n" if key in new_cells else "") + (
+        _hover(case, target, cell) if cell else
+        f"{case} on {target}: not run in this selection" if outcome else
+        f"{case} on {target}: the case has no such target")
+    attrs = (f" data-key='{esc(key)}' data-outcome='{outcome}'" if cell else
+             f" data-outcome='{outcome or 'none'}'") + f" title='{esc(hover)}'"
+    marked = " class='new'" if key in new_cells else ""
+    return (f"<td style='background:{COLOURS[outcome]}'{attrs}"
+            f"{_column(target, grid.get('target_info', {}).get(target, {}))}{marked}>"
+            f"{SYMBOLS[outcome]}</td>")
 
 
 def filters(grid: dict) -> str:
