@@ -27,6 +27,7 @@ from conformance.progress import DEFAULT_INTERVAL_S, Progress
 from conformance.records import RecordWriter, failure_cause, make_record, read_records
 from conformance.runtimes import thread_budget
 from conformance.session import CellSpec, ConformanceSession, Options
+from conformance.stack import builds, stack_problems
 from conformance.targets import slow_cell
 from conformance.tuning import settings_of
 from conformance.versions import header_line, torch_release
@@ -151,6 +152,10 @@ def pytest_configure(config):
     # Every torch.jit call warns that TorchScript is deprecated; the suite tests it on purpose.
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
     _check_rootdir(config)
+    problems = stack_problems()
+    if problems:  # one message, not one failure per cell of every vision case
+        raise pytest.UsageError("this stack cannot run the suite:\n" + "\n".join(
+            f"  - {problem}" for problem in problems))
     try:
         if config.option.shard:
             shard.parse(config.option.shard)
@@ -261,7 +266,10 @@ def pytest_unconfigure(config):
 
 
 def pytest_report_header(config):
-    lines = [f"conformance: {header_line()}"]
+    exact = builds()
+    lines = [f"conformance: {header_line()}",
+             f"conformance builds: torch {exact['torch']} (CUDA {exact['cuda']}, commit "
+             f"{exact['torch_git']}), torchvision {exact['torchvision']}"]
     if SESSION in config.stash:
         options = config.stash[SESSION].options
         lines.append(f"conformance records: {options.results}")

@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+from conformance.stack import builds
 from conformance.versions import versions
 
 # The run a session's records belong to, when several sessions make one run: CI shards
@@ -75,6 +76,7 @@ def make_record(cell: dict, outcome: str, duration_s: float, message: str = "") 
         "message": message,
         "duration_s": round(duration_s, 6),
         "versions": versions(),
+        "builds": builds(),  # the local build tags package metadata drops (+cpu, +cu130)
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
