@@ -5,7 +5,7 @@ compiled operators, and every cell of every vision case would then fail on its o
 
 Checked: torchvision is the release made for this torch (torchvision 0.N+15 goes with
 torch 2.N) and of the same build (`+cpu`, `+cu130`), its compiled operators load, and
-the ONNX exporters import. `builds()` names the exact builds for the header and the
+the ONNX exporters are installed. `builds()` names the exact builds for the header and the
 records (package metadata drops the local build tag)."""
 from __future__ import annotations
 
@@ -20,15 +20,33 @@ def builds() -> dict[str, str]:
     """The exact builds: versions with their local tag, CUDA's version, torch's commit."""
     import torch
 
-    found = {"torch": torch.__version__, "cuda": torch.version.cuda or "none",
-             "torch_git": (torch.version.git_version or "")[:12]}
-    try:
-        import torchvision
+    # plain str: torch's TorchVersion cannot cross to an xdist controller in a record
+    return {"torch": str(torch.__version__), "cuda": str(torch.version.cuda or "none"),
+            "torch_git": str(torch.version.git_version or "")[:12],
+            "torchvision": torchvision_version()}
 
-        found["torchvision"] = torchvision.__version__
-    except ImportError:
-        found["torchvision"] = "not installed"
-    return found
+
+def torchvision_version() -> str:
+    """torchvision's version with its build tag, read from its version.py: importing
+    torchvision imports dynamo, which a session imports only when a cell needs it."""
+    import re
+
+    folder = torchvision_folder()
+    if folder is None:
+        return "not installed"
+    found = re.search(r"""__version__\s*=\s*['"]([^'"]+)['"]""",
+                      (folder / "version.py").read_text(errors="replace"))
+    return found.group(1) if found else "unknown"
+
+
+def torchvision_folder():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def stack_problems() -> list[str]:
@@ -63,13 +81,15 @@ def pairing_problem(torch_version: str, torchvision_version: str) -> str:
 
 
 def operators_problem() -> str:
-    """torchvision's compiled operators (nms, roi_align) must load into this torch."""
-    import importlib
-
+    """torchvision's compiled operators (nms, roi_align) must load into this torch: its
+    extension library is loaded as torchvision loads it, without importing torchvision."""
     import torch
 
     try:
-        importlib.import_module("torchvision")  # registers its operators
+        libraries = sorted(torchvision_folder().glob("_C*.so"))
+        if not libraries:
+            return "torchvision has no compiled operators (no _C library in its folder)"
+        torch.ops.load_library(str(libraries[0]))
         torch.ops.torchvision.nms
     except (AttributeError, RuntimeError, OSError, ImportError) as exc:
         return (f"torchvision's compiled operators do not load into this torch "
@@ -79,13 +99,15 @@ def operators_problem() -> str:
 
 
 def onnx_exporter_problem() -> str:
-    """Both ONNX exporters must import: the TorchScript-based one and the dynamo one
-    (onnxscript)."""
-    import importlib
+    """Both ONNX exporters must be there: the TorchScript-based one and the dynamo one
+    (onnxscript). Found, not imported: importing them takes seconds and pulls in dynamo,
+    which the cells import when they need it."""
+    import importlib.util
 
-    try:
-        for module in ("torch.onnx", "onnxscript"):
-            importlib.import_module(module)
-    except Exception as exc:  # any import-time failure: a broken stack
-        return f"the ONNX exporters do not import: {type(exc).__name__}: {exc}"
+    for module in ("torch.onnx", "onnxscript"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return f"the ONNX exporters are not installed: no module {module}"
+        except (ImportError, ValueError) as exc:
+            return f"the ONNX exporters cannot be found: {type(exc).__name__}: {exc}"
     return ""
