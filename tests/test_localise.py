@@ -27,6 +27,7 @@ from conformance.checks.subject import CaseState, Subject
 from conformance.expectations import Expectation
 from conformance.runtimes.table import RUNTIMES
 from conformance.targets import Target
+from tests.planted_faults import _ReluSymbolic
 
 PLANTED = "layer1.1.mid"  # where each fault sits: the middle of the network
 
@@ -56,21 +57,11 @@ class FastGeluWhenExported(nn.Module):
         return F.gelu(x)
 
 
-class _AbsExportedAsRelu(torch.autograd.Function):
-    """abs in eager; its ONNX symbolic says Relu, right for positive inputs only."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.abs()
-
-    @staticmethod
-    def symbolic(g, x):
-        return g.op("Relu", x)
-
-
 class AbsWithWrongSymbolic(nn.Module):
+    """abs in eager, Relu in ONNX: the planted faults' wrong symbolic, in mid-network."""
+
     def forward(self, x):
-        return _AbsExportedAsRelu.apply(x)
+        return _ReluSymbolic.apply(x)
 
 
 class _TanhExportedAsSigmoid(torch.autograd.Function):

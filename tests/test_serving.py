@@ -367,6 +367,7 @@ def test_a_serve_latency_cell_records_the_load_every_answer_checked(tmp_path, mo
 
     subject = subject_for(broken_models.linear_case(), "trace", "serve", tmp_path)
     found = served_load(subject, 0.001, LoadSettings(requests=64, clients=8, max_batch=4))
+    assert found["inputs"] == "the example with seeded noise per request"
     assert found["requests"] == 64 and found["clients"] == 8 and found["max_batch"] == 4
     assert sum(int(size) * n for size, n in found["batches"].items()) == 64
     assert found["throughput_over_eager"] == pytest.approx(found["throughput_rps"] * 0.001)
@@ -414,9 +415,10 @@ def test_a_load_of_inputs_the_artifact_refuses_noisy_sends_the_example_itself(tm
             raise ValueError("only ones")
         return [x]
 
-    assert request_inputs(state, picky)(5) is example
-    varied_inputs = request_inputs(state, lambda x: [x])(5)
-    assert not torch.equal(varied_inputs[0], example[0])
+    same, said = request_inputs(state, picky)
+    assert same(5) is example and "mixed rows are invisible" in said
+    varied_inputs, said = request_inputs(state, lambda x: [x])
+    assert not torch.equal(varied_inputs(5)[0], example[0]) and "seeded noise" in said
 
 
 def test_the_load_server_is_stopped_after_its_load(tmp_path):

@@ -42,14 +42,17 @@ def varied(example: tuple, i: int) -> tuple:
 
 
 def request_inputs(state, reference):
-    """Each request's inputs: the example with noise of its own, unless the artifact
-    refuses noisy inputs (a float mask, a bounded input), then the example itself."""
+    """Each request's inputs, and what they are: the example with noise of its own, unless
+    the artifact refuses noisy inputs (a float mask, a bounded input), then the example
+    itself, with which a batcher that mixes clients' rows cannot be seen (the record says
+    so)."""
     try:
         args, kwargs = split(varied(state.example, 0), state.keywords)
         reference(*args, **kwargs)
     except Exception:
-        return lambda i: state.example
-    return lambda i: varied(state.example, i)
+        return (lambda i: state.example), ("the example for every request (the artifact "
+                                           "refuses noisy inputs): mixed rows are invisible")
+    return (lambda i: varied(state.example, i)), "the example with seeded noise per request"
 
 
 def served_load(subject: Subject, eager_median_s: float, settings: LoadSettings) -> dict:
@@ -60,7 +63,7 @@ def served_load(subject: Subject, eager_median_s: float, settings: LoadSettings)
 
     state, file = subject.state, subject.artifact.file
     reference = in_process_reference(file)
-    inputs = request_inputs(state, reference)
+    inputs, described = request_inputs(state, reference)
 
     def call(target, i: int):
         args, kwargs = split(inputs(i), state.keywords)
@@ -80,7 +83,7 @@ def served_load(subject: Subject, eager_median_s: float, settings: LoadSettings)
         fail(subject, "latency", f"under load, {len(result.wrong)} answers were wrong and "
              f"{len(result.lost)} lost: {result.describe()}",
              "\n".join((result.wrong + result.lost)[:5]))
-    return load_record(result, eager_median_s, settings)
+    return {**load_record(result, eager_median_s, settings), "inputs": described}
 
 
 def load_record(result, eager_median_s: float, settings: LoadSettings) -> dict:
