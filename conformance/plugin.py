@@ -120,7 +120,8 @@ def pytest_addoption(parser):
     # The thread budget is every run's: a conformance run may pin it too.
     group.addoption("--threads", type=int, default=None, metavar="N",
                     help="intra-op threads of every runtime: torch, ONNX Runtime, the libtorch "
-                         "harness (default: 1 in a latency run, each runtime's own otherwise)")
+                         "harness (default: 1 in a latency run; under pytest-xdist, each worker's "
+                         "share of the cores; otherwise each runtime's own)")
     group.addoption("--flush-denormal", action="store_true",
                     help="read and write denormal floats as zero in every runtime")
 
@@ -184,17 +185,29 @@ def pytest_configure(config):
 
 def install_budget(config) -> None:
     """The same threads and denormal policy for every runtime of this process: --threads,
-    else the default a plugin gives its run (a latency run's: 1 thread). A run with
-    neither, and without --flush-denormal, leaves every runtime its default."""
+    else the default a plugin gives its run (a latency run's: 1 thread), else, on a
+    pytest-xdist worker, its share of the cores. A run with none of these, and without
+    --flush-denormal, leaves every runtime its default."""
     opt = config.option
     if opt.threads is not None and opt.threads < 1:
         raise pytest.UsageError(f"--threads must be at least 1, got {opt.threads}")
-    threads = opt.threads or config.hook.pytest_conformance_default_threads(config=config)
+    threads = chosen_threads(config, getattr(config, "workerinput", {}).get("workercount"))
     if threads is None and not opt.flush_denormal:
+        thread_budget.install(None)  # not an earlier in-process run's
         return
     import torch
 
     thread_budget.install(thread_budget.Budget(threads or torch.get_num_threads(), opt.flush_denormal))
+
+
+def chosen_threads(config, workers: int | None) -> int | None:
+    """--threads, else a plugin's default, else, in a run of pytest-xdist `workers`, each
+    worker's share of the cores. Each runtime otherwise takes every core in every
+    worker: two workers on two cores then run four threads on two, and the spinning
+    threads of one slow the other's (a CI tier took half as long again as with one
+    thread each)."""
+    return (config.option.threads or config.hook.pytest_conformance_default_threads(
+        config=config) or (thread_budget.share(workers) if workers else None))
 
 
 # Options whose value is a path: given as `--flag VALUE`, pytest's early parse (before
@@ -274,7 +287,20 @@ def pytest_report_header(config):
         options = config.stash[SESSION].options
         lines.append(f"conformance records: {options.results}")
         lines.append(f"conformance property search: {options.search.describe()}")
+    lines.append(f"conformance threads: {threads_line(config)}")
     return lines
+
+
+def threads_line(config) -> str:
+    """The thread budget the cells run under, as the header says it: the controller of a
+    pytest-xdist run runs no cell and gives its workers their share."""
+    workers = len(getattr(config.option, "tx", None) or []) if getattr(
+        config.option, "dist", "no") != "no" else 0
+    threads = chosen_threads(config, workers)
+    said = f"{threads} per runtime" if threads else "each runtime's own count"
+    if config.option.flush_denormal:
+        said += ", denormals flushed"
+    return said + (f", in each of {workers} pytest-xdist workers" if workers else "")
 
 
 def pytest_generate_tests(metafunc):
@@ -418,6 +444,8 @@ def _record(item, report, call, spec: CellSpec) -> dict:
             "runtime": spec.target.runtime, "device": spec.target.device,
             # The backend's settings: its defaults, or its tuning and what that sets.
             "settings": settings_of(spec.target.path, spec.target.runtime),
+            # the threads and denormal policy every runtime of the cell had
+            "budget": thread_budget.described(),
             "check": spec.check, "nodeid": item.nodeid,
             "metrics": cell.metrics if cell else {}, "timings": cell.timings if cell else {},
             "artifact": cell.artifact if cell else {},

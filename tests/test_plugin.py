@@ -5,6 +5,8 @@ import shlex
 
 import pytest
 
+from conformance.runtimes import thread_budget
+
 USER_CASES = '''
 import torch
 from conformance import Case, random_inputs
@@ -148,6 +150,21 @@ def test_records_come_back_from_xdist_workers(suite, pytester):
     # one run, one session, however many workers; each record knows the session's size
     assert len({(r["run"], r["session"], r["session_cells"]) for r in written}) == 1
     assert written[0]["session_cells"] == 18
+    # two workers split the cores instead of each running every runtime on all of them
+    share = thread_budget.share(2)
+    result.stdout.fnmatch_lines([f"conformance threads: {share} per runtime, in each of 2 "
+                                 "pytest-xdist workers"])
+    assert {r["budget"]["threads"] for r in written} == {share}
+
+
+def test_threads_pins_the_budget_of_every_worker_and_a_plain_run_leaves_the_defaults(
+        suite, pytester):
+    selected = ("-k", "small and cpu and trace and not libtorch and not tuned")
+    suite("-n", "2", "--threads=3", *selected).stdout.fnmatch_lines(
+        ["conformance threads: 3 per runtime, in each of 2 pytest-xdist workers"])
+    assert {r["budget"]["threads"] for r in records(pytester)} == {3}
+    suite(*selected).stdout.fnmatch_lines(["conformance threads: each runtime's own count"])
+    assert {r["budget"] for r in records(pytester)} == {None}
 
 
 def test_a_last_failed_rerun_appends_to_its_run_and_the_report_merges_it(suite, pytester):

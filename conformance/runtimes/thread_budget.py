@@ -9,6 +9,7 @@ each start of its process).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,20 @@ class Budget:
 
     def describe(self) -> dict:
         return {"threads": self.threads, "flush_denormal": self.flush_denormal}
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity, which a container or taskset may
+    narrow), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
+
+
+def share(processes: int) -> int:
+    """The threads each of `processes` processes gets when they split the cores evenly."""
+    return max(1, cores() // max(1, processes))
 
 
 _installed: Budget | None = None
