@@ -19,7 +19,7 @@ ARGS ?=
 # One cell may build, export and run a large model several times; a hang still ends.
 TIMEOUT := --timeout 1800
 
-.PHONY: suite check selftest ci-tier bench report nightly venv clean
+.PHONY: suite check selftest ci-tier bench report nightly prune-cache venv clean
 
 suite: $(STAMP)
 	$(BIN)/pytest $(TIMEOUT) --conformance-results=results/records.jsonl $(ARGS)
@@ -50,19 +50,30 @@ report: $(STAMP)
 	$(BIN)/python -m conformance.report $(RECORDS) --out results/report \
 		--history results/history.sqlite $(REPORT_ARGS)
 
-# The nightly tier (every cell, the nightly property search), then its report, made even when cells failed; the
-# exit status is pytest's, or the report's gate when pytest passed.
+# The nightly tier (every cell, the nightly property search; one worker per core, as the
+# CI tier), then its report, made even when cells failed, then the artifacts no run has
+# used for two weeks leave the cache; the exit status is pytest's, or the report's gate
+# when pytest passed.
 nightly: $(STAMP)
-	$(BIN)/pytest -m nightly $(TIMEOUT) --property-profile nightly \
+	$(BIN)/pytest -m nightly -n auto --dist loadgroup $(TIMEOUT) --property-profile nightly \
 		--conformance-results=results/records.jsonl $(ARGS); \
 	tests=$$?; $(MAKE) report RECORDS=results/records.jsonl; report=$$?; \
-	exit $$(( tests ? tests : report ))
+	$(MAKE) prune-cache; exit $$(( tests ? tests : report ))
+
+# The artifact cache keeps every key a changed model, exporter or stack leaves behind:
+# remove what no run has used for UNUSED_DAYS days.
+UNUSED_DAYS ?= 14
+prune-cache: $(STAMP)
+	$(BIN)/python -m conformance.pruning --unused-days $(UNUSED_DAYS)
 
 venv: $(STAMP)
 
+# --no-compile: pip would byte-compile every module of torch and its CUDA libraries at
+# install (a third of a new venv's time); Python compiles the ones a run imports.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[families,serve,browser]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile \
+		-e ".[families,serve,browser]"
 	touch $(STAMP)
 
 clean:

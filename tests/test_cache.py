@@ -1,15 +1,17 @@
 """A cached artifact is reused only when nothing its model depends on changed, and only
 when its bytes are the ones the export wrote."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conformance import Case, random_inputs
+from conformance import Case, pruning, random_inputs
 from conformance.cases import import_file_as
 from conformance.checks import catalog as checks
 from conformance.checks.catalog import CheckFailure
@@ -508,3 +510,54 @@ def test_an_export_failure_is_kept_under_the_artifacts_key_unless_transient(
     assert calls() == (1 if kept else 2)  # a kept failure is not exported again
     assert verdict(case, tmp_path / "cache", use_cache=False) == "fail (export-error)"
     assert calls() == (2 if kept else 3)  # without the cache it is
+
+
+def _age(files, days: float) -> None:
+    then = time.time() - days * pruning.DAY_S
+    for file in files:
+        os.utime(file, (then, then))
+
+
+def test_pruning_removes_what_no_run_used_for_the_days_given_with_everything_beside_it(
+        tmp_path, capsys):
+    cache_dir = tmp_path / "cache"  # a folder per case, as a session keeps it
+    verdict(Case("doubler", Plain, example=random_inputs((2, 3))), cache_dir / "doubler")
+    old = cache_dir / "old_case"
+    old.mkdir()
+    stale = [old / "old_case-onnx-abc.onnx", old / "old_case-onnx-abc.onnx.json",
+             old / "old_case-onnx-abc.onnx.lock", old / "old_case-trace-def.pt.failed.json",
+             old / ".old_case-export-123.pt2.4242.partial"]
+    for file in stale:
+        file.write_text("x")
+    _age(stale, 30)
+    fresh = sorted((cache_dir / "doubler").iterdir())
+    assert len(fresh) == 3  # the artifact, its facts and its lock
+    _age(fresh[:1], 30)  # the artifact's own bytes are old; its facts say it was used now
+    assert pruning.main(["--artifacts-dir", str(cache_dir), "--unused-days", "14",
+                         "--dry-run"]) == 0
+    assert "would remove 3 artifacts unused for 14 days" in capsys.readouterr().out
+    assert all(file.exists() for file in stale)
+    pruning.main(["--artifacts-dir", str(cache_dir), "--unused-days", "14"])
+    assert "removed 3 artifacts" in capsys.readouterr().out
+    assert not any(file.exists() for file in stale)
+    assert sorted((cache_dir / "doubler").iterdir()) == fresh
+
+
+def test_a_run_that_reuses_an_artifact_or_a_kept_failure_marks_it_used(tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    case = Case("doubler", Plain, example=random_inputs((2, 3)))
+    assert verdict(case, cache_dir / "doubler") == "pass"
+    _age((cache_dir / "doubler").iterdir(), 30)
+    assert len(pruning.prune(cache_dir, 14, dry_run=True)[0]) == 1
+    assert verdict(case, cache_dir / "doubler") == "pass"  # reused: used now
+    assert pruning.prune(cache_dir, 14) == ([], pruning.entries(cache_dir))
+
+    def failing(model, example, file, options):
+        raise RuntimeError("unsupported operator")
+
+    patch_exporter(monkeypatch, "trace", failing)
+    failed = Case("failing", Plain, example=random_inputs((3, 3)))
+    assert verdict(failed, cache_dir / "failing") == "fail (export-error)"
+    _age((cache_dir / "failing").iterdir(), 30)
+    assert verdict(failed, cache_dir / "failing") == "fail (export-error)"  # the kept failure, used now
+    assert not pruning.prune(cache_dir, 14)[0]

@@ -186,6 +186,21 @@ def test_max_rel_skips_elements_where_eager_is_zero():
     assert result.max_abs == pytest.approx(2e-4, rel=1e-3)
 
 
+def test_the_errors_come_only_from_elements_finite_on_both_sides():
+    # the errors of an output without NaN or infinity take a shorter way than those of
+    # one with them: both ways give the same numbers
+    expected = torch.tensor([0.0, 2.0, 1e-310, 4.0], dtype=torch.float64)
+    actual = torch.tensor([1e-6, 2.0002, 1.0, 4.0], dtype=torch.float64)
+    finite = compare(actual, expected)
+    assert finite.max_abs == pytest.approx(1.0) and finite.max_rel == math.inf  # 1 / 1e-310
+    assert finite.mismatch_fraction == pytest.approx(3 / 4)  # float64: rtol and atol 1e-7
+    padded = compare(torch.cat([actual, torch.tensor([math.nan, math.inf, 7.0])]),
+                     torch.cat([expected, torch.tensor([math.nan, math.inf, -math.inf])]))
+    assert (padded.max_abs, padded.max_rel) == (finite.max_abs, finite.max_rel)
+    assert padded.mismatch_fraction == pytest.approx(4 / 7)  # and 7 against -inf
+    assert any("infinite values differ" in problem for problem in padded.problems)
+
+
 def test_tolerance_override_changes_the_verdict():
     actual = changed(UNIT, (1, 7), delta=1e-2)
     result = compare(actual, UNIT, tolerance=Tolerance(rtol=0.0, atol=0.1))

@@ -159,9 +159,20 @@ def test_records_come_back_from_xdist_workers(suite, pytester):
 
 def test_threads_pins_the_budget_of_every_worker_and_a_plain_run_leaves_the_defaults(
         suite, pytester):
+    from types import SimpleNamespace
+
+    from conformance.plugin import chosen_threads
+
+    def config(threads, plugin_default=None):
+        hook = SimpleNamespace(pytest_conformance_default_threads=lambda config: plugin_default)
+        return SimpleNamespace(option=SimpleNamespace(threads=threads), hook=hook)
+
+    assert chosen_threads(config(3), workers=2) == 3
+    assert chosen_threads(config(None, plugin_default=1), workers=8) == 1  # a latency run
+    assert chosen_threads(config(None), workers=2) == thread_budget.share(2)
+    assert chosen_threads(config(None), workers=None) is None
     selected = ("-k", "small and cpu and trace and not libtorch and not tuned")
-    suite("-n", "2", "--threads=3", *selected).stdout.fnmatch_lines(
-        ["conformance threads: 3 per runtime, in each of 2 pytest-xdist workers"])
+    suite("--threads=3", *selected).stdout.fnmatch_lines(["conformance threads: 3 per runtime"])
     assert {r["budget"]["threads"] for r in records(pytester)} == {3}
     suite(*selected).stdout.fnmatch_lines(["conformance threads: each runtime's own count"])
     assert {r["budget"] for r in records(pytester)} == {None}

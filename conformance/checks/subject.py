@@ -22,6 +22,7 @@ from conformance.exporters.artifact import (Artifact, ExportError, ExportOptions
                                             export, keep_failure, kept_failure)
 from conformance.exporters.cache import artifact_key, artifact_lock
 from conformance.messages import first_line, first_lines
+from conformance.pruning import mark_used
 from conformance.runtimes.loaders import copy_inputs, run
 from conformance.runtimes.table import RUNTIMES
 from conformance.targets import Target, flat_outputs, path_row
@@ -277,9 +278,11 @@ class CaseState:
         file = self.artifact_dir / f"{self.case.name}-{path}-{key}{row.suffix}"
         with artifact_lock(file, enabled=self.use_cache):
             cached = cached_artifact(path, file) if self.use_cache else None
+            failed = kept_failure(file) if self.use_cache and cached is None else None
+            if cached is not None or failed is not None:
+                mark_used(file)  # what pruning the cache keeps
             if cached is not None:
                 return cached
-            failed = kept_failure(file) if self.use_cache else None
             if failed is not None:
                 raise failed
             try:
