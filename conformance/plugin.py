@@ -176,8 +176,8 @@ def pytest_configure(config):
             _register_tag(config, session, tag)
     if not hasattr(config, "workerinput"):  # xdist workers send their records to the controller
         rerun = config.option.conformance_rerun or bool(getattr(config.option, "lf", False))
-        config.pluginmanager.register(Recorder(RecordWriter(session.options.results, rerun)),
-                                      "conformance-recorder")
+        writer = RecordWriter(session.options.results, rerun)
+        config.pluginmanager.register(Recorder(writer, config), "conformance-recorder")
         if config.option.conformance_progress > 0:
             config.pluginmanager.register(Progress(config, config.option.conformance_progress),
                                           "conformance-progress")
@@ -198,6 +198,13 @@ def install_budget(config) -> None:
     import torch
 
     thread_budget.install(thread_budget.Budget(threads or torch.get_num_threads(), opt.flush_denormal))
+
+
+def xdist_workers(config) -> int:
+    """How many pytest-xdist workers the controller starts; 0 without pytest-xdist."""
+    if getattr(config.option, "dist", "no") == "no":
+        return 0
+    return len(getattr(config.option, "tx", None) or [])
 
 
 def chosen_threads(config, workers: int | None) -> int | None:
@@ -294,8 +301,7 @@ def pytest_report_header(config):
 def threads_line(config) -> str:
     """The thread budget the cells run under, as the header says it: the controller of a
     pytest-xdist run runs no cell and gives its workers their share."""
-    workers = len(getattr(config.option, "tx", None) or []) if getattr(
-        config.option, "dist", "no") != "no" else 0
+    workers = xdist_workers(config)
     threads = chosen_threads(config, workers)
     said = f"{threads} per runtime" if threads else "each runtime's own count"
     if config.option.flush_denormal:
@@ -438,15 +444,40 @@ def pytest_runtest_makereport(item, call):
 def _record(item, report, call, spec: CellSpec) -> dict:
     cell = item.stash.get(CELL, None)
     outcome, message = _outcome(report, call, cell)
+    return make_record(_cell_data(item.config, spec, item.nodeid, cell), outcome,
+                       call.duration, message)
+
+
+def crash_record(config, nodeid: str, crash: str) -> dict | None:
+    """The record of a cell whose pytest-xdist worker died under it (the kernel killed
+    it for memory, a runtime crashed the process): an error, without a verdict, so that
+    the cell is neither lost from the run nor counted as a finding of the export."""
+    session = config.stash[SESSION]
+    name = nodeid.rpartition("[")[2].rstrip("]")
+    spec = next((spec for spec in session.cells() if spec.id == name), None)
+    if spec is None:  # not a cell: pytest reports the crash of another test itself
+        return None
+    message = (f"case {spec.case}, target {spec.target.id}, check {spec.check}: the "
+               f"pytest-xdist worker running the cell died, and the cell has no verdict "
+               f"({crash}); a process the kernel killed for lack of memory is in its log "
+               f"(dmesg: 'Out of memory: Killed process')\n  reproduce: pytest '{nodeid}'")
+    threads = chosen_threads(config, xdist_workers(config))  # the dead worker's budget
+    budget = {"threads": threads, "flush_denormal": config.option.flush_denormal}
+    data = {**_cell_data(config, spec, nodeid), "budget": budget if threads else None}
+    return make_record(data, "error", 0.0, message)
+
+
+def _cell_data(config, spec: CellSpec, nodeid: str, cell=None) -> dict:
+    """What a record says of a cell besides its outcome."""
     # The row that applies to the cell: its reason, where it is, and the kind it expects.
-    row = cell.row if cell else item.config.stash[SESSION].expectation(spec)
-    data = {"case": spec.case, "target": spec.target.id, "path": spec.target.path,
+    row = cell.row if cell else config.stash[SESSION].expectation(spec)
+    return {"case": spec.case, "target": spec.target.id, "path": spec.target.path,
             "runtime": spec.target.runtime, "device": spec.target.device,
             # The backend's settings: its defaults, or its tuning and what that sets.
             "settings": settings_of(spec.target.path, spec.target.runtime),
             # the threads and denormal policy every runtime of the cell had
             "budget": thread_budget.described(),
-            "check": spec.check, "nodeid": item.nodeid,
+            "check": spec.check, "nodeid": nodeid,
             "metrics": cell.metrics if cell else {}, "timings": cell.timings if cell else {},
             "artifact": cell.artifact if cell else {},
             "expectation": row.record() if row else None,
@@ -454,11 +485,10 @@ def _record(item, report, call, spec: CellSpec) -> dict:
             "failure_kind": getattr(cell, "failure_kind", None),
             # the case's tags: the report tells a target the case does not have from a
             # cell this run did not select
-            "tags": sorted(item.config.stash[SESSION].entry(spec.case).tags),
-            "session_cells": item.config.stash.get(SESSION_CELLS, None),
-            "selection": selection(item.config),
+            "tags": sorted(config.stash[SESSION].entry(spec.case).tags),
+            "session_cells": config.stash.get(SESSION_CELLS, None),
+            "selection": selection(config),
             **(cell.record_fields() if cell else {})}
-    return make_record(data, outcome, call.duration, message)
 
 
 def _outcome(report, call, cell=None) -> tuple[str, str]:
@@ -479,8 +509,8 @@ def _outcome(report, call, cell=None) -> tuple[str, str]:
 class Recorder:
     """Writes the records that reports carry; on the controller under xdist."""
 
-    def __init__(self, writer):
-        self.writer = writer
+    def __init__(self, writer, config):
+        self.writer, self.config = writer, config
         self.outcomes: dict[str, collections.Counter] = collections.defaultdict(
             collections.Counter)
         self.expected: collections.Counter = collections.Counter()  # xfails by row
@@ -488,7 +518,11 @@ class Recorder:
         self.costs: list[dict] = []  # each cell's case, path, check and time
 
     def pytest_runtest_logreport(self, report):
-        for name, value in report.user_properties:
+        properties = report.user_properties
+        if report.when == "???":  # pytest-xdist's report of a test its dead worker ran
+            record = crash_record(self.config, report.nodeid, str(report.longrepr))
+            properties = [(RECORD, record)] if record else []
+        for name, value in properties:
             if name == RECORD:
                 self.writer.write(value)
                 self.outcomes[value["target"]][value["outcome"]] += 1

@@ -58,7 +58,8 @@ class Progress:
         with self.lock:
             if report.failed:
                 self.failing.add(report.nodeid)
-            if report.when == "teardown":
+            # "???": pytest-xdist's report of a test whose worker died under it
+            if report.when in ("teardown", "???"):
                 self.done += 1
                 self.running.pop(report.nodeid, None)
         self.maybe_write()

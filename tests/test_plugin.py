@@ -157,6 +157,38 @@ def test_records_come_back_from_xdist_workers(suite, pytester):
     assert {r["budget"]["threads"] for r in written} == {share}
 
 
+DYING_CASE = """
+import os
+import signal
+
+import torch
+from conformance import Case, random_inputs
+
+
+class Dying(torch.nn.Module):
+    def forward(self, x):  # as the kernel ends a process that runs out of memory
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+CASES = [Case("dying", Dying, example=random_inputs((2, 3)))]
+"""
+
+
+def test_a_cell_whose_worker_dies_is_recorded_as_an_error_without_a_verdict(pytester):
+    pytester.makepyfile(dying_models=DYING_CASE)
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "conformance", "--no-builtin-cases", "--cases=dying_models.py", "-n", "1",
+        "-p", "no:cacheprovider", "--conformance-results=records.jsonl",
+        "--artifacts-dir=artifacts", "--max-worker-restart=0",
+        "-k", "trace-torch-cpu and matches_eager")
+    [record] = records(pytester)
+    assert record["outcome"] == "error" and record["failure_kind"] is None
+    assert record["case"] == "dying" and record["target"] == "trace-torch-cpu"
+    assert "worker running the cell died, and the cell has no verdict" in record["message"]
+    assert record["budget"] == {"threads": thread_budget.share(1), "flush_denormal": False}
+    result.stdout.fnmatch_lines(["*1 records written to records.jsonl*"])
+
+
 def test_threads_pins_the_budget_of_every_worker_and_a_plain_run_leaves_the_defaults(
         suite, pytester):
     from types import SimpleNamespace

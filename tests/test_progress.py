@@ -60,6 +60,19 @@ def test_a_hang_is_named_by_the_timer_while_no_test_finishes():
     assert len(lines) == 1  # at most one line an interval
 
 
+def test_a_test_whose_worker_died_is_done_and_failed_not_running():
+    found, clock, lines = progress(interval=10.0)
+    found.pytest_runtest_logstart("t.py::test_check[srcnn-eats-memory]", None)
+    found.pytest_runtest_logstart("t.py::test_check[next]", None)
+    # what pytest-xdist reports, and nothing else, of a test its dead worker ran
+    found.pytest_runtest_logreport(SimpleNamespace(
+        when="???", failed=True, nodeid="t.py::test_check[srcnn-eats-memory]"))
+    clock.now = 60.0
+    found.maybe_write()
+    assert lines == ["progress: 1 of 100 tests (1%), 1 failed, 1m00s in, ~1h39m left; "
+                     "running: test_check[next] for 1m00s"]
+
+
 def test_no_line_once_every_test_is_done():
     found, clock, lines = progress(interval=1.0)
     found.total = 1

@@ -42,3 +42,22 @@ def test_the_fresh_process_can_be_used_again_after_it_was_closed(tmp_path):
         expected = state.eager("example", state.example)
         assert torch.allclose(outputs, expected, rtol=1e-5, atol=1e-6)
         session.close()
+
+
+def test_a_case_holds_only_its_latest_loaded_artifacts(tmp_path):
+    from conformance import Case, random_inputs
+    from conformance.checks.subject import KEEP_LOADED
+
+    state = CaseState(Case("held", broken_models.Linear, example=random_inputs((2, 4))), "cpu",
+                      tmp_path)
+    targets = [Target("trace", "torch", "cpu"), Target("script", "torch", "cpu"),
+               Target("export", "torch", "cpu"), Target("onnx", "onnxruntime", "cpu", 17),
+               Target("onnx", "onnxruntime-noopt", "cpu", 17)]
+    first = state.loaded(targets[0])
+    assert state.loaded(targets[0]) is first  # held while the case's cells use it
+    for target in targets[1:]:
+        state.loaded(target)
+    held = [key[1] for key in state._memo if key[0] == "loaded"]
+    assert held == targets[-KEEP_LOADED:]  # the oldest went, the newest stayed
+    assert state.loaded(targets[0]) is not first  # loaded again when asked again
+    state.close()

@@ -54,6 +54,14 @@ class EagerFailed(Exception):
         self.timed_out = timed_out
 
 
+# How many loaded artifacts a case holds at once. A case's cells run target after target,
+# and a loaded artifact holds its runtime's memory until it goes: ONNX Runtime keeps an
+# arena as large as the model's largest activations in each session, and the dozen
+# ONNX targets of a super-resolution model held together took a worker past 10 GB. A
+# target's checks, and the second opinion one of them asks (see `catalog`), fit in three.
+KEEP_LOADED = 3
+
+
 class CaseState:
     def __init__(self, case: Case, device: str, artifact_dir: Path, use_cache: bool = True,
                  harness: Callable[[], Any] | None = None, eager_timeout: float | None = None):
@@ -303,7 +311,24 @@ class CaseState:
         return artifact
 
     def loaded(self, target: Target) -> Callable:
-        return self.memo(("loaded", target), lambda: self._load(target))
+        """The target's artifact loaded in its runtime, once while the case's cells use
+        it; the oldest loads go when more than KEEP_LOADED are held (see there)."""
+        key = ("loaded", target)
+        if key not in self._memo:
+            self._let_go(keep=KEEP_LOADED - 1)
+        return self.memo(key, lambda: self._load(target))
+
+    def _loads(self, in_harness: bool) -> list:
+        """The keys of the loads held, oldest first (a dict keeps its order of insertion)."""
+        return [key for key in self._memo if isinstance(key, tuple) and key[0] == "loaded"
+                and RUNTIMES[key[1].runtime].in_harness == in_harness]
+
+    def _let_go(self, keep: int) -> None:
+        """Drop all but the `keep` latest loads of this process; a load in the harness
+        holds the harness's memory, not this process's, and stays until `close`."""
+        loads = self._loads(in_harness=False)
+        for key in loads[:max(0, len(loads) - keep)]:
+            del self._memo[key]
 
     def _load(self, target: Target) -> Callable:
         if not path_row(target.path).saves_file:
@@ -340,9 +365,9 @@ class CaseState:
 
     def close(self) -> None:
         """Let go of what lives outside this process: models loaded in the harness."""
-        for key, (ok, value) in self._memo.items():
-            if ok and isinstance(key, tuple) and key[0] == "loaded" \
-                    and RUNTIMES[key[1].runtime].in_harness:
+        for key in self._loads(in_harness=True):
+            ok, value = self._memo[key]
+            if ok:
                 value.close()
 
     def to_device(self, inputs: FlatInputs) -> FlatInputs:
