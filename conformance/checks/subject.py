@@ -56,10 +56,11 @@ class EagerFailed(Exception):
 
 # How many loaded artifacts a case holds at once. A case's cells run target after target,
 # and a loaded artifact holds its runtime's memory until it goes: ONNX Runtime keeps an
-# arena as large as the model's largest activations in each session, and the dozen
-# ONNX targets of a super-resolution model held together took a worker past 10 GB. A
-# target's checks, and the second opinion one of them asks (see `catalog`), fit in three.
-KEEP_LOADED = 3
+# arena as large as the model's largest activations in each session. The matches_eager
+# and generalizes cells of srcnn's ONNX targets (768x768 outputs) peaked at 22.7 GB in one
+# process with every load held, 12.6 GB with three, 10.3 GB with one, and took no longer.
+# A check that asks a second opinion (see `catalog`) still holds its own load meanwhile.
+KEEP_LOADED = 1
 
 
 class CaseState:
