@@ -68,12 +68,9 @@ prune-cache: $(STAMP)
 
 venv: $(STAMP)
 
-# --no-compile: pip would byte-compile every module of torch and its CUDA libraries at
-# install (a third of a new venv's time); Python compiles the ones a run imports.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile \
-		-e ".[families,serve,browser]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[families,serve,browser]"
 	touch $(STAMP)
 
 clean:
