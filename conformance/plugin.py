@@ -462,8 +462,8 @@ def crash_record(config, nodeid: str, crash: str) -> dict | None:
                f"({crash}); a process the kernel killed for lack of memory is in its log "
                f"(dmesg: 'Out of memory: Killed process')\n  reproduce: pytest '{nodeid}'")
     threads = chosen_threads(config, xdist_workers(config))  # the dead worker's budget
-    budget = {"threads": threads, "flush_denormal": config.option.flush_denormal}
-    data = {**_cell_data(config, spec, nodeid), "budget": budget if threads else None}
+    budget = thread_budget.Budget(threads, config.option.flush_denormal) if threads else None
+    data = {**_cell_data(config, spec, nodeid), "budget": budget and budget.describe()}
     return make_record(data, "error", 0.0, message)
 
 

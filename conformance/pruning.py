@@ -76,17 +76,25 @@ def _remove(entry: Entry) -> None:
         remove_artifact(file)
 
 
+@dataclasses.dataclass
+class Pruned:
+    removed: list[Entry]  # the keys unused for the days given (left in place by a dry run)
+    kept: list[Entry]
+    freed: int  # the bytes of the removed keys
+
+
 def prune(directory: Path, unused_days: float, dry_run: bool = False,
-          now: float | None = None) -> tuple[list[Entry], list[Entry]]:
-    """Remove every key unused for `unused_days`; the removed and the kept entries."""
+          now: float | None = None) -> Pruned:
+    """Remove every key unused for `unused_days`."""
     cutoff = (time.time() if now is None else now) - unused_days * DAY_S
     removed, kept = [], []
     for entry in entries(directory):
         (removed if entry.last_used() < cutoff else kept).append(entry)
+    freed = sum(entry.size() for entry in removed)  # before the files go
     if not dry_run:
         for entry in removed:
             _remove(entry)
-    return removed, kept
+    return Pruned(removed, kept, freed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,15 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unused_days < 0:
         parser.error("--unused-days must be at least 0")
-    removed, kept = prune(args.artifacts_dir, args.unused_days, dry_run=True)
-    freed = sum(entry.size() for entry in removed)
-    if not args.dry_run:
-        for entry in removed:
-            _remove(entry)
+    pruned = prune(args.artifacts_dir, args.unused_days, args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{args.artifacts_dir}: {verb} {len(removed)} artifacts unused for "
-          f"{args.unused_days:g} days ({freed / 1e9:.2f} GB); "
-          f"kept {len(kept)} ({sum(entry.size() for entry in kept) / 1e9:.2f} GB)")
+    print(f"{args.artifacts_dir}: {verb} {len(pruned.removed)} artifacts unused for "
+          f"{args.unused_days:g} days ({pruned.freed / 1e9:.2f} GB); kept {len(pruned.kept)} "
+          f"({sum(entry.size() for entry in pruned.kept) / 1e9:.2f} GB)")
     return 0
 
 

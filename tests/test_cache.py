@@ -548,9 +548,10 @@ def test_a_run_that_reuses_an_artifact_or_a_kept_failure_marks_it_used(tmp_path,
     case = Case("doubler", Plain, example=random_inputs((2, 3)))
     assert verdict(case, cache_dir / "doubler") == "pass"
     _age((cache_dir / "doubler").iterdir(), 30)
-    assert len(pruning.prune(cache_dir, 14, dry_run=True)[0]) == 1
+    assert len(pruning.prune(cache_dir, 14, dry_run=True).removed) == 1
     assert verdict(case, cache_dir / "doubler") == "pass"  # reused: used now
-    assert pruning.prune(cache_dir, 14) == ([], pruning.entries(cache_dir))
+    pruned = pruning.prune(cache_dir, 14)
+    assert not pruned.removed and pruned.kept == pruning.entries(cache_dir)
 
     def failing(model, example, file, options):
         raise RuntimeError("unsupported operator")
@@ -560,4 +561,4 @@ def test_a_run_that_reuses_an_artifact_or_a_kept_failure_marks_it_used(tmp_path,
     assert verdict(failed, cache_dir / "failing") == "fail (export-error)"
     _age((cache_dir / "failing").iterdir(), 30)
     assert verdict(failed, cache_dir / "failing") == "fail (export-error)"  # the kept failure, used now
-    assert not pruning.prune(cache_dir, 14)[0]
+    assert not pruning.prune(cache_dir, 14).removed

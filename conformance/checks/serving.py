@@ -83,14 +83,13 @@ def eager_class(subject: Subject, image: bytes, convert_to_rgb: bool = False
 
 def serves_predictions(subject: Subject) -> dict:
     from conformance.layout import imagenet_classes
-    from conformance.serving.client import ServedModel, thread_budget_of_process
+    from conformance.serving.client import ServedModel, session_threads
     from conformance.serving.images import load_classes
 
     classes = load_classes(imagenet_classes())
-    budget = thread_budget_of_process()  # the session's, as the serve runtime's server has it
     served = run_or_fail(subject, "serves_predictions", "starting the server with /predict",
                          lambda: ServedModel(subject.artifact.file, classes=imagenet_classes(),
-                                             threads=budget.threads if budget else None))
+                                             threads=session_threads()))
     answers = {}
     for name in ANSWERED:
         answers[name] = _predicted(subject, served, name, test_images()[name], classes)

@@ -69,8 +69,7 @@ def served_load(subject: Subject, eager_median_s: float, settings: LoadSettings)
         args, kwargs = split(inputs(i), state.keywords)
         return target(*args, **kwargs)
 
-    budget = client.thread_budget_of_process()
-    served = client.ServedModel(file, threads=budget.threads if budget else None,
+    served = client.ServedModel(file, threads=client.session_threads(),
                                 batching=(settings.max_batch, settings.max_wait_ms))
     try:
         result = run_load(lambda i: call(served, i), lambda i: (i,),

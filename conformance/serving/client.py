@@ -208,6 +208,12 @@ def thread_budget_of_process():
     return thread_budget.installed()
 
 
+def session_threads() -> int | None:
+    """The threads the session's budget gives a server, or None for its own default."""
+    budget = thread_budget_of_process()
+    return budget.threads if budget else None
+
+
 def _json_or_text(text: str) -> dict:
     import json
 
@@ -221,5 +227,4 @@ def _json_or_text(text: str) -> dict:
 def load_served(file: Path, device: str) -> ServedModel:
     """The serve runtime's loader: the artifact behind its own server, on the CPU, with
     the session's thread budget when it sets one."""
-    budget = thread_budget_of_process()
-    return ServedModel(file, threads=budget.threads if budget else None)
+    return ServedModel(file, threads=session_threads())
