@@ -19,7 +19,7 @@ ARGS ?=
 # One cell may build, export and run a large model several times; a hang still ends.
 TIMEOUT := --timeout 1800
 
-.PHONY: suite check selftest ci-tier bench report nightly prune-cache venv clean
+.PHONY: suite check selftest ci-tier bench report versions nightly prune-cache venv clean
 
 suite: $(STAMP)
 	$(BIN)/pytest $(TIMEOUT) --conformance-results=results/records.jsonl $(ARGS)
@@ -49,6 +49,13 @@ RECORDS ?= results/records.jsonl $(wildcard results/latency-records.jsonl)
 report: $(STAMP)
 	$(BIN)/python -m conformance.report $(RECORDS) --out results/report \
 		--history results/history.sqlite $(REPORT_ARGS)
+
+# After a tox run across torch versions (tox.ini; one records file per environment in
+# results/tox/): the cells whose outcome differs between environments, the speedups over
+# eager that move, then the matrix side by side, in results/versions/.
+versions: $(STAMP)
+	$(BIN)/python -m conformance.report $(wildcard results/tox/*.jsonl) --by-env \
+		--out results/versions
 
 # The nightly tier (every cell, the nightly property search; one worker per core, as the
 # CI tier), then its report, made even when cells failed, then the artifacts no run has

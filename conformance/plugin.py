@@ -153,7 +153,7 @@ def pytest_configure(config):
     # Every torch.jit call warns that TorchScript is deprecated; the suite tests it on purpose.
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
     _check_rootdir(config)
-    problems = stack_problems()
+    problems = stack_problems() or harness_problems(config)
     if problems:  # one message, not one failure per cell of every vision case
         raise pytest.UsageError("this stack cannot run the suite:\n" + "\n".join(
             f"  - {problem}" for problem in problems))
@@ -221,6 +221,26 @@ def chosen_threads(config, workers: int | None) -> int | None:
 # plugins add their options) takes VALUE for a test path.
 PATH_OPTIONS = ("--cases", "--expectations", "--artifacts-dir", "--conformance-results",
                 "--harness-build-dir", "--latency-baseline")
+
+
+def harness_problems(config) -> list[str]:
+    """Under --require=libtorch the C++ harness must build against this torch: the
+    controller builds it (or finds it built) once, before any cell, so that a harness
+    that cannot build is one message and not a failure per libtorch cell."""
+    from conformance.layout import harness_build_dir
+    from conformance.messages import first_lines
+    from conformance.runtimes.libtorch import HarnessError, build
+
+    if ("libtorch" not in config.option.require or hasattr(config, "workerinput")
+            or config.option.collectonly):
+        return []
+    root = config.option.harness_build_dir
+    try:
+        build(Path(root) if root else harness_build_dir())
+    except HarnessError as exc:
+        return [f"--require libtorch: the libtorch harness does not build against torch "
+                f"{builds()['torch']}: {first_lines(exc, 12)}"]
+    return []
 
 
 def _check_rootdir(config) -> None:

@@ -111,3 +111,65 @@ def onnx_exporter_problem() -> str:
         except (ImportError, ValueError) as exc:
             return f"the ONNX exporters cannot be found: {type(exc).__name__}: {exc}"
     return ""
+
+
+def pinned_pairs(tox_ini) -> dict[str, tuple[str, str]]:
+    """Each tox environment of the matrix (`testenv:torch...`) that pins torch and
+    torchvision: its pair of versions."""
+    import configparser
+    import re
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(tox_ini)
+    pairs = {}
+    for section in parser.sections():
+        deps = parser.get(section, "deps", fallback="")
+        found = dict(re.findall(r"^\s*(torch|torchvision)\s*={2,3}\s*(\S+)\s*$", deps, re.M))
+        if section.startswith("testenv:torch") and len(found) == 2:
+            pairs[section.split(":", 1)[1]] = (found["torch"], found["torchvision"])
+    return pairs
+
+
+def repeated_stack(env: str, tox_ini, installed: dict[str, str]) -> str:
+    """What another environment of tox.ini already runs when this one resolved to the
+    pair it pins (an unpinned `torch-newest` where pip offers nothing newer); "" when
+    this environment's stack is its own."""
+    from packaging.version import Version
+
+    def public(version: str) -> str:
+        return Version(version).public
+
+    mine = (public(installed["torch"]), public(installed["torchvision"]))
+    for other, pair in pinned_pairs(tox_ini).items():
+        if other != env and tuple(map(public, pair)) == mine:
+            return (f"{env} resolved to torch {installed['torch']} and torchvision "
+                    f"{installed['torchvision']}, the pair {other} pins: its run would repeat "
+                    f"{other}'s. The newest torch pip installs here is {mine[0]} (its index, "
+                    f"or a constraints file in pip's configuration, offers none newer); "
+                    f"where pip finds a newer one, {env} runs it")
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m conformance.stack --tox-env NAME --tox-ini FILE`: exit 1 with one message
+    when this stack cannot run the suite, or repeats another environment's pinned pair."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--tox-env", required=True)
+    parser.add_argument("--tox-ini", required=True)
+    args = parser.parse_args(argv)
+    problems = stack_problems()
+    if not problems and builds()["torchvision"] != "not installed":
+        problems = [p for p in [repeated_stack(args.tox_env, args.tox_ini, builds())] if p]
+    for problem in problems:
+        print(f"conformance: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"conformance: {args.tox_env} runs torch {builds()['torch']}, torchvision "
+              f"{builds()['torchvision']}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -47,15 +47,17 @@ def test_every_data_file_inside_the_suites_packages_is_shipped():
                 f"{directory.name}/{name} is not in pyproject.toml's package-data"
 
 
-def test_every_tox_environment_installs_the_pins_of_the_default_stack_and_the_serve_extra():
+def test_every_tox_environment_installs_the_pins_of_the_default_stack_and_two_extras():
     """tox installs the package without its dependencies (each environment brings its own
-    torch): its [base] list must be pyproject's, less torch and torchvision, or a pin
-    drifts and an environment runs another stack than it says."""
+    torch): its [base] list must be pyproject's with the families and serve extras, less
+    torch and torchvision, or a pin drifts and an environment runs another stack than it
+    says."""
     import configparser
     import tomllib
 
     project = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
-    wanted = {pin for pin in project["dependencies"] + project["optional-dependencies"]["serve"]
+    extras = project["optional-dependencies"]
+    wanted = {pin for pin in project["dependencies"] + extras["families"] + extras["serve"]
               if not pin.startswith(("torch==", "torchvision=="))}
     tox = configparser.ConfigParser(interpolation=None)
     tox.read(REPOSITORY / "tox.ini")

@@ -304,18 +304,47 @@ def test_one_command_writes_the_page_the_summary_and_the_history_and_gates(tmp_p
     assert page.grid_cells["b|trace-torch-cpu"][0] == "failed"
 
 
-def test_the_cross_version_report_puts_each_torch_side_by_side(tmp_path):
-    older = [dict(r, versions={"torch": "2.9.1"}) for r in night("failed")]
-    files = []
-    for name, records in (("new", night()), ("old", older)):
-        files.append(tmp_path / f"{name}.jsonl")
-        files[-1].write_text("\n".join(json.dumps(r) for r in records))
-    assert report.main([*map(str, files), "--by-torch", "--out", str(tmp_path)]) == 0
-    matrix = json.loads((tmp_path / "versions.json").read_text())
-    assert matrix["versions"] == ["2.14.1", "2.9.1"]
-    row = next(r for r in matrix["rows"] if (r["case"], r["target"]) == ("b", "trace-torch-cpu"))
-    assert row["outcomes"] == {"2.14.1": "passed", "2.9.1": "failed"}
-    assert "torch 2.9.1" in (tmp_path / "versions.html").read_text()
+def timed(case, target, speedup, torch="2.14.1"):
+    return dict(record(case, target, "latency", "passed", torch=torch),
+                metrics={"median_s": 0.001, "speedup": speedup, "n": 3})
+
+
+def test_the_cross_version_report_lists_the_cells_that_change_outcome_first(tmp_path, capsys):
+    older = [dict(r, versions={"torch": "2.9.1"},
+                  builds={"torch": "2.9.1+cu128", "torchvision": "0.24.1+cu128"})
+             for r in night("failed")[1:]] + [timed("a", "trace-torch-cpu", 1.0)]
+    newer = [dict(r, builds={"torch": "2.14.1+cu130", "torchvision": "0.29.1+cu130"})
+             for r in night()] + [timed("a", "trace-torch-cpu", 2.0)]
+    files = [write(tmp_path / "torch2.14.jsonl", newer), write(tmp_path / "torch2.9.jsonl", older)]
+    assert report.main([*files, "--by-env", "--out", str(tmp_path)]) == 0
+    found = json.loads((tmp_path / "versions.json").read_text())
+    assert [e["name"] for e in found["environments"]] == ["torch2.14", "torch2.9"]
+    assert found["environments"][1]["stack"]["torchvision"] == "0.24.1+cu128"
+    # passed on one, failed on the other first; then a cell only one environment ran
+    assert [(c["case"], c["check"], c["outcomes"]) for c in found["changed"]] == [
+        ("b", "matches_eager", {"torch2.14": "passed", "torch2.9": "failed"}),
+        ("a", "matches_eager", {"torch2.14": "passed", "torch2.9": "absent"})]
+    assert found["changed"][0]["messages"] == {"torch2.9": "case b, target trace: differs"}
+    assert [(c["case"], c["move"]) for c in found["latency_changed"]] == [("a", 2.0)]
+    assert found["same_stack"] == []
+    printed = capsys.readouterr().out
+    assert "## Cells whose outcome differs: 2" in printed
+    assert ("- `b` · `trace-torch-cpu` · matches_eager: torch2.14 passed, torch2.9 failed"
+            in printed)
+    page = (tmp_path / "versions.html").read_text()
+    assert "Cells whose outcome differs (2)" in page and "torchvision 0.24.1+cu128" in page
+
+
+def test_environments_that_ran_one_stack_are_flagged_and_keep_a_column_each(tmp_path):
+    files = [write(tmp_path / f"{name}.jsonl", records) for name, records in
+             (("torch2.14", night()), ("torch-newest", night("failed")))]
+    assert report.main([*files, "--by-env", "--out", str(tmp_path)]) == 0
+    found = json.loads((tmp_path / "versions.json").read_text())
+    assert found["same_stack"] == [["torch2.14", "torch-newest"]]
+    row = next(r for r in found["rows"] if (r["case"], r["target"]) == ("b", "trace-torch-cpu"))
+    assert row["outcomes"] == {"torch2.14": "passed", "torch-newest": "failed"}
+    assert "**torch2.14 and torch-newest ran the same stack**" in (
+        tmp_path / "versions.md").read_text()
 
 
 def test_a_sparkline_draws_the_history_with_gaps_on_a_fixed_scale():
@@ -349,16 +378,6 @@ def test_the_page_draws_each_targets_pass_rate_over_the_history_and_latency_samp
     page = (tmp_path / "out" / "report.html").read_text()
     assert "aria-label='trace-torch-cpu: pass rate over the last 3 runs'" in page
     assert "<svg class='box'" in page and "median 2.000 ms, eager 4.000 ms" in page
-
-
-def test_two_environments_with_one_torch_keep_a_column_each(tmp_path):
-    files = [write(tmp_path / f"{name}.jsonl", records) for name, records in
-             (("py310", night()), ("py311", night("failed")))]
-    assert report.main([*files, "--by-torch", "--out", str(tmp_path)]) == 0
-    matrix = json.loads((tmp_path / "versions.json").read_text())
-    assert matrix["versions"] == ["2.14.1 (py310)", "2.14.1 (py311)"]
-    row = next(r for r in matrix["rows"] if (r["case"], r["target"]) == ("b", "trace-torch-cpu"))
-    assert row["outcomes"] == {"2.14.1 (py310)": "passed", "2.14.1 (py311)": "failed"}
 
 
 def test_a_cell_this_run_did_not_select_is_told_from_a_target_the_case_does_not_have():

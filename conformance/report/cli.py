@@ -12,9 +12,10 @@ skipped, a session that ended early); the same records give the same exit status
 often they are reported. A run whose gate passes becomes the baseline of the next;
 --accept makes a run the baseline whatever its gate says (after a deliberate change).
 Several records files (xdist, CI shards, machines, a rerun) are merged into one run
-first, a rerun's later outcomes winning. With --by-torch each file
-is one environment instead (one tox env per torch version), and the report shows the
-matrix side by side per torch version. Latency records that carry a profile show their
+first, a rerun's later outcomes winning. With --by-env each file is one environment
+instead (one tox env per torch version, named by its file), and the report lists the
+cells whose outcome differs between environments first (conformance.report.versions).
+Latency records that carry a profile show their
 top operators in the page and the summary; with --profiles DIR (the folder the latency
 run wrote its traces to) the page links each to its trace.
 """
@@ -33,6 +34,7 @@ from conformance.report import changes as changes_mod
 from conformance.report import data as report_data
 from conformance.report import history
 from conformance.report import html as report_html
+from conformance.report import versions
 
 MARKDOWN_TOP = 5  # operators per target in the step summary; the page has all of a record's
 
@@ -150,18 +152,21 @@ def write_report(out: Path, summary: dict, changes: dict | None, title: str,
 
 
 def write_cross_version(out: Path, files: list[Path]) -> int:
-    """The matrix per environment, each records file one (a tox env's)."""
+    """The matrix across environments, each records file one (a tox env's, named by its
+    file): what changed between them first. Prints the changed cells."""
     try:
-        matrix = report_data.cross_version([read_records(f) for f in files],
-                                           [Path(f).stem for f in files])
-    except report_data.MergeConflict as exc:
+        found = versions.compare([Path(f).stem for f in files], [read_records(f) for f in files])
+    except ValueError as exc:
         print(f"cannot put side by side: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    (out / "versions.html").write_text(report_html.render_cross_version(
-        matrix, "conformance across torch versions"))
-    (out / "versions.json").write_text(json.dumps(matrix, indent=1))
-    print(f"report: {out / 'versions.html'}, {out / 'versions.json'}")
+    (out / "versions.html").write_text(report_html.render_versions(
+        found, "conformance across environments"))
+    (out / "versions.json").write_text(json.dumps(found, indent=1))
+    summary = versions.markdown(found)
+    (out / "versions.md").write_text(summary)
+    print(summary, end="")
+    print(f"report: {out / 'versions.html'}, {out / 'versions.md'}, {out / 'versions.json'}")
     return 0
 
 
@@ -181,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="make this run the baseline of later runs even when its gate "
                              "fails (after a deliberate change: a case or runtime dropped); "
                              "the exit status still says what the gate found")
-    parser.add_argument("--by-torch", action="store_true",
-                        help="each records file is one environment (a tox env): write the "
-                             "matrix side by side per environment instead of one run, each "
-                             "column named by its torch version (and its file's name when "
-                             "two share one)")
+    parser.add_argument("--by-env", "--by-torch", dest="by_env", action="store_true",
+                        help="each records file is one environment (a tox env, named by its "
+                             "file): list the cells whose outcome differs between them and "
+                             "the speedups that move, then the matrix side by side, instead "
+                             "of reporting one run")
     args = parser.parse_args(argv)
-    if args.by_torch:
+    if args.by_env:
         return write_cross_version(args.out, args.records)
     record_sets = [read_records(f) for f in args.records]
     try:

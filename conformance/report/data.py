@@ -220,24 +220,3 @@ def summarize(records: list[dict]) -> dict:
             "pass_rates": pass_rates(records), "grid": grid(records), "costs": costs(records),
             "cost": {key: cost_by(records, key, 15) for key in ("case", "path", "check")},
             "latency": latency(records)}
-
-
-def cross_version(record_sets: list[list[dict]], names: list[str] | None = None) -> dict:
-    """The matrix side by side per environment (a tox env, one records file each): for
-    each (case, target), the worst outcome in each. A column is named by its torch
-    version, and by its file's name too when two environments share a torch (two Python
-    versions, two onnxruntimes): none overwrites another."""
-    names = names or [str(i + 1) for i in range(len(record_sets))]
-    torches = [environment(records)["versions"].get("torch", "?") for records in record_sets]
-    columns = [torch if torches.count(torch) == 1 else f"{torch} ({name})"
-               for torch, name in zip(torches, names)]
-    if len(set(columns)) < len(columns):
-        raise MergeConflict(f"two environments would share a column: {columns}; give the "
-                            f"records files distinct names")
-    cells = collections.defaultdict(dict)
-    for column, records in zip(columns, record_sets):
-        for key, cell in grid(records)["cells"].items():
-            cells[key][column] = cell["outcome"]
-    rows = [{"case": key.split("|")[0], "target": key.split("|")[1], "outcomes": outcomes}
-            for key, outcomes in sorted(cells.items())]
-    return {"versions": columns, "rows": rows}

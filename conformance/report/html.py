@@ -470,17 +470,48 @@ def render(summary: dict, changes: dict | None, title: str, traces: str | None =
             f"<script>{SCRIPT}</script></body></html>")
 
 
-def render_cross_version(matrix: dict, title: str) -> str:
-    head = "".join(f"<th>torch {esc(v)}</th>" for v in matrix["versions"])
-    rows = []
-    for row in matrix["rows"]:
-        tds = "".join(f"<td style='background:{COLOURS[row['outcomes'].get(v)]}' "
-                      f"data-outcome='{row['outcomes'].get(v)}'>"
-                      f"{esc(row['outcomes'].get(v) or 'absent')}</td>"
-                      for v in matrix["versions"])
-        rows.append(f"<tr><td class='name'>{esc(row['case'])}</td>"
-                    f"<td class='name'>{esc(row['target'])}</td>{tds}</tr>")
+def render_versions(report: dict, title: str) -> str:
+    """The cross-environment page: the environments, the cells whose outcome differs
+    and the speedups that move, then the whole grid side by side."""
+    names = [env["name"] for env in report["environments"]]
+    envs = table(["environment", "stack", "passed", "failed", "xfailed", "skipped", "cell time"],
+                 [[e["name"], _stack(e["stack"]), e["counts"]["passed"],
+                   e["counts"]["failed"] + e["counts"]["error"] + e["counts"]["xpassed"],
+                   e["counts"]["xfailed"], e["counts"]["skipped"], f"{e['cell_s']:.0f} s"]
+                  for e in report["environments"]])
+    repeats = "".join(f"<p><strong>{esc(' and '.join(group))} ran the same stack</strong>: "
+                      "they repeat each other.</p>" for group in report["same_stack"])
+    changed = _outcome_table("changed", names, report["changed"], ("case", "target", "check"))
+    moved = table(["case", "target", *names, "move"],
+                  [[c["case"], c["target"],
+                    *(f"{c['speedups'][n]:.2f}x" if n in c["speedups"] else "-" for n in names),
+                    f"{c['move']:.2f}x"] for c in report["latency_changed"]], name_columns=2)
+    grid = _outcome_table("versions", names, report["rows"], ("case", "target"))
     return (f"{HEAD}<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{esc(title)}</h1><div class='scroll'><table id='versions'><tr>"
-            f"<th class='name'>case</th><th class='name'>target</th>"
-            f"{head}</tr>{''.join(rows)}</table></div></body></html>")
+            f"<h1>{esc(title)}</h1>{envs}{repeats}"
+            f"<h2>Cells whose outcome differs ({len(report['changed'])})</h2>{changed}"
+            f"<h2>Speedups over eager that move ({len(report['latency_changed'])})</h2>{moved}"
+            f"<h2>The grid, each cell its worst outcome</h2>{grid}</body></html>")
+
+
+def _stack(stack: dict) -> str:
+    return ", ".join(f"{name} {value}" for name, value in stack.items())
+
+
+def _colour(outcome: str | None) -> str:
+    return COLOURS.get(outcome, COLOURS[None])  # `absent`: the environment has no such cell
+
+
+def _outcome_table(name: str, columns: list[str], rows: list[dict], keys: tuple) -> str:
+    head = "".join(f"<th class='name'>{esc(k)}</th>" for k in keys) + "".join(
+        f"<th>{esc(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        tds = "".join(f"<td style='background:{_colour(row['outcomes'].get(c))}' "
+                      f"data-outcome='{esc(row['outcomes'].get(c) or 'absent')}' "
+                      f"title='{esc((row.get('messages') or {}).get(c, ''))}'>"
+                      f"{esc(row['outcomes'].get(c) or 'absent')}</td>" for c in columns)
+        body.append("<tr>" + "".join(f"<td class='name'>{esc(row[k])}</td>" for k in keys)
+                    + tds + "</tr>")
+    return (f"<div class='scroll'><table id='{name}'><tr>{head}</tr>{''.join(body)}</table>"
+            "</div>")
