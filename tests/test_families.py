@@ -75,3 +75,24 @@ def test_every_known_gap_has_its_finding_case_and_expectation_row():
     for gap in KNOWN_GAPS:
         assert "finding" in cases[gap.case].tags
         assert any(row.case == gap.case and row.target == gap.targets for row in rows), gap.case
+
+
+def test_the_max_pool_gap_is_the_window_pytorch_drops():
+    """The gap applies exactly where PyTorch's ceil_mode size is one less than the plain
+    ceil formula's (the last window would start in the right padding)."""
+    import torch
+    import torch.nn.functional as F
+
+    from conformance.checks.families import _max_pool_ceil_drops_last_window
+    from conformance.checks.generated import Pool
+
+    for kernel, stride, padding in ((2, 2, 1), (3, 2, 1), (2, 1, 1), (3, 3, 1)):
+        pool = Pool(op="max", kernel=kernel, stride=stride, padding=padding, ceil_mode=True,
+                    count_include_pad=False)
+        for size in range(max(1, kernel - 2 * padding), 9):
+            pytorch = F.max_pool2d(torch.zeros(1, 1, size, size), kernel, stride, padding,
+                                   ceil_mode=True).shape[-1]
+            plain = -(-(size + 2 * padding - kernel) // stride) + 1
+            assert _max_pool_ceil_drops_last_window(pool, (1, 1, size, size)) == (pytorch < plain)
+    floor = Pool(op="max", kernel=2, stride=2, padding=1, ceil_mode=False, count_include_pad=False)
+    assert not _max_pool_ceil_drops_last_window(floor, (1, 1, 1, 1))
