@@ -1005,7 +1005,7 @@ def test_the_case_scheduler_is_chosen_unless_another_dist_is_given(args, dist, g
     assert plugin.pytest_xdist_make_scheduler(config, None) == ("by case" if grouped else None)
 
 
-def test_the_case_scheduler_groups_cells_by_case_and_keeps_xdist_groups():
+def test_the_case_scheduler_groups_cells_by_case_but_not_a_familys_and_keeps_xdist_groups():
     from conformance.case_groups import CaseGroupScheduling
 
     scheduler = CaseGroupScheduling.__new__(CaseGroupScheduling)  # _split_scope needs no state
@@ -1015,6 +1015,8 @@ def test_the_case_scheduler_groups_cells_by_case_and_keeps_xdist_groups():
                                   "latency]") == "conformance case resnet18"
     assert scheduler._split_scope("tests/test_a.py::test_b[1]") == "tests/test_a.py::test_b[1]"
     assert scheduler._split_scope("tests/test_a.py::test_b[1]@mine") == "mine"
+    family_cell = "x/test_conformance.py::test_check[convnets-trace-torch-cpu-generated_models]"
+    assert scheduler._split_scope(family_cell) == family_cell  # shares nothing with its case
 
 
 def test_the_summary_counts_expected_failures_per_row_instead_of_listing_them(suite):
