@@ -318,18 +318,18 @@ def test_the_cross_version_report_lists_the_cells_that_change_outcome_first(tmp_
     files = [write(tmp_path / "torch2.14.jsonl", newer), write(tmp_path / "torch2.9.jsonl", older)]
     assert report.main([*files, "--by-env", "--out", str(tmp_path)]) == 0
     found = json.loads((tmp_path / "versions.json").read_text())
-    assert [e["name"] for e in found["environments"]] == ["torch2.14", "torch2.9"]
-    assert found["environments"][1]["stack"]["torchvision"] == "0.24.1+cu128"
+    assert [e["name"] for e in found["environments"]] == ["torch2.9", "torch2.14"]  # oldest first
+    assert found["environments"][0]["stack"]["torchvision"] == "0.24.1+cu128"
     # passed on one, failed on the other first; then a cell only one environment ran
     assert [(c["case"], c["check"], c["outcomes"]) for c in found["changed"]] == [
-        ("b", "matches_eager", {"torch2.14": "passed", "torch2.9": "failed"}),
-        ("a", "matches_eager", {"torch2.14": "passed", "torch2.9": "absent"})]
+        ("b", "matches_eager", {"torch2.9": "failed", "torch2.14": "passed"}),
+        ("a", "matches_eager", {"torch2.9": "absent", "torch2.14": "passed"})]
     assert found["changed"][0]["messages"] == {"torch2.9": "case b, target trace: differs"}
     assert [(c["case"], c["move"]) for c in found["latency_changed"]] == [("a", 2.0)]
     assert found["same_stack"] == []
     printed = capsys.readouterr().out
     assert "## Cells whose outcome differs: 2" in printed
-    assert ("- `b` · `trace-torch-cpu` · matches_eager: torch2.14 passed, torch2.9 failed"
+    assert ("- `b` · `trace-torch-cpu` · matches_eager: torch2.9 failed, torch2.14 passed"
             in printed)
     page = (tmp_path / "versions.html").read_text()
     assert "Cells whose outcome differs (2)" in page and "torchvision 0.24.1+cu128" in page

@@ -105,15 +105,29 @@ def side_by_side(names: list[str], record_sets: list[list[dict]]) -> list[dict]:
 
 
 def compare(names: list[str], record_sets: list[list[dict]]) -> dict:
-    """Everything the cross-environment report shows."""
+    """Everything the cross-environment report shows, the environments in the order of
+    their torch releases, oldest first."""
     if len(set(names)) < len(names):
         raise ValueError(f"two records files have one name: {names}; an environment is "
                          "named by its file")
+    ordered = sorted(zip(names, record_sets), key=lambda pair: release(pair[1]))
+    names, record_sets = [n for n, _ in ordered], [r for _, r in ordered]
     environments = [describe(n, r) for n, r in zip(names, record_sets)]
     return {"environments": environments, "same_stack": same_stacks(environments),
             "changed": outcome_changes(names, record_sets),
             "latency_changed": latency_changes(names, record_sets),
             "rows": side_by_side(names, record_sets)}
+
+
+def release(records: list[dict]):
+    """The torch release a records file ran, for ordering (unknown ones last)."""
+    from packaging.version import InvalidVersion, Version
+
+    torch = describe("", records)["stack"].get("torch", "")
+    try:
+        return (0, Version(torch))
+    except InvalidVersion:
+        return (1, torch)
 
 
 def stack_text(stack: dict) -> str:
