@@ -6,7 +6,10 @@ compiled operators, and every cell of every vision case would then fail on its o
 Checked: torchvision is the release made for this torch (torchvision 0.N+15 goes with
 torch 2.N) and of the same build (`+cpu`, `+cu130`), its compiled operators load, and
 the ONNX exporters are installed. `builds()` names the exact builds for the header and the
-records (package metadata drops the local build tag)."""
+records (package metadata drops the local build tag). For tox, `python -m conformance.stack
+--tox-env NAME --tox-ini FILE` also refuses an environment that resolved to the pair
+another environment of tox.ini pins (an unpinned `torch-newest` where pip offers nothing
+newer): its run would only repeat the other's."""
 from __future__ import annotations
 
 import functools
@@ -139,14 +142,17 @@ def repeated_stack(env: str, tox_ini, installed: dict[str, str]) -> str:
     def public(version: str) -> str:
         return Version(version).public
 
+    pairs = pinned_pairs(tox_ini)
     mine = (public(installed["torch"]), public(installed["torchvision"]))
-    for other, pair in pinned_pairs(tox_ini).items():
+    for other, pair in pairs.items():
         if other != env and tuple(map(public, pair)) == mine:
+            why = ("both environments pin that pair in tox.ini" if env in pairs else
+                   f"the newest torch pip installs here is {mine[0]} (its index, or a "
+                   f"constraints file in pip's configuration, offers none newer); where pip "
+                   f"finds a newer one, {env} runs it")
             return (f"{env} resolved to torch {installed['torch']} and torchvision "
                     f"{installed['torchvision']}, the pair {other} pins: its run would repeat "
-                    f"{other}'s. The newest torch pip installs here is {mine[0]} (its index, "
-                    f"or a constraints file in pip's configuration, offers none newer); "
-                    f"where pip finds a newer one, {env} runs it")
+                    f"{other}'s. {why[0].upper()}{why[1:]}")
     return ""
 
 

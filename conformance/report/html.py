@@ -475,7 +475,7 @@ def render_versions(report: dict, title: str) -> str:
     and the speedups that move, then the whole grid side by side."""
     names = [env["name"] for env in report["environments"]]
     envs = table(["environment", "stack", "passed", "failed", "xfailed", "skipped", "cell time"],
-                 [[e["name"], _stack(e["stack"]), e["counts"]["passed"],
+                 [[e["name"], esc(_stack(e["stack"])), e["counts"]["passed"],
                    e["counts"]["failed"] + e["counts"]["error"] + e["counts"]["xpassed"],
                    e["counts"]["xfailed"], e["counts"]["skipped"], f"{e['cell_s']:.0f} s"]
                   for e in report["environments"]])
