@@ -238,7 +238,7 @@ def harness_problems(config) -> list[str]:
     try:
         build(Path(root) if root else harness_build_dir())
     except HarnessError as exc:
-        return [f"--require libtorch: the libtorch harness does not build against torch "
+        return [f"--require libtorch: the libtorch harness cannot be built with torch "
                 f"{builds()['torch']}: {first_lines(exc, 12)}"]
     return []
 

@@ -65,7 +65,7 @@ def test_a_harness_that_does_not_build_against_this_torch_stops_the_session_at_t
     assert result.ret == 4  # a usage error: not one cell ran
     result.stderr.fnmatch_lines([
         "*this stack cannot run the suite:",
-        "*- --require libtorch: the libtorch harness does not build against torch *: building "
+        "*- --require libtorch: the libtorch harness cannot be built with torch *: building "
         "the libtorch harness failed at build*", "*'class at::Tensor' has no member 'data'*"])
     assert "passed" not in result.stdout.str() and "failed" not in result.stdout.str()
 
