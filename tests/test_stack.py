@@ -85,7 +85,8 @@ def test_an_environment_that_resolves_to_another_environments_pinned_pair_is_ref
         "torch-newest resolved to torch 2.14.1+cu130 and torchvision 0.29.1+cu130, the pair "
         "torch2.14 pins: its run would repeat torch2.14's")
     assert repeated_stack("torch2.14", ini, newest) == ""  # its own pair
-    assert repeated_stack("torch2.9", ini, newest).endswith("Both environments pin that pair in tox.ini")
+    assert repeated_stack("torch2.9", ini, newest).endswith(
+        "Both environments pin that pair in tox.ini")
     assert repeated_stack("torch-newest", ini, {"torch": "2.15.0", "torchvision": "0.30.0"}) == ""
 
 
