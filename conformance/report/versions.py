@@ -21,13 +21,18 @@ LATENCY_CHANGE = 1.25
 
 def describe(name: str, records: list[dict]) -> dict:
     """An environment as its records give it: builds, cell counts, the cells' own time."""
-    builds = next((r["builds"] for r in records if r.get("builds")), None)
     versions = environment(records)["versions"]
-    stack = builds or {"torch": versions.get("torch", "?")}
+    stack = stack_of(records)
     counts = collections.Counter(r["outcome"] for r in conformance_records(records))
     return {"name": name, "stack": stack, "versions": versions,
             "counts": {outcome: counts[outcome] for outcome in SEVERITY},
             "cell_s": round(sum(r.get("duration_s") or 0 for r in records), 1)}
+
+
+def stack_of(records: list[dict]) -> dict:
+    """The builds the records name (older records: the torch version only)."""
+    builds = next((r["builds"] for r in records if r.get("builds")), None)
+    return builds or {"torch": environment(records)["versions"].get("torch", "?")}
 
 
 def same_stacks(environments: list[dict]) -> list[list[str]]:
@@ -123,7 +128,7 @@ def release(records: list[dict]):
     """The torch release a records file ran, for ordering (unknown ones last)."""
     from packaging.version import InvalidVersion, Version
 
-    torch = describe("", records)["stack"].get("torch", "")
+    torch = stack_of(records).get("torch", "")
     try:
         return (0, Version(torch))
     except InvalidVersion:
