@@ -104,6 +104,28 @@ def test_compiles_fullgraph_counts_recompiles_of_a_sound_model(tmp_path):
     assert metrics["recompiles"] == 1  # batch 5 after the example's batch 2: dynamic recompile
 
 
+def test_a_compiled_model_past_its_recompile_limit_raises_rather_than_running_eager():
+    """Dynamo's default, past 8 compiles of one function, runs new sizes in eager: a
+    search would compare eager with itself. The suite's compiles raise instead, with
+    what it means."""
+    from torch._dynamo import config
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    from conformance.runtimes.loaders import RECOMPILE_LIMIT, compile_model, recompile_limit_hint
+
+    # Dynamo's defaults, and a recompile for each size; restored on leaving
+    with config.patch(recompile_limit=8, fail_on_recompile_limit_hit=False,
+                      automatic_dynamic_shapes=False):
+        compiled = compile_model(lambda x: x * 2, backend="eager")
+        for size in range(1, RECOMPILE_LIMIT + 1):
+            assert compiled(torch.ones(size)).sum() == 2 * size
+        with pytest.raises(FailOnRecompileLimitHit) as raised:
+            compiled(torch.ones(RECOMPILE_LIMIT + 1))
+        hint = recompile_limit_hint(f"{raised.value}")
+    assert f"compiled the model {RECOMPILE_LIMIT} times" in hint and "in eager" in hint
+    assert recompile_limit_hint("RuntimeError: shape mismatch") is None
+
+
 def test_compiles_fullgraph_fails_on_a_graph_break(tmp_path):
     subject = pt2_subject(broken_models.branchy_case(), "compile", "inductor", tmp_path)
     with pytest.raises(CheckFailure, match=r"(?s)fullgraph=True\) refuses the model \(1 graph "

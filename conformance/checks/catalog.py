@@ -17,7 +17,7 @@ from conformance.exporters.path import ARTIFACT_CHECKS
 from conformance.exporters.pt2 import unregistered_type_hint
 from conformance.messages import first_lines, head_and_cause
 from conformance.runtimes.fresh_process import to_cpu
-from conformance.runtimes.loaders import copy_inputs
+from conformance.runtimes.loaders import copy_inputs, recompile_limit_hint
 from conformance.runtimes.process import ProcessError
 from conformance.runtimes.table import RUNTIMES
 from conformance.targets import Target, loader_name, path_row
@@ -86,7 +86,7 @@ def run_or_fail(subject: Subject, check: str, what: str, action: Callable[[], An
 
 def _with_hint(text: str) -> str:
     """An error's text, and what to do about it where the suite knows."""
-    hint = unregistered_type_hint(text)
+    hint = unregistered_type_hint(text) or recompile_limit_hint(text)
     return f"{text}\n{hint}" if hint else text
 
 
@@ -431,7 +431,7 @@ def _disagreement(subject: Subject, inputs) -> str | None:
     except _EagerRejects as exc:  # the space holds inputs the model itself rejects
         return f"eager raised {exc}: the input space holds inputs the model rejects"
     except Exception as exc:  # an artifact that refuses a declared input fails the property
-        return f"the artifact raised {type(exc).__name__}: {first_lines(exc, 4)}"
+        return f"the artifact raised {type(exc).__name__}: {_with_hint(first_lines(exc, 4))}"
     return None if result.ok else result.summary()
 
 

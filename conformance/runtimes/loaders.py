@@ -16,8 +16,39 @@ def compile_model(model: Callable, backend: str, inductor_config: dict | None = 
     import torch
 
     torch._dynamo.reset()
+    allow_recompiles()
     compiled = torch.compile(model, backend=backend)
     return WithInductorConfig(compiled, inductor_config) if inductor_config else compiled
+
+
+# Past Dynamo's recompile limit (8 compiles of one function) a call on sizes that no
+# compile covers runs in eager, silently: a search drawing many sizes would then compare
+# eager with itself and pass. The nightly searches of the built-in cases reached 8
+# compiles of one function; the suite's compiles get room for this many, and raise past it.
+RECOMPILE_LIMIT = 64
+
+
+def allow_recompiles(limit: int = RECOMPILE_LIMIT) -> None:
+    """Let a compiled model recompile `limit` times, and raise rather than fall back to
+    eager past that: set for the whole process (Dynamo reads it when a call misses every
+    compile; setting it around each call would add to the latency cells' time)."""
+    from torch._dynamo import config
+
+    config.recompile_limit = max(config.recompile_limit, limit)
+    config.fail_on_recompile_limit_hit = True
+
+
+def recompile_limit_hint(error: object) -> str | None:
+    """For the error a compiled model raises past its recompile limit: what it means."""
+    if "fail_on_recompile_limit_hit" not in str(error):
+        return None
+    from torch._dynamo import config
+
+    return (f"torch.compile compiled the model {config.recompile_limit} times (once per new "
+            "set of sizes or guards, torch._dynamo.config.recompile_limit) and stopped: with "
+            "the default limit (8) these inputs would run in eager, uncompiled; the "
+            "suite raises instead, so that no input is judged on eager's own outputs. "
+            'TORCH_LOGS="recompiles" says what each recompile was for')
 
 
 class WithInductorConfig:
