@@ -52,6 +52,8 @@ def test_derived_probes_change_sign_magnitude_offset_and_values():
     assert (made["shifted_up"] > 0).all() and not made["zeros"].any()
     assert made["scaled_up"].abs().max() > 100 * example[0].abs().max()
     assert made["other_batch"].shape[0] == 2
+    # the batch's mean keeps the example's sign: no branch on it sits on the edge
+    assert made["other_batch"].mean() == pytest.approx(example[0].mean() / 4)
 
 
 def test_a_constant_example_still_gets_new_values():
@@ -126,7 +128,7 @@ def test_probes_of_other_sizes_run_only_where_the_export_is_meant_to_take_them(t
     case = Case("sign_free", torch.nn.Tanh, lambda: (torch.rand(1, 3),))
     export = subject_of(case, "export", tmp_path / "export")
     metrics = checks.generalizes(export)
-    assert "derived probe: the example and its negation stacked (twice the batch)" \
+    assert "derived probe: the example and its negation halved, stacked (twice the batch)" \
         in metrics["probes_not_run"]
     trace = checks.generalizes(subject_of(case, "trace", tmp_path / "trace"))
     assert not trace["probes_not_run"]

@@ -44,7 +44,7 @@ DERIVED_PROBES = {
     "zeros": "zeros of the example's shapes",
     "uniform": "uniform values over the example's range widened by 1 each side",
     "integers_redrawn": "integer inputs redrawn within their observed range",
-    "other_batch": "the example and its negation stacked (twice the batch)",
+    "other_batch": "the example and its negation halved, stacked (twice the batch)",
 }
 # Names of the probes aimed at a trace's warnings; a case may skip these too.
 AIMED_PROBES = {
@@ -133,8 +133,11 @@ def batch_axis_inputs(example: FlatInputs) -> list[int]:
 def _other_batch(example: FlatInputs, batched: list[int]) -> FlatInputs:
     import torch
 
+    # Halved: stacked with its exact negation, the batch's sum is zero, and a model that
+    # branches on it (`if x.mean() > 0`) sits on the edge, where any order of summation
+    # other than eager's takes the other branch (Inductor's did, on a generated model).
     def stacked(value):
-        other = -value if _is_float(value) else value
+        other = -0.5 * value if _is_float(value) else value
         return torch.cat([value, other])
 
     return tuple(stacked(v) if i in batched else v for i, v in enumerate(example))
