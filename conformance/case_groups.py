@@ -30,6 +30,16 @@ def case_of(nodeid: str) -> str | None:
     return found.group(1) if found else None
 
 
+def scope_of(nodeid: str) -> str | None:
+    """What a cell is scheduled with, and costed by: its case, or for a cell of an
+    independent check its own id (`convnets-aoti-torch-cpu-generated_models`); None for
+    any other test."""
+    case = case_of(nodeid)
+    if case is None or not nodeid.endswith(INDEPENDENT_CHECK):
+        return case
+    return nodeid[nodeid.index("[") + 1:-1]
+
+
 class CaseGroupScheduling(LoadGroupScheduling):
     def _split_scope(self, nodeid: str) -> str:
         scope = super()._split_scope(nodeid)

@@ -45,7 +45,8 @@ def imagenet_classes() -> Path:
 
 
 def case_costs_file() -> Path:
-    """Each built-in case's time in the CI tier, measured: the order xdist deals them in."""
+    """The built-in cases' times in the CI and the nightly tier, measured (one table per
+    property profile): the order xdist deals them in."""
     return package_dir("conformance.fixtures") / "case_costs.json"
 
 

@@ -430,7 +430,8 @@ def case_costs_for_order(config) -> dict[str, float]:
     if hasattr(config, "workerinput"):
         return config.workerinput.get("conformance_case_costs") or {}
     if CASE_COSTS not in config.stash:
-        config.stash[CASE_COSTS] = known_costs(config.stash[SESSION].options.results)
+        options = config.stash[SESSION].options
+        config.stash[CASE_COSTS] = known_costs(options.results, options.search.profile.name)
     return config.stash[CASE_COSTS]
 
 
