@@ -10,7 +10,8 @@ reads a cell's case from its id instead, and keeps xdist's own grouping for othe
 tests where xdist managed to add it. A family's cells (`generated_models`) share nothing
 but the case's name: each draws and exports its own models, so each is a group of its
 own and a family's cells spread over the workers (a nightly search takes minutes per
-cell: convnets' 43 cells on one worker kept the other idle for most of an hour).
+cell: convnets' 43 cells on one worker kept the other idle for most of an hour). The
+scopes are dealt in the order of the items, which the suite sorts slowest first.
 """
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ def scope_of(nodeid: str) -> str | None:
 
 
 class CaseGroupScheduling(LoadGroupScheduling):
+    def __init__(self, config, log=None):
+        # xdist deals the scope with the most tests first (--loadscope-reorder, its
+        # default): a family's cell, one test of minutes, went last and kept one worker
+        # busy alone. The items are already in the order to deal them: the slowest scope
+        # first (conformance.ordering).
+        config.option.loadscopereorder = False
+        super().__init__(config, log)
+
     def _split_scope(self, nodeid: str) -> str:
         scope = super()._split_scope(nodeid)
         if scope != nodeid:  # an xdist_group that xdist could add to the node id

@@ -1019,6 +1019,39 @@ def test_the_case_scheduler_groups_cells_by_case_but_not_a_familys_and_keeps_xdi
     assert scheduler._split_scope(family_cell) == family_cell  # shares nothing with its case
 
 
+def test_the_case_scheduler_deals_the_scopes_in_the_order_of_the_items():
+    """xdist would deal the scope with the most tests first: a family's cell of minutes,
+    one test, would go last. The suite's order (slowest first) is kept."""
+    import types
+
+    from conformance.case_groups import CaseGroupScheduling
+
+    class Worker:
+        def __init__(self, name):
+            self.gateway, self.sent = types.SimpleNamespace(id=name), []
+            self.shutting_down = False
+
+        def send_runtest_some(self, indexes):
+            self.sent.extend(indexes)
+
+        def shutdown(self):
+            pass
+
+    option = types.SimpleNamespace(loadscopereorder=True, numprocesses=1, tx=["popen"],
+                                   dist="loadgroup", maxschedchunk=None)
+    config = types.SimpleNamespace(option=option, getvalue=lambda name: getattr(option, name),
+                                   hook=None)
+    scheduler = CaseGroupScheduling(config)
+    cells = ["x/test_conformance.py::test_check[convnets-aoti-torch-cpu-generated_models]",
+             *(f"x/test_conformance.py::test_check[small-trace-torch-cpu-{check}]"
+               for check in ("matches_eager", "generalizes", "fresh_process"))]
+    worker = Worker("gw0")
+    scheduler.add_node(worker)
+    scheduler.add_node_collection(worker, cells)
+    scheduler.schedule()
+    assert [cells[i] for i in worker.sent][0] == cells[0]
+
+
 def test_the_summary_counts_expected_failures_per_row_instead_of_listing_them(suite):
     result = suite("-k", "branchy and trace-torch-cpu")
     result.stdout.fnmatch_lines(["*conformance expected failures, by expectation row*",
