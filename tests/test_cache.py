@@ -315,6 +315,25 @@ def test_a_changed_non_persistent_buffer_changes_the_key(tmp_path):
     assert key_of(case) != before
 
 
+def test_exporting_a_model_leaves_the_keys_of_its_other_paths_as_they_were():
+    """torch.jit.script leaves `__overloads__` on each module it compiles. Counted, the
+    keys of the paths exported after the script path in a process differed from those of
+    a run that had loaded the script artifact from the cache: a warm rerun missed them."""
+    case = Case("shifted", lambda: Shifted(torch.zeros(3)), example=random_inputs((2, 4)))
+    state = CaseState(case, "cpu", "unused")
+    options = state.export_options("export", None)
+
+    def export_key():
+        return cache.artifact_key(case, "export", options, "cpu", state.model,
+                                  state.export_example(options))
+
+    before = export_key()
+    torch.jit.script(state.model)
+    assert "__overloads__" in vars(state.model)  # what the script path leaves behind
+    torch.jit.trace(state.model, state.example)
+    assert export_key() == before
+
+
 def test_example_shapes_and_values_change_the_key():
     large = Case("shaped", lambda: torch.nn.Conv2d(3, 2, 3), example=random_inputs((1, 3, 8, 8)))
     small = Case("shaped", lambda: torch.nn.Conv2d(3, 2, 3), example=random_inputs((1, 3, 6, 6)))

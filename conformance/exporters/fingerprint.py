@@ -566,6 +566,11 @@ def _standard_module_attributes() -> frozenset[str]:
 
 # Attributes of library modules that their generated code already describes.
 _DESCRIBED_BY_CODE = frozenset({"meta", "shape_env"})
+# Attributes an exporter leaves on the modules it exports: torch.jit.script sets
+# `__overloads__` on each. They say nothing of the model, and counted, an artifact's key
+# depended on whether the script path had exported the model earlier in the process (a
+# warm rerun, which loads the script artifact, computed other keys and exported again).
+_EXPORTER_BOOKKEEPING = frozenset({"__overloads__"})
 
 
 class _Describer:
@@ -609,7 +614,7 @@ class _Describer:
             if name in standard:  # `training`; the rest are weights, submodules, hooks
                 if not name.startswith("_") and _is_plain(value):
                     found.append((name, stable_repr(value)))
-            elif graph and name in _DESCRIBED_BY_CODE:
+            elif graph and name in _DESCRIBED_BY_CODE or name in _EXPORTER_BOOKKEEPING:
                 continue
             elif (name.startswith("_") and not own  # a library class's own workings
                   and not isinstance(value, torch.Tensor)):
