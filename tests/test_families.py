@@ -69,6 +69,24 @@ def test_a_known_gap_is_left_out_of_its_targets_only():
         find(family.strategy(onnx), uses_gap)
 
 
+def test_the_conv_then_cond_gap_is_a_cond_right_after_a_convolution_in_aoti_only():
+    aoti, tuned = Target("aoti", "torch"), Target("aoti-tuned", "torch")
+    family = FAMILIES[0]
+
+    def kinds(model):
+        return [layer.kind for layer in model.layers]
+
+    def conv_then_branch(model):
+        return any(pair == ("conv2d", "branch") for pair in zip(kinds(model), kinds(model)[1:]))
+
+    hit = find(family.strategy(Target("export", "torch")), conv_then_branch)
+    assert known_gap(aoti, hit).case == "conv_then_cond" and known_gap(tuned, hit) is None
+    with pytest.raises(NoSuchExample):
+        find(family.strategy(aoti), conv_then_branch)
+    lone = find(family.strategy(aoti), lambda model: "branch" in kinds(model)[:1])
+    assert known_gap(aoti, lone) is None  # a branch first, on the input itself
+
+
 def test_every_known_gap_has_its_finding_case_and_expectation_row():
     rows = load_table(builtin_expectations())
     cases = {case.name: case for case in findings.CASES}

@@ -29,6 +29,7 @@ class Gap:
     case: str     # the finding's fixed case in fixtures/findings.py
     reason: str
     applies: Callable[[Any, tuple], bool]  # (layer, the shape it gets) -> whether it hits
+    follows: str | None = None  # the kind of layer it hits only right after, if any
 
 
 def _nearest_exact(layer, shape) -> bool:
@@ -60,6 +61,10 @@ def _max_pool_ceil_drops_last_window(layer, shape) -> bool:
                >= size + layer.padding for size in shape[2:])
 
 
+def _cond_branch(layer, shape) -> bool:
+    return type(layer).__name__ == "Branch" and layer.spelling == "cond"
+
+
 # Known gaps are left out of their path's drawn models, so that its cells go on looking
 # for wrong results instead of finding one known gap every time. Each also has a fixed
 # case with an expectation row, which fails loudly when the gap is closed.
@@ -80,16 +85,26 @@ KNOWN_GAPS = (
         "shape inference (ONNX Runtime refuses to load it: MatMul's dimensions are "
         "incompatible); the dynamo exporter's loads and agrees",
         _max_pool_ceil_drops_last_window),
+    *(Gap(f"aoti-{runner}-cpu", "conv_then_cond", "AOTInductor's default package computes a "
+          "torch.cond right after a Conv2d wrongly (the tuned package, frozen, computes it "
+          "right)", _cond_branch, follows="conv2d") for runner in ("torch", "libtorch")),
 )
 
 
 def known_gap(target: Target, model) -> Gap | None:
     """The known gap of the target that a drawn model would hit, or None."""
+    placed = list(zip(model.layers, model.shapes()))
     for gap in KNOWN_GAPS:
-        if fnmatch.fnmatchcase(target.id, gap.targets) and any(gap.applies(layer, shape)
-                                    for layer, shape in zip(model.layers, model.shapes())):
+        if fnmatch.fnmatchcase(target.id, gap.targets) and any(
+                gap.applies(layer, shape) and _after(gap, placed[:index])
+                for index, (layer, shape) in enumerate(placed)):
             return gap
     return None
+
+
+def _after(gap: Gap, before: list) -> bool:
+    """Whether the layers before one meet the gap's `follows`."""
+    return gap.follows is None or bool(before) and before[-1][0].kind == gap.follows
 
 
 @dataclasses.dataclass(frozen=True)
