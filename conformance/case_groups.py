@@ -55,6 +55,4 @@ class CaseGroupScheduling(LoadGroupScheduling):
         if scope != nodeid:  # an xdist_group that xdist could add to the node id
             return scope
         case = case_of(nodeid)
-        if case is None or nodeid.endswith(INDEPENDENT_CHECK):
-            return nodeid
-        return f"conformance case {case}"
+        return f"conformance case {case}" if case and scope_of(nodeid) == case else nodeid

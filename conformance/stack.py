@@ -146,13 +146,13 @@ def repeated_stack(env: str, tox_ini, installed: dict[str, str]) -> str:
     mine = (public(installed["torch"]), public(installed["torchvision"]))
     for other, pair in pairs.items():
         if other != env and tuple(map(public, pair)) == mine:
-            why = ("both environments pin that pair in tox.ini" if env in pairs else
-                   f"the newest torch pip installs here is {mine[0]} (its index, or a "
+            why = ("Both environments pin that pair in tox.ini" if env in pairs else
+                   f"The newest torch pip installs here is {mine[0]} (its index, or a "
                    f"constraints file in pip's configuration, offers none newer); where pip "
                    f"finds a newer one, {env} runs it")
             return (f"{env} resolved to torch {installed['torch']} and torchvision "
                     f"{installed['torchvision']}, the pair {other} pins: its run would repeat "
-                    f"{other}'s. {why[0].upper()}{why[1:]}")
+                    f"{other}'s. {why}")
     return ""
 
 

@@ -94,17 +94,13 @@ KNOWN_GAPS = (
 def known_gap(target: Target, model) -> Gap | None:
     """The known gap of the target that a drawn model would hit, or None."""
     placed = list(zip(model.layers, model.shapes()))
+    previous = [None, *(layer.kind for layer in model.layers)]
     for gap in KNOWN_GAPS:
         if fnmatch.fnmatchcase(target.id, gap.targets) and any(
-                gap.applies(layer, shape) and _after(gap, placed[:index])
-                for index, (layer, shape) in enumerate(placed)):
+                gap.applies(layer, shape) and gap.follows in (None, before)
+                for (layer, shape), before in zip(placed, previous)):
             return gap
     return None
-
-
-def _after(gap: Gap, before: list) -> bool:
-    """Whether the layers before one meet the gap's `follows`."""
-    return gap.follows is None or bool(before) and before[-1][0].kind == gap.follows
 
 
 @dataclasses.dataclass(frozen=True)
