@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +103,27 @@ def test_what_the_wire_cannot_carry_is_refused_with_a_reason():
         archive.writestr("0", b"not an npy file")
     with pytest.raises(wire.WireError, match="no .npy arrays"):
         wire.decode(stray.getvalue())
+
+
+def test_archives_are_read_one_thread_at_a_time(monkeypatch):
+    # numpy's header reader builds an AST, which CPython 3.11 cannot do in two threads at once
+    inside, most, guard, numpy_load = [0], [0], threading.Lock(), np.load
+
+    def slow_load(*args, **kwargs):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.002)
+        with guard:
+            inside[0] -= 1
+        return numpy_load(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", slow_load)
+    body = wire.encode({"0": np.arange(6.0).reshape(2, 3)})
+    with ThreadPoolExecutor(8) as pool:
+        read = list(pool.map(lambda _: wire.decode(body), range(32)))
+    assert most[0] == 1
+    assert all(np.array_equal(arrays["0"], np.arange(6.0).reshape(2, 3)) for arrays in read)
 
 
 def linear_artifact(tmp_path, suffix: str = ".pt"):

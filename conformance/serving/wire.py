@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
 
 CONTENT_TYPE = "application/x-npz"
 JSON_TYPE = "application/json"
@@ -24,6 +25,12 @@ KEYWORD = "kw:"
 JSON_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
                "bool")
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# numpy reads each .npy header with ast.literal_eval, and CPython 3.11 keeps the AST
+# builder's recursion depth in state that threads share: two threads reading archives at
+# once can fail with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905). The server answers from threads and the load test's clients are
+# threads, so archives are read one at a time; a read takes microseconds.
+_ARCHIVE_READS = threading.Lock()
 
 
 class WireError(ValueError):
@@ -50,11 +57,12 @@ def decode(body: bytes) -> dict:
     if not body:
         raise WireError("the body is empty: send the tensors as an .npz archive")
     try:
-        loaded = np.load(io.BytesIO(body), allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise WireError("the body is a single array, not an .npz archive of arrays")
-        with loaded as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        with _ARCHIVE_READS:
+            loaded = np.load(io.BytesIO(body), allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise WireError("the body is a single array, not an .npz archive of arrays")
+            with loaded as archive:
+                arrays = {name: archive[name] for name in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise WireError(f"the body is not an .npz archive of arrays: {exc}") from None
     strays = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
