@@ -54,6 +54,9 @@ report: $(STAMP)
 # results/tox/): the cells whose outcome differs between environments, the speedups over
 # eager that move, then the matrix side by side, in results/versions/.
 versions: $(STAMP)
+	@test -n "$(wildcard results/tox/*.jsonl)" || { echo "make versions: no records in" \
+		"results/tox/; run tox first (tox -e torch2.14,torch2.13 writes one file each)" >&2; \
+		exit 2; }
 	$(BIN)/python -m conformance.report $(wildcard results/tox/*.jsonl) --by-env \
 		--out results/versions
 

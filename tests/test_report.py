@@ -2,6 +2,9 @@
 the changes it gates on, and the merge of shards."""
 import html.parser
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -345,6 +348,17 @@ def test_environments_that_ran_one_stack_are_flagged_and_keep_a_column_each(tmp_
     assert row["outcomes"] == {"torch2.14": "passed", "torch-newest": "failed"}
     assert "**torch2.14 and torch-newest ran the same stack**" in (
         tmp_path / "versions.md").read_text()
+
+
+def test_make_versions_without_tox_records_says_to_run_tox_first(tmp_path):
+    shutil.copy(Path(__file__).resolve().parent.parent / "Makefile", tmp_path)
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").write_text("")  # newer than pyproject.toml
+    done = subprocess.run(["make", "-s", "versions"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no records in results/tox/; run tox first" in done.stderr
 
 
 def test_a_sparkline_draws_the_history_with_gaps_on_a_fixed_scale():
