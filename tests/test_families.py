@@ -114,3 +114,27 @@ def test_the_max_pool_gap_is_the_window_pytorch_drops():
             assert _max_pool_ceil_drops_last_window(pool, (1, 1, size, size)) == (pytorch < plain)
     floor = Pool(op="max", kernel=2, stride=2, padding=1, ceil_mode=False, count_include_pad=False)
     assert not _max_pool_ceil_drops_last_window(floor, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("input_shape, between, out_features", [
+    ((1, 2, 1, 1), (), 2),          # the finding
+    ((2, 3, 2, 2), (), 3),
+    ((1, 2, 3, 1), (), 2),
+    ((1, 2, 1, 1), (), 3),          # the Linear's outputs are not the channels: not folded
+    ((1, 2, 1, 1), ("tanh",), 2),   # something between the two: not folded
+])
+def test_the_linear_batch_norm_gap_is_where_freezing_folds_wrongly(tmp_path, input_shape,
+                                                                   between, out_features):
+    """The gap applies exactly where torch.jit.freeze's output differs from eager's."""
+    from conformance.checks.generated import Activation, BatchNorm, GeneratedModel, Linear
+
+    layers = (Linear(input_shape[-1], out_features), *map(Activation, between),
+              BatchNorm(input_shape[1]))
+    drawn = GeneratedModel(input_shape, layers, None)
+    torch.manual_seed(0)
+    model, x = drawn.build(tmp_path).eval(), torch.randn(input_shape)
+    frozen = torch.jit.freeze(torch.jit.trace(model, x))
+    wrong = not torch.allclose(frozen(x), model(x), atol=1e-5)
+    for path in ("trace-tuned", "script-tuned"):
+        assert (known_gap(Target(path, "torch"), drawn) is not None) == wrong, path
+    assert known_gap(Target("trace", "torch"), drawn) is None

@@ -61,6 +61,12 @@ def _max_pool_ceil_drops_last_window(layer, shape) -> bool:
                >= size + layer.padding for size in shape[2:])
 
 
+def _batch_norm_as_wide_as_last_dim(layer, shape) -> bool:
+    """A BatchNorm2d with as many channels as its input's last dim: after a Linear, which
+    writes that dim, torch.jit.freeze folds the BatchNorm into the Linear."""
+    return type(layer).__name__ == "BatchNorm" and shape[1] == shape[-1]
+
+
 def _cond_branch(layer, shape) -> bool:
     return type(layer).__name__ == "Branch" and layer.spelling == "cond"
 
@@ -85,6 +91,10 @@ KNOWN_GAPS = (
         "shape inference (ONNX Runtime refuses to load it: MatMul's dimensions are "
         "incompatible); the dynamo exporter's loads and agrees",
         _max_pool_ceil_drops_last_window),
+    *(Gap(f"{path}-tuned-*", "linear_then_batch_norm", "torch.jit.freeze folds a BatchNorm2d "
+          "into the Linear before it when the channels are as many as the Linear's outputs, "
+          "and scales the last dim instead of the channels", _batch_norm_as_wide_as_last_dim,
+          follows="linear") for path in ("trace", "script")),
     *(Gap(f"aoti-{runner}-cpu", "conv_then_cond", "AOTInductor's default package computes a "
           "torch.cond right after a Conv2d wrongly (the tuned package, frozen, computes it "
           "right)", _cond_branch, follows="conv2d") for runner in ("torch", "libtorch")),
