@@ -6,6 +6,8 @@ Cases are built through `CaseState`, so the seeds and probes are the suite's own
 """
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,9 +27,14 @@ CASES = {case.name: case for case in BUILTIN_CASES}
 BRANCHING = ["my_gate_cell", "my_module", "if_function"]
 
 
+# The states' folders, in one folder that goes when the tests' process ends.
+SCRATCH = Path(tempfile.mkdtemp(prefix="fixtures-"))
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
+
+
 def state(case: Case) -> CaseState:
     """The case as the suite builds it: same seeds, same probes."""
-    return CaseState(case, "cpu", Path(tempfile.mkdtemp(prefix="fixtures-")))
+    return CaseState(case, "cpu", Path(tempfile.mkdtemp(dir=SCRATCH)))
 
 
 def all_inputs(case_state: CaseState) -> list:
