@@ -126,6 +126,23 @@ def test_a_compiled_model_past_its_recompile_limit_raises_rather_than_running_ea
     assert recompile_limit_hint("RuntimeError: shape mismatch") is None
 
 
+def test_recompiles_are_counted_past_dynamos_default_limit_in_any_test_order():
+    """fullgraph=True raises at the recompile limit: counting must not depend on whether a
+    compile cell raised the limit earlier in the process."""
+    from types import SimpleNamespace
+
+    from torch._dynamo import config
+
+    from conformance.checks.catalog import count_recompiles
+
+    state = SimpleNamespace(model=lambda x: x * 2, example=(torch.ones(1),),
+                            run=lambda function, inputs: function(*inputs))
+    probes = [(torch.ones(size),) for size in range(2, 13)]
+    with config.patch(recompile_limit=8, fail_on_recompile_limit_hit=False,
+                      automatic_dynamic_shapes=False):
+        assert count_recompiles(state, probes) == 11
+
+
 def test_compiles_fullgraph_fails_on_a_graph_break(tmp_path):
     subject = pt2_subject(broken_models.branchy_case(), "compile", "inductor", tmp_path)
     with pytest.raises(CheckFailure, match=r"(?s)fullgraph=True\) refuses the model \(1 graph "
