@@ -63,8 +63,9 @@ def _max_pool_ceil_drops_last_window(layer, shape) -> bool:
 
 def _batch_norm_as_wide_as_last_dim(layer, shape) -> bool:
     """A BatchNorm2d with as many channels as its input's last dim: after a Linear, which
-    writes that dim, torch.jit.freeze folds the BatchNorm into the Linear."""
-    return type(layer).__name__ == "BatchNorm" and shape[1] == shape[-1]
+    writes that dim, torch.jit.freeze folds the BatchNorm into the Linear (harmlessly
+    when there is one channel: then the last dim is scaled the same)."""
+    return type(layer).__name__ == "BatchNorm" and shape[1] == shape[-1] > 1
 
 
 def _cond_branch(layer, shape) -> bool:
