@@ -89,6 +89,35 @@ def test_the_conv_then_cond_gap_is_a_cond_right_after_a_convolution_in_aoti_only
     assert known_gap(aoti, lone) is None  # a branch first, on the input itself
 
 
+@pytest.mark.parametrize("before, hits", [
+    (["conv"], True),                   # the finding
+    (["conv", "relu"], True),           # measured: 24 of 32 elements wrong
+    (["conv", "tanh", "relu"], True),
+    (["concat_conv"], True),            # measured: 60 of 64 wrong
+    (["concat_scaled"], False),
+    (["residual"], False),              # x + conv(x): measured right
+    (["conv", "batch_norm"], False),
+    ([], False),
+])
+def test_the_conv_then_cond_gap_is_a_cond_on_a_convolutions_output(before, hits):
+    """What AOTInductor's default package was measured to get wrong (a 1x1 or 3x3 Conv2d,
+    with or without bias, before torch.cond)."""
+    from conformance.checks.generated import (Activation, BatchNorm, Branch, Concat, Conv2d,
+                                              GeneratedModel, Residual)
+
+    made = {"conv": Conv2d(2, 2, 1, 1, 0, 1, 1, False), "relu": Activation("relu"),
+            "tanh": Activation("tanh"), "concat_conv": Concat("conv", 2, 2),
+            "concat_scaled": Concat("scaled", 2, 2), "residual": Residual(2, 1, True, None),
+            "batch_norm": BatchNorm(2)}
+    layers = [made[name] for name in before]
+    channels = 4 if before[-1:] in (["concat_conv"], ["concat_scaled"]) else 2
+    model = GeneratedModel((1, 2, 4, 4), (*layers, Branch("relu_or_scale", channels, "cond")),
+                           "cond")
+    found = known_gap(Target("aoti", "torch"), model)
+    assert (found is not None and found.case == "conv_then_cond") == hits
+    assert known_gap(Target("aoti-tuned", "torch"), model) is None
+
+
 def test_every_known_gap_has_its_finding_case_and_expectation_row():
     rows = load_table(builtin_expectations())
     cases = {case.name: case for case in findings.CASES}

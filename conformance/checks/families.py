@@ -29,7 +29,8 @@ class Gap:
     case: str     # the finding's fixed case in fixtures/findings.py
     reason: str
     applies: Callable[[Any, tuple], bool]  # (layer, the shape it gets) -> whether it hits
-    follows: str | None = None  # the kind of layer it hits only right after, if any
+    # (the layers before it, first to last) -> whether they make it hit; None: any do
+    follows: Callable[[tuple], bool] | None = None
 
 
 def _nearest_exact(layer, shape) -> bool:
@@ -68,8 +69,21 @@ def _batch_norm_as_wide_as_last_dim(layer, shape) -> bool:
     return type(layer).__name__ == "BatchNorm" and shape[1] == shape[-1] > 1
 
 
+def _right_after_linear(before: tuple) -> bool:
+    return bool(before) and before[-1].kind == "linear"
+
+
 def _cond_branch(layer, shape) -> bool:
     return type(layer).__name__ == "Branch" and layer.spelling == "cond"
+
+
+def _on_a_convolutions_output(before: tuple) -> bool:
+    """Whether the input of the next layer is a convolution's output (the last layer's, or
+    one concatenated by it), through activations only. A residual sum is not."""
+    for layer in reversed(before):
+        if layer.kind != "activation":
+            return layer.kind == "conv2d" or (layer.kind == "concat" and layer.partner == "conv")
+    return False
 
 
 # Known gaps are left out of their path's drawn models, so that its cells go on looking
@@ -95,21 +109,22 @@ KNOWN_GAPS = (
     *(Gap(f"{path}-tuned-*", "linear_then_batch_norm", "torch.jit.freeze folds a BatchNorm2d "
           "into the Linear before it when the channels are as many as the Linear's outputs, "
           "and scales the last dim instead of the channels", _batch_norm_as_wide_as_last_dim,
-          follows="linear") for path in ("trace", "script")),
+          follows=_right_after_linear) for path in ("trace", "script")),
     *(Gap(f"aoti-{runner}-cpu", "conv_then_cond", "AOTInductor's default package computes a "
-          "torch.cond right after a Conv2d wrongly (the tuned package, frozen, computes it "
-          "right)", _cond_branch, follows="conv2d") for runner in ("torch", "libtorch")),
+          "torch.cond on a Conv2d's output wrongly, also through activations or a "
+          "concatenation (the tuned package, frozen, computes it right)", _cond_branch,
+          follows=_on_a_convolutions_output) for runner in ("torch", "libtorch")),
 )
 
 
 def known_gap(target: Target, model) -> Gap | None:
     """The known gap of the target that a drawn model would hit, or None."""
-    placed = list(zip(model.layers, model.shapes()))
-    previous = [None, *(layer.kind for layer in model.layers)]
+    placed = list(enumerate(zip(model.layers, model.shapes())))
     for gap in KNOWN_GAPS:
         if fnmatch.fnmatchcase(target.id, gap.targets) and any(
-                gap.applies(layer, shape) and gap.follows in (None, before)
-                for (layer, shape), before in zip(placed, previous)):
+                gap.applies(layer, shape) and (
+                    gap.follows is None or gap.follows(model.layers[:index]))
+                for index, (layer, shape) in placed):
             return gap
     return None
 
