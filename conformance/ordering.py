@@ -50,7 +50,7 @@ def shipped_costs(profile: str) -> dict[str, float]:
 
     try:
         tiers = json.loads(case_costs_file().read_text())
-        return tiers.get(profile, tiers["ci"])["seconds"]
+        return (tiers[profile] if profile in tiers else tiers["ci"])["seconds"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
