@@ -62,6 +62,38 @@ def test_a_mismatch_only_under_optimization_is_blamed_on_the_optimizer(tmp_path,
         checks.matches_eager(subject)
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "onnxruntime-tuned", "onnxruntime-noopt"])
+def test_a_mismatch_of_onnx_runtimes_kernels_is_told_by_the_reference_evaluator(tmp_path,
+                                                                                runtime):
+    # The finding: ONNX Runtime's Elu cancels near 0; the graph is Elu, as the spec says.
+    from conformance.fixtures import findings
+
+    case = next(case for case in findings.CASES if case.name == "elu_near_zero")
+    with pytest.raises(CheckFailure) as failure:
+        checks.matches_eager(onnx_subject(case, tmp_path, runtime=runtime))
+    said = ("the ONNX reference evaluator matches eager: the mismatch comes from ONNX "
+            "Runtime's kernels")
+    if runtime != "onnxruntime-noopt":
+        said = ("with graph optimizations disabled ONNX Runtime still differs from eager, "
+                f"but {said}")
+    assert said in str(failure.value)
+    # where the reference evaluator's cells do not run, it is not asked
+    big = dataclasses.replace(case, tags=frozenset())
+    with pytest.raises(CheckFailure) as failure:
+        checks.matches_eager(onnx_subject(big, tmp_path / "big", runtime=runtime))
+    assert "reference evaluator" not in str(failure.value)
+
+
+def test_a_graph_both_onnx_runtimes_compute_wrongly_is_blamed_on_the_graph(tmp_path):
+    case = dataclasses.replace(broken_models.linear_case(), tags=frozenset({"small"}))
+    subject = onnx_subject(case, tmp_path)
+    rewrite(subject, perturb_first_initializer)
+    with pytest.raises(CheckFailure) as failure:
+        checks.matches_eager(subject)
+    assert ("still differs from eager, and the ONNX reference evaluator still differs from "
+            "eager: the exported graph itself computes something else") in str(failure.value)
+
+
 def export_ignoring(monkeypatch, **overrides) -> None:
     """A broken onnx path: it exports with some of the requested options overridden."""
     def broken(model, example, file, options):
