@@ -287,9 +287,9 @@ def _second_opinion(subject: Subject, inputs, result: Comparison, expected: Any)
 
 
 def _opinion_of(subject: Subject, runtime: str, inputs,
-                expected: Any) -> tuple[str, bool] | None:
-    """What the runtime's second opinion says, and whether it matched eager; None where
-    the runtime has none."""
+                expected: Any) -> tuple[str, bool | None] | None:
+    """What the runtime's second opinion says, and whether it matched eager (None: it
+    could not be asked); None where the runtime has no second opinion."""
     opinion = SECOND_OPINIONS.get(runtime)
     if opinion is None or (opinion.where_its_cells_run and dataclasses.replace(
             subject.target, runtime=opinion.runtime) not in targets_for(subject.case.tags)):
@@ -297,11 +297,11 @@ def _opinion_of(subject: Subject, runtime: str, inputs,
     try:
         again = _rerun(subject, opinion.runtime, inputs, expected)
     except Exception as exc:  # the blame is a hint; its own failure must not hide the verdict
-        return f"(could not rerun with {opinion.runtime}: {type(exc).__name__}: {exc})", False
+        return f"(could not rerun with {opinion.runtime}: {type(exc).__name__}: {exc})", None
     if again.ok:
         return f"{opinion.who} matches eager: the mismatch comes from {opinion.blamed}", True
     further = _opinion_of(subject, opinion.runtime, inputs, expected)
-    if further is None or further[0].startswith("("):
+    if further is None or further[1] is None:
         return f"{opinion.who} still differs from eager: {opinion.not_blamed}", False
     return (f"{opinion.who} still differs from eager, {'but' if further[1] else 'and'} "
             f"{further[0]}"), False
